@@ -1,0 +1,260 @@
+"""Satellite tiles onto the city's pixel grid: footprints, lazy warped reads, dehazing, mosaic.
+
+Each tile becomes a lazy ``(band, y, x)`` float32 dask array on the pixel grid (NaN outside its
+footprint and where it has nodata or a mask); only output chunks that the tile's footprint
+touches read anything, and each reads only the source window it needs through a WarpedVRT
+(bilinear). Tiles are dehazed per scene (airlight from the whole scene) before mosaicking.
+
+Mosaic rule: tiles are taken in the order of ``imagery.paths`` (each glob's matches sorted by
+name); for every pixel, the first tile with a valid value wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import rasterio
+import xarray as xr
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+
+from pipeline.errors import InputFormatError, NoCoverageError
+from pipeline.grid import CityGrid
+from preprocess.dehaze import DehazeParams, haze_score
+from preprocess.dehaze_dask import dehaze_dask, scene_light
+
+# Pixels per chunk side, rounded to whole cells so that no cell straddles two chunks.
+CHUNK_TARGET_PX = 1024
+# Above this haze score a scene is dehazed under ``dehaze: auto``. Clear scenes at a few metres
+# score below ~0.15 (a shadow or tree in every patch); the demo's hazy tile scores ~0.35.
+HAZE_THRESHOLD = 0.25
+# Longest side of the decimated read used for per-scene statistics and the haze score.
+_PREVIEW_PX = 1024
+
+
+@dataclass
+class TileReport:
+    """What happened to one tile; goes to the manifest."""
+
+    path: str
+    status: Literal["used", "skipped", "failed"]
+    reason: str = ""
+    crs: str = ""
+    dtype: str = ""
+    bands: int = 0
+    resolution: tuple[float, float] = (0.0, 0.0)
+    scale: list[tuple[float, float]] = field(default_factory=list)
+    haze_score: float | None = None
+    dehazed: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Tile:
+    path: Path
+    bands: tuple[int, ...]
+    scale: tuple[tuple[float, float], ...]
+
+
+def chunk_px(grid: CityGrid) -> int:
+    """Chunk side in pixels: about :data:`CHUNK_TARGET_PX`, a whole number of cells."""
+    return grid.chip_px * max(1, CHUNK_TARGET_PX // grid.chip_px)
+
+
+def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tuple[float, float]]:
+    """Per-band (low, high) mapped to (0, 1): the dtype range for uint8, else 2-98 percentiles.
+
+    Percentiles come from a decimated read of the whole scene, so every chunk of a scene is
+    scaled the same way.
+    """
+    if src.dtypes[0] == "uint8":
+        return [(0.0, 255.0)] * len(bands)
+    factor = max(1.0, max(src.width, src.height) / _PREVIEW_PX)
+    shape = (len(bands), max(1, int(src.height / factor)), max(1, int(src.width / factor)))
+    data = src.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
+    out = []
+    for band in data:
+        values = band.compressed().astype(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            out.append((0.0, 1.0))
+            continue
+        lo, hi = np.percentile(values, [2, 98])
+        out.append((float(lo), float(hi if hi > lo else lo + 1)))
+    return out
+
+
+def read_window(
+    path: Path,
+    bands: tuple[int, ...],
+    scale: tuple[tuple[float, float], ...],
+    crs: object,
+    transform: Affine,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Warp ``bands`` of a file onto a target window; float32 (band, y, x) scaled to [0, 1], NaN nodata.
+
+    The VRT's alpha band carries the source's nodata value, internal mask and footprint, so all
+    three become NaN, never black pixels taken as data.
+    """
+    with (
+        rasterio.open(path) as src,
+        WarpedVRT(
+            src,
+            crs=crs,
+            transform=transform,
+            width=shape[1],
+            height=shape[0],
+            resampling=Resampling.bilinear,
+            add_alpha=True,
+        ) as vrt,
+    ):
+        data = vrt.read(list(bands), out_dtype="float32")
+        alpha = vrt.read(vrt.count)
+    lo = np.array([s[0] for s in scale], dtype=np.float32)[:, None, None]
+    hi = np.array([s[1] for s in scale], dtype=np.float32)[:, None, None]
+    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+    # Bilinear alpha is partial along the footprint's edge: half-covered pixels are nodata.
+    out[:, alpha < 128] = np.nan
+    out[np.isnan(data)] = np.nan
+    return out
+
+
+def _tile_on_grid(tile: _Tile, grid: CityGrid, footprint: tuple[float, ...]) -> da.Array:
+    """Lazy array of one tile on the whole pixel grid; chunks off its footprint are NaN."""
+    size = chunk_px(grid)
+    height, width = grid.pixel_shape
+    px = grid.pixel_size
+    gx0, _, _, gy1 = grid.bounds
+    fx0, fy0, fx1, fy1 = footprint
+    rows = []
+    for r0 in range(0, height, size):
+        h = min(size, height - r0)
+        row = []
+        for c0 in range(0, width, size):
+            w = min(size, width - c0)
+            x0, y1 = gx0 + c0 * px, gy1 - r0 * px
+            x1, y0 = x0 + w * px, y1 - h * px
+            if x1 <= fx0 or x0 >= fx1 or y1 <= fy0 or y0 >= fy1:
+                row.append(da.full((len(tile.bands), h, w), np.nan, dtype=np.float32))
+                continue
+            block = dask.delayed(read_window)(
+                tile.path,
+                tile.bands,
+                tile.scale,
+                grid.crs,
+                Affine(px, 0, x0, 0, -px, y1),
+                (h, w),
+            )
+            row.append(da.from_delayed(block, (len(tile.bands), h, w), dtype=np.float32))
+        rows.append(row)
+    return da.block(rows)
+
+
+def _preview(
+    src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid
+) -> np.ndarray:
+    """The scene at about the grid's pixel size (at most :data:`_PREVIEW_PX` a side), scaled."""
+    res = max(abs(src.res[0]), abs(src.res[1]))
+    # Compare resolutions in the tile's own units: convert the grid pixel when the tile is not metric.
+    target = grid.pixel_size if src.crs.is_projected else grid.pixel_size / 111_320.0
+    factor = max(1.0, target / res, max(src.width, src.height) / _PREVIEW_PX)
+    shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
+    transform = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+    return read_window(tile.path, tile.bands, tile.scale, src.crs, transform, shape)
+
+
+def load_imagery(
+    paths: list[Path],
+    grid: CityGrid,
+    bands: list[int],
+    dehaze: Literal["auto", "always", "never"] = "auto",
+    params: DehazeParams = DehazeParams(),
+) -> tuple[xr.DataArray, list[TileReport]]:
+    """Align, dehaze and mosaic tiles onto the grid's pixels (lazily, with dask).
+
+    Returns:
+        The imagery as float32 ``(band, y, x)`` in [0, 1] with NaN for nodata, and one report per
+        tile (used, skipped because it does not touch the extent, or failed with the reason).
+
+    Raises:
+        InputFormatError: a tile lacks one of the requested bands.
+        NoCoverageError: no readable tile touches the extent.
+    """
+    reports: list[TileReport] = []
+    layers: list[da.Array] = []
+    gx0, gy0, gx1, gy1 = grid.bounds
+    for path in paths:
+        report = TileReport(path=str(path), status="failed")
+        reports.append(report)
+        try:
+            with rasterio.open(path) as src:
+                report.dtype, report.bands = src.dtypes[0], src.count
+                report.resolution = (abs(src.res[0]), abs(src.res[1]))
+                if src.crs is None:
+                    report.reason = "no CRS (georeference the file, e.g. gdal_edit.py -a_srs)"
+                    continue
+                report.crs = src.crs.to_string()
+                missing = [b for b in bands if b > src.count]
+                if missing:
+                    raise InputFormatError(
+                        f"{path}: imagery.bands asks for band(s) {missing} but the file has "
+                        f"{src.count}; set imagery.bands to bands every tile has"
+                    )
+                footprint = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+                if not (
+                    footprint[0] < gx1
+                    and footprint[2] > gx0
+                    and footprint[1] < gy1
+                    and footprint[3] > gy0
+                ):
+                    report.status, report.reason = "skipped", "does not touch the extent"
+                    continue
+                tile = _Tile(path, tuple(bands), tuple(_scene_scale(src, tuple(bands))))
+                report.scale = list(tile.scale)
+                score = haze_score(_preview(src, tile, grid), params.patch)
+        except InputFormatError:
+            raise
+        except (RasterioError, OSError, ValueError) as err:
+            report.reason = f"unreadable: {str(err).splitlines()[0]}"
+            continue
+        report.haze_score = round(score, 4)
+        layer = _tile_on_grid(tile, grid, footprint)
+        report.dehazed = dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD)
+        if report.dehazed:
+            layer = dehaze_dask(layer, scene_light(layer, params), params)
+        report.status = "used"
+        layers.append(layer)
+
+    if not layers:
+        failed = [r for r in reports if r.status == "failed"]
+        detail = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in failed[:3])
+        raise NoCoverageError(
+            f"imagery: none of the {len(paths)} tile(s) in imagery.paths touches the extent "
+            f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"
+            + (f"; failed: {detail}" if detail else "")
+            + "; check imagery.paths and extent"
+        )
+    mosaic = layers[0]
+    for layer in layers[1:]:
+        mosaic = da.where(da.isnan(mosaic), layer, mosaic)
+    y, x = grid.pixel_coords()
+    image = xr.DataArray(
+        mosaic,
+        dims=("band", "y", "x"),
+        coords={"band": list(bands), "y": y, "x": x},
+        name="imagery",
+        attrs={"crs": grid.crs.to_string()},
+    )
+    return image, reports

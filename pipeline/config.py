@@ -1,0 +1,226 @@
+"""The run configuration: YAML validated by pydantic, unknown keys rejected by name.
+
+Relative paths in a config file are relative to the directory of that file. Globs are expanded
+by :func:`expand_paths`, which fails with the pattern's name when it matches nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pyproj import CRS
+from pyproj.exceptions import CRSError as PyprojCRSError
+
+from pipeline.errors import ConfigError, InputNotFoundError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridConfig(_Strict):
+    """Cell size in metres and pixels per cell side."""
+
+    cell_size_m: float = Field(250.0, gt=0)
+    chip_px: int = Field(32, ge=4, le=512)
+
+
+class ImageryConfig(_Strict):
+    """Satellite tiles: paths or globs, dehazing policy, bands (1-based, in the model's order)."""
+
+    paths: list[str] = Field(min_length=1)
+    dehaze: Literal["auto", "always", "never"] = "auto"
+    bands: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+
+    @field_validator("bands")
+    @classmethod
+    def _positive_bands(cls, bands: list[int]) -> list[int]:
+        if any(b < 1 for b in bands):
+            raise ValueError(f"band indexes are 1-based, got {bands}")
+        return bands
+
+
+class ColumnsConfig(_Strict):
+    """Names of the signalling columns in the user's files."""
+
+    time: str = "time"
+    lon: str = "lon"
+    lat: str = "lat"
+    count: str = "count"
+
+
+class SignallingConfig(_Strict):
+    """Hourly signalling counts: paths or globs, datum of the coordinates, local time zone."""
+
+    paths: list[str] = Field(min_length=1)
+    coords: Literal["wgs84", "gcj02"] = "wgs84"
+    timezone: str = "Asia/Shanghai"
+    columns: ColumnsConfig = ColumnsConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)")
+        return name
+
+
+class OutputConfig(_Strict):
+    """Where the outputs of a run go."""
+
+    dir: str
+
+
+class DaskConfig(_Strict):
+    """Which dask scheduler runs the stages.
+
+    ``threads`` (default) and ``synchronous`` are dask's local schedulers; ``local-cluster``
+    starts a distributed LocalCluster; any ``tcp://host:port`` connects to an existing one.
+    """
+
+    scheduler: str = "threads"
+    workers: int | None = Field(None, ge=1)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in {"threads", "synchronous", "local-cluster"} and not value.startswith(
+            "tcp://"
+        ):
+            raise ValueError(
+                f"unknown scheduler {value!r} (use threads, synchronous, local-cluster "
+                "or a tcp://host:port address)"
+            )
+        return value
+
+
+class RunConfig(_Strict):
+    """One run: an extent, a grid, the inputs, the model and where outputs go."""
+
+    name: str = Field(min_length=1)
+    extent: tuple[float, float, float, float]
+    crs: str | None = None
+    grid: GridConfig = GridConfig()
+    imagery: ImageryConfig
+    signalling: SignallingConfig
+    model: str | None = None
+    output: OutputConfig
+    dask: DaskConfig = DaskConfig()
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("extent")
+    @classmethod
+    def _valid_extent(
+        cls, extent: tuple[float, float, float, float]
+    ) -> tuple[float, float, float, float]:
+        min_lon, min_lat, max_lon, max_lat = extent
+        if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+            raise ValueError(
+                f"extent must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees with "
+                f"min < max, got {list(extent)}"
+            )
+        return extent
+
+    @field_validator("crs")
+    @classmethod
+    def _projected_crs(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            crs = CRS.from_user_input(value)
+        except PyprojCRSError:
+            raise ValueError(f"unknown CRS {value!r} (use e.g. EPSG:32649)")
+        if not crs.is_projected:
+            raise ValueError(f"crs {value!r} is not projected; the grid needs metres (e.g. a UTM zone)")
+        return value
+
+    def resolve(self, path: str) -> Path:
+        """Return ``path`` made absolute against the config file's directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def output_dir(self) -> Path:
+        """The absolute output directory."""
+        return self.resolve(self.output.dir)
+
+    @property
+    def model_path(self) -> Path | None:
+        """The absolute model path, or None for the shipped model."""
+        return None if self.model is None else self.resolve(self.model)
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{where}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{where}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"'{where}': {msg}")
+    return f"{source}: invalid config: " + "; ".join(parts) + " (see README.md, config reference)"
+
+
+def parse_config(data: Any, base_dir: Path, source: str = "config") -> RunConfig:
+    """Validate a config mapping; relative paths will resolve against ``base_dir``.
+
+    Raises:
+        ConfigError: the mapping is not a valid config; the message names every bad key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a YAML mapping of keys to values")
+    if "base_dir" in data:
+        raise ConfigError(f"{source}: invalid config: unknown key 'base_dir'")
+    try:
+        return RunConfig.model_validate({**data, "base_dir": base_dir.resolve()})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        ConfigError: the YAML is malformed or does not validate.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"config file {path} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_config(data, path.parent, source=str(path))
+
+
+def expand_paths(config: RunConfig, patterns: list[str], key: str) -> list[Path]:
+    """Expand globs in order, each pattern's matches sorted; duplicates kept once.
+
+    Raises:
+        InputNotFoundError: a pattern matched no file; the message names the key and pattern.
+    """
+    found: list[Path] = []
+    for i, pattern in enumerate(patterns):
+        full = config.resolve(pattern)
+        matches = sorted(Path(m) for m in glob.glob(str(full), recursive=True))
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise InputNotFoundError(
+                f"{key}[{i}] '{pattern}' matched no file (looked for {full}); "
+                "check the path, relative paths are relative to the config file"
+            )
+        found.extend(m for m in matches if m not in found)
+    return found

@@ -1,0 +1,40 @@
+"""The one exception hierarchy of urbanfusion.
+
+Every error a user can cause derives from :class:`UrbanFusionError` and from the builtin it
+resembles, so callers may catch either. Messages say what was wrong, where, and how to fix it;
+the CLI prints them on one line and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class UrbanFusionError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+
+class ConfigError(UrbanFusionError, ValueError):
+    """The run configuration is invalid (unknown key, wrong type, impossible value)."""
+
+
+class InputNotFoundError(UrbanFusionError, FileNotFoundError):
+    """A file or glob named by the user does not exist or matched nothing."""
+
+    def __str__(self) -> str:
+        # FileNotFoundError formats (errno, strerror) pairs; we always pass one message.
+        return str(self.args[0]) if self.args else ""
+
+
+class InputFormatError(UrbanFusionError, ValueError):
+    """An input file exists but its content does not match what the config declares."""
+
+
+class NoCoverageError(UrbanFusionError, ValueError):
+    """The inputs do not cover the extent of the run (e.g. no tile touches it)."""
+
+
+class CRSError(UrbanFusionError, ValueError):
+    """A coordinate reference system is missing, unknown or unsuitable."""
+
+
+class ModelError(UrbanFusionError, ValueError):
+    """A model file is missing, unreadable or does not carry the urbanfusion contract."""
