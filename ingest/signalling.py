@@ -152,11 +152,7 @@ def read_signalling_file(
             "line": np.concatenate([[n for n, _ in bad], lines[~ok]]).astype(np.int64),
             "reason": ["wrong number of fields"] * len(bad) + list(reason[~ok]),
             "raw": [t for _, t in bad]
-            + df.loc[~ok, ["time", "lon", "lat", "count"]]
-            .fillna("")
-            .astype(str)
-            .agg(",".join, axis=1)
-            .tolist(),
+            + [",".join(r) for r in df.loc[~ok].fillna("").astype(str).itertuples(index=False)],
         },
         columns=REJECT_COLUMNS,
     )
@@ -208,10 +204,7 @@ def load_signalling(
     """
     parts: list[_FilePart] = list(
         dask.compute(
-            *[
-                dask.delayed(read_signalling_file)(p, columns, coords, timezone, grid)
-                for p in paths
-            ]
+            *[dask.delayed(read_signalling_file)(p, columns, coords, timezone, grid) for p in paths]
         )
     )
     report = SignallingReport(files=[str(p) for p in paths])

@@ -7,6 +7,7 @@ by :func:`expand_paths`, which fails with the pattern's name when it matches not
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,7 +69,9 @@ class SignallingConfig(_Strict):
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)")
+            raise ValueError(
+                f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)"
+            ) from None
         return name
 
 
@@ -136,15 +139,18 @@ class RunConfig(_Strict):
         try:
             crs = CRS.from_user_input(value)
         except PyprojCRSError:
-            raise ValueError(f"unknown CRS {value!r} (use e.g. EPSG:32649)")
+            raise ValueError(f"unknown CRS {value!r} (use e.g. EPSG:32649)") from None
         if not crs.is_projected:
-            raise ValueError(f"crs {value!r} is not projected; the grid needs metres (e.g. a UTM zone)")
+            raise ValueError(
+                f"crs {value!r} is not projected; the grid needs metres (e.g. a UTM zone)"
+            )
         return value
 
     def resolve(self, path: str) -> Path:
         """Return ``path`` made absolute against the config file's directory."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
+        # normpath, not resolve(): tidy '..' for people without following the user's symlinks.
+        return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
     @property
     def output_dir(self) -> Path:

@@ -35,7 +35,7 @@ _SNAP_EPS = 1e-9
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
     """Return the WGS84 UTM zone CRS containing ``(lon, lat)`` (EPSG:326xx north, 327xx south)."""
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
@@ -124,7 +124,9 @@ class CityGrid:
                 f"the extent makes {nrows} x {ncols} cells of {cell_size} m, more than "
                 f"{MAX_CELLS:,}; check the extent (lon/lat order) or raise grid.cell_size_m"
             )
-        return cls(CRS.from_user_input(crs), float(cell_size), int(chip_px), -top, col0, nrows, ncols)
+        return cls(
+            CRS.from_user_input(crs), float(cell_size), int(chip_px), -top, col0, nrows, ncols
+        )
 
     # ---- geometry --------------------------------------------------------------------------
     @property

@@ -63,13 +63,13 @@ def _box(a: np.ndarray, radius: int) -> np.ndarray:
 
 
 def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
-    """Per-pixel minimum over bands, then a ``patch`` x ``patch`` minimum filter; NaN counts as 1."""
+    """Per-pixel minimum over bands, then a ``patch``-wide minimum filter; NaN counts as 1."""
     low = np.nanmin(np.where(np.isnan(image), np.float32(1.0), image), axis=0)
     return _min_filter(low.astype(np.float32, copy=False), patch)
 
 
 def atmospheric_light(image: np.ndarray, params: DehazeParams = DehazeParams()) -> np.ndarray:
-    """Airlight: mean colour of the brightest ``top_fraction`` of the dark channel (one per scene)."""
+    """Airlight: mean colour of the brightest ``top_fraction`` of the dark channel, per scene."""
     valid = ~np.isnan(image).any(axis=0)
     if not valid.any():
         return np.ones(image.shape[0], dtype=np.float32)
@@ -84,7 +84,7 @@ def light_threshold(dark_valid: np.ndarray, top_fraction: float) -> float:
     A threshold, not an index set, so that ties are resolved the same way whether the scene is
     held whole or reduced chunk by chunk.
     """
-    n = max(1, int(round(dark_valid.size * top_fraction)))
+    n = max(1, round(dark_valid.size * top_fraction))
     return float(np.partition(dark_valid, dark_valid.size - n)[dark_valid.size - n])
 
 
@@ -103,7 +103,7 @@ def haze_score(image: np.ndarray, patch: int = 15) -> float:
 def guided_filter(
     guide: np.ndarray, src: np.ndarray, valid: np.ndarray, radius: int, eps: float
 ) -> np.ndarray:
-    """Edge-preserving smoothing of ``src`` following ``guide`` (He et al. 2010), over valid pixels."""
+    """Edge-preserving smoothing of ``src`` along ``guide`` (He et al. 2010), valid pixels only."""
     w = valid.astype(np.float32)
     g = np.where(valid, guide, 0).astype(np.float32)
     p = np.where(valid, src, 0).astype(np.float32)

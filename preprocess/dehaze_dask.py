@@ -37,7 +37,7 @@ def dark_channel_dask(image: da.Array, patch: int) -> da.Array:
 
 
 def scene_light(image: da.Array, params: DehazeParams = DehazeParams()) -> np.ndarray:
-    """Airlight of a whole scene from a dask array; equals :func:`preprocess.dehaze.atmospheric_light`.
+    """Airlight of a whole scene from a dask array, equal to ``dehaze.atmospheric_light``.
 
     Two passes: the count of valid pixels fixes how many brightest dark-channel pixels to take;
     the second pass keeps each chunk's top values (at most that many) to find the exact threshold.
@@ -46,7 +46,7 @@ def scene_light(image: da.Array, params: DehazeParams = DehazeParams()) -> np.nd
     n_valid = int(valid.sum().compute())
     if n_valid == 0:
         return np.ones(image.shape[0], dtype=np.float32)
-    n = max(1, int(round(n_valid * params.top_fraction)))
+    n = max(1, round(n_valid * params.top_fraction))
     dark = dark_channel_dask(image, params.patch)
     blocks = [
         dask.delayed(_top_values)(d, v, n)

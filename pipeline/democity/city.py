@@ -1,8 +1,8 @@
 """Write a complete demo city: tiles, signalling CSVs, labelled zones and a run config.
 
 Everything is generated from one seed in a few seconds. The shipped model is trained on cities of
-other seeds (:data:`TRAIN_SEEDS`); ``urbanfusion demo`` shows :data:`DEMO_SEED`, a city the model
-has never seen.
+other seeds (``MODEL_SEEDS`` in the Makefile, ``make model``); ``urbanfusion demo`` shows
+:data:`DEMO_SEED`, a city the model has never seen.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from pipeline.democity.render import add_haze, render_city
 from pipeline.grid import CityGrid
 
 DEMO_SEED = 7
-TRAIN_SEEDS = (101, 102, 103, 104)
 CENTRE = (113.66, 34.76)  # central Zhengzhou
 UTM = "EPSG:32649"
 PIXEL_M = 5.0
@@ -54,16 +53,23 @@ def _extent(size_km: float) -> tuple[float, float, float, float]:
         [cy - half, cy - half, cy + half, cy + half],
         direction="INVERSE",
     )
-    return (
-        round(min(lon), 4), round(min(lat), 4), round(max(lon), 4), round(max(lat), 4)
-    )
+    return (round(min(lon), 4), round(min(lat), 4), round(max(lon), 4), round(max(lat), 4))
 
 
 def _write_tile(path: Path, data: np.ndarray, transform: Affine, dst_crs: str | None) -> None:
     profile = {
-        "driver": "GTiff", "count": 3, "dtype": "uint8", "crs": UTM, "transform": transform,
-        "width": data.shape[2], "height": data.shape[1], "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "photometric": "RGB",
+        "driver": "GTiff",
+        "count": 3,
+        "dtype": "uint8",
+        "crs": UTM,
+        "transform": transform,
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "photometric": "RGB",
     }
     if dst_crs is None:
         with rasterio.open(path, "w", **profile) as dst:
@@ -73,8 +79,16 @@ def _write_tile(path: Path, data: np.ndarray, transform: Affine, dst_crs: str | 
     bounds = (left, top + transform.e * data.shape[1], left + transform.a * data.shape[2], top)
     dst_t, w, h = calculate_default_transform(UTM, dst_crs, data.shape[2], data.shape[1], *bounds)
     out = np.zeros((3, h, w), dtype=np.uint8)
-    reproject(data, out, src_transform=transform, src_crs=UTM, dst_transform=dst_t,
-              dst_crs=dst_crs, resampling=Resampling.bilinear, dst_nodata=0)
+    reproject(
+        data,
+        out,
+        src_transform=transform,
+        src_crs=UTM,
+        dst_transform=dst_t,
+        dst_crs=dst_crs,
+        resampling=Resampling.bilinear,
+        dst_nodata=0,
+    )
     profile.update(crs=dst_crs, transform=dst_t, width=w, height=h, nodata=0)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(out)
@@ -113,7 +127,7 @@ def generate_demo_city(out_dir: Path, seed: int = DEMO_SEED, size_km: float = 6.
         data = image[:, r0:r1, c0:c1]
         if hazy:
             data = add_haze(data, tile_rng)
-        _write_tile(tiles / name, data, transform * Affine.translation(c0, r0), crs)
+        _write_tile(tiles / name, data, transform @ Affine.translation(c0, r0), crs)
 
     zones_path = out_dir / "zones.gpkg"
     geoms, classes = zone_polygons(layout)
@@ -124,7 +138,9 @@ def generate_demo_city(out_dir: Path, seed: int = DEMO_SEED, size_km: float = 6.
     ).to_file(zones_path, layer="zones", driver="GPKG")
 
     points = lattice(extent)
-    px, py = Transformer.from_crs("EPSG:4326", UTM, always_xy=True).transform(points[:, 0], points[:, 1])
+    px, py = Transformer.from_crs("EPSG:4326", UTM, always_xy=True).transform(
+        points[:, 0], points[:, 1]
+    )
     col = np.clip(((px - bounds[0]) / PIXEL_M).astype(int), 0, w - 1)
     row = np.clip(((bounds[3] - py) / PIXEL_M).astype(int), 0, h - 1)
     days = pd.date_range(FIRST_DAY, periods=N_DAYS, freq="D")

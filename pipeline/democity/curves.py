@@ -44,7 +44,9 @@ def derive_archetypes(helsinki_dir: Path) -> dict[str, np.ndarray]:
     for t in tables[1:]:
         ids = ids.intersection(t.index)
     ids = ids.sort_values()
-    raw = np.stack([t.loc[ids, [f"H{h}" for h in range(24)]].to_numpy(np.float64) for t in tables], 1)
+    raw = np.stack(
+        [t.loc[ids, [f"H{h}" for h in range(24)]].to_numpy(np.float64) for t in tables], 1
+    )
     level = raw.mean(axis=(1, 2))
     keep = level > np.median(level)
     shapes = raw[keep] / level[keep, None, None]

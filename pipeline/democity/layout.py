@@ -1,4 +1,4 @@
-"""Zones of a demo city: a grid of city blocks, jittered, each given one URFC class by plausible rules.
+"""Zones of a demo city: jittered city blocks, each given one URFC class by plausible rules.
 
 The airport is a strip at one edge, the railway runs across the city with its station near the
 centre, the industrial park sits in a corner away from the centre, administration and shopping
@@ -41,9 +41,7 @@ def _pick(free: np.ndarray, rng: np.random.Generator, n: int, weight: np.ndarray
     return list(rng.choice(idx, size=min(n, idx.size), replace=False, p=p))
 
 
-def make_layout(
-    bounds: tuple[float, float, float, float], rng: np.random.Generator
-) -> Layout:
+def make_layout(bounds: tuple[float, float, float, float], rng: np.random.Generator) -> Layout:
     """Lay out blocks covering ``bounds`` (xmin, ymin, xmax, ymax) and assign their classes."""
     xmin, ymin, xmax, ymax = bounds
     nx = max(4, round((xmax - xmin) / BLOCK_M))
@@ -92,7 +90,7 @@ def make_layout(
         cls[r0 : r0 + 2, c0 : c0 + 3] = CLS["industrial"]
 
     n = nx * ny
-    near = np.exp(-(centre_dist / 0.25) ** 2)
+    near = np.exp(-((centre_dist / 0.25) ** 2))
     anywhere = np.ones_like(near)
     for name, count, weight in [
         ("administrative", max(2, n // 35), near),
@@ -119,7 +117,9 @@ def zone_polygons(layout: Layout) -> tuple[list[Polygon], list[int]]:
     """Blocks of the same class that touch merged into zones (what a planner would draw)."""
     geoms, classes = [], []
     for k in np.unique(layout.classes):
-        merged = shapely.union_all([p for p, c in zip(layout.polygons, layout.classes, strict=True) if c == k])
+        merged = shapely.union_all(
+            [p for p, c in zip(layout.polygons, layout.classes, strict=True) if c == k]
+        )
         for part in getattr(merged, "geoms", [merged]):
             geoms.append(part)
             classes.append(int(k))

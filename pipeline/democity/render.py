@@ -18,8 +18,16 @@ from pipeline.democity.layout import CLS, Layout
 Canvas = np.ndarray  # (h, w, 3) uint8 RGB
 Rng = np.random.Generator
 
-ROOFS_HOUSING = np.array([[150, 150, 155], [170, 95, 80], [120, 125, 140], [195, 185, 165],
-                          [140, 110, 95], [175, 175, 180]])
+ROOFS_HOUSING = np.array(
+    [
+        [150, 150, 155],
+        [170, 95, 80],
+        [120, 125, 140],
+        [195, 185, 165],
+        [140, 110, 95],
+        [175, 175, 180],
+    ]
+)
 ROOFS_LARGE = np.array([[205, 205, 210], [120, 150, 185], [225, 225, 220], [160, 165, 170]])
 ROOFS_CIVIC = np.array([[215, 210, 200], [190, 190, 195], [170, 160, 150], [230, 228, 222]])
 GRASS = np.array([95, 130, 70])
@@ -38,8 +46,17 @@ def _fill(canvas: Canvas, rng: Rng, base: np.ndarray, noise: float) -> None:
     canvas[:] = np.clip(base + rng.normal(0, noise, (h, w, 3)), 0, 255)
 
 
-def _rect(canvas: Canvas, rng: Rng, cx: float, cy: float, w: float, h: float,
-          colour: tuple[int, int, int], angle: float = 0.0, shadow: bool = True) -> None:
+def _rect(
+    canvas: Canvas,
+    rng: Rng,
+    cx: float,
+    cy: float,
+    w: float,
+    h: float,
+    colour: tuple[int, int, int],
+    angle: float = 0.0,
+    shadow: bool = True,
+) -> None:
     box = cv2.boxPoints(((cx, cy), (w, h), angle)).astype(np.int32)
     if shadow:  # a shadow to the south-east, as under a morning sun
         off = max(1, int(min(w, h) * 0.25))
@@ -74,8 +91,16 @@ def _housing(canvas: Canvas, rng: Rng, px: float) -> None:
         for x in range(step // 2, w, step):
             if rng.random() < 0.85:
                 bw, bh = rng.uniform(18, 40) / px, rng.uniform(10, 16) / px
-                _rect(canvas, rng, x + rng.normal(0, 1), y + rng.normal(0, 1), bw, bh,
-                      _colour(rng, ROOFS_HOUSING), angle)
+                _rect(
+                    canvas,
+                    rng,
+                    x + rng.normal(0, 1),
+                    y + rng.normal(0, 1),
+                    bw,
+                    bh,
+                    _colour(rng, ROOFS_HOUSING),
+                    angle,
+                )
     _trees(canvas, rng, 0.06)
     _street_grid(canvas, rng, int(rng.uniform(110, 150) / px), max(1, int(8 / px)))
 
@@ -106,8 +131,15 @@ def industrial(canvas: Canvas, rng: Rng, px: float) -> None:
     step = int(rng.uniform(130, 170) / px)
     for y in range(step // 2, h, step):
         for x in range(step // 2, w, step):
-            _rect(canvas, rng, x, y, rng.uniform(60, 130) / px, rng.uniform(40, 90) / px,
-                  _colour(rng, ROOFS_LARGE, 8))
+            _rect(
+                canvas,
+                rng,
+                x,
+                y,
+                rng.uniform(60, 130) / px,
+                rng.uniform(40, 90) / px,
+                _colour(rng, ROOFS_LARGE, 8),
+            )
     _street_grid(canvas, rng, step, max(1, int(10 / px)))
     _trees(canvas, rng, 0.01)
 
@@ -119,13 +151,21 @@ def shopping(canvas: Canvas, rng: Rng, px: float) -> None:
     for y in range(0, h, 3):
         for x in range(0, w, 2):
             if rng.random() < 0.35:
-                canvas[y, x] = _colour(rng, np.array([[200, 40, 40], [230, 230, 230], [30, 30, 30],
-                                                      [60, 90, 160]]), 20)
+                canvas[y, x] = _colour(
+                    rng, np.array([[200, 40, 40], [230, 230, 230], [30, 30, 30], [60, 90, 160]]), 20
+                )
     step = int(rng.uniform(160, 220) / px)
     for y in range(step // 2, h, step):
         for x in range(step // 2, w, step):
-            _rect(canvas, rng, x, y, rng.uniform(80, 140) / px, rng.uniform(60, 100) / px,
-                  _colour(rng, ROOFS_LARGE, 8))
+            _rect(
+                canvas,
+                rng,
+                x,
+                y,
+                rng.uniform(80, 140) / px,
+                rng.uniform(60, 100) / px,
+                _colour(rng, ROOFS_LARGE, 8),
+            )
     _trees(canvas, rng, 0.01)
 
 
@@ -135,14 +175,27 @@ def _civic(canvas: Canvas, rng: Rng, px: float, lawn: float) -> None:
     h, w, _ = canvas.shape
     for _ in range(int(h * w * lawn / 400)):
         x, y = int(rng.integers(w)), int(rng.integers(h))
-        cv2.rectangle(canvas, (x, y), (x + int(rng.integers(6, 14)), y + int(rng.integers(6, 14))),
-                      _colour(rng, GRASS[None], 10), -1)
+        cv2.rectangle(
+            canvas,
+            (x, y),
+            (x + int(rng.integers(6, 14)), y + int(rng.integers(6, 14))),
+            _colour(rng, GRASS[None], 10),
+            -1,
+        )
     step = int(rng.uniform(90, 120) / px)
     for y in range(step // 2, h, step):
         for x in range(step // 2, w, step):
             if rng.random() < 0.8:
-                _rect(canvas, rng, x, y, rng.uniform(40, 75) / px, rng.uniform(25, 45) / px,
-                      _colour(rng, ROOFS_CIVIC, 8), float(rng.choice([0.0, 90.0])))
+                _rect(
+                    canvas,
+                    rng,
+                    x,
+                    y,
+                    rng.uniform(40, 75) / px,
+                    rng.uniform(25, 45) / px,
+                    _colour(rng, ROOFS_CIVIC, 8),
+                    float(rng.choice([0.0, 90.0])),
+                )
     _trees(canvas, rng, 0.04)
     _street_grid(canvas, rng, step * 2, max(1, int(8 / px)))
 
@@ -164,12 +217,25 @@ def park(canvas: Canvas, rng: Rng, px: float) -> None:
     for _ in range(int(h * w / 1500)):
         cx, cy = int(rng.integers(w)), int(rng.integers(h))
         for _ in range(12):
-            cv2.circle(canvas, (cx + int(rng.normal(0, 6)), cy + int(rng.normal(0, 6))),
-                       int(rng.integers(2, 5)), _colour(rng, TREE[None], 10), -1)
+            cv2.circle(
+                canvas,
+                (cx + int(rng.normal(0, 6)), cy + int(rng.normal(0, 6))),
+                int(rng.integers(2, 5)),
+                _colour(rng, TREE[None], 10),
+                -1,
+            )
     if rng.random() < 0.6:
         cx, cy = int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.3, 0.7))
-        cv2.ellipse(canvas, (cx, cy), (int(w * rng.uniform(0.1, 0.25)), int(h * rng.uniform(0.1, 0.2))),
-                    float(rng.uniform(0, 180)), 0, 360, (50, 85, 95), -1)
+        cv2.ellipse(
+            canvas,
+            (cx, cy),
+            (int(w * rng.uniform(0.1, 0.25)), int(h * rng.uniform(0.1, 0.2))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            (50, 85, 95),
+            -1,
+        )
     for _ in range(3):
         pts = np.stack([rng.integers(0, w, 4), rng.integers(0, h, 4)], 1).astype(np.int32)
         cv2.polylines(canvas, [pts], False, (200, 190, 160), 1)
@@ -215,7 +281,9 @@ def railway_station(canvas: Canvas, rng: Rng, px: float) -> None:
     for i, y in enumerate(range(top, int(h * 0.75), 3)):
         cv2.line(canvas, (0, y), (w, y), (70, 60, 55), 1)
         if i % 4 == 2:
-            cv2.rectangle(canvas, (int(w * 0.15), y - 1), (int(w * 0.85), y + 1), (200, 200, 205), -1)
+            cv2.rectangle(
+                canvas, (int(w * 0.15), y - 1), (int(w * 0.85), y + 1), (200, 200, 205), -1
+            )
     _rect(canvas, rng, w * 0.5, h * 0.87, w * 0.5, h * 0.18, _colour(rng, ROOFS_LARGE, 5))
 
 
@@ -241,8 +309,8 @@ def render_city(
         RGB uint8 ``(3, h, w)`` (values >= 1, so 0 can mark nodata) and the class of each pixel.
     """
     xmin, _, _, ymax = bounds
-    w = int(round((bounds[2] - xmin) / px))
-    h = int(round((ymax - bounds[1]) / px))
+    w = round((bounds[2] - xmin) / px)
+    h = round((ymax - bounds[1]) / px)
     image = np.zeros((h, w, 3), dtype=np.uint8)
     classes = np.zeros((h, w), dtype=np.uint8)
 
@@ -275,7 +343,7 @@ def render_city(
         cv2.polylines(image, [np.round(corners[:, c]).astype(np.int32)], False, (75, 75, 80), width)
     rail = np.round(corners[layout.rail_row]).astype(np.int32)
     for off in (-4, -2, 2, 4):
-        cv2.polylines(image, [rail + [0, off]], False, (85, 70, 60), 1)
+        cv2.polylines(image, [rail + np.array([0, off], dtype=np.int32)], False, (85, 70, 60), 1)
 
     # Public roads stop at the airport fence.
     image[airfield] = unpaved[airfield]

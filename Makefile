@@ -1,0 +1,50 @@
+# The two commands of README.md: `make demo` and `make test`. Both create or refresh .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU build; an unpinned torch pulls several GB of CUDA wheels (see DEVELOPERS.md).
+TORCH := torch==2.13.0
+# Demo cities the shipped model is trained on: never the demo's own seed (7).
+MODEL_SEEDS := 101 102 103 104 105 106
+MODEL := models/weights/urbanfusion-demo.onnx
+MODEL_CITIES := build/model-cities
+
+.PHONY: demo test model lint gpu clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[train,dev]"
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(BIN)/urbanfusion demo --out out/demo
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-create the shipped model from demo cities of MODEL_SEEDS (a few minutes on 2 cores).
+model: $(VENV)/.dev
+	rm -rf $(MODEL_CITIES)
+	for s in $(MODEL_SEEDS); do $(BIN)/urbanfusion demo-city $(MODEL_CITIES)/city-$$s --seed $$s >/dev/null || exit 1; done
+	$(BIN)/urbanfusion train $(foreach s,$(MODEL_SEEDS),$(MODEL_CITIES)/city-$(s)/city.yaml) \
+		$(foreach s,$(MODEL_SEEDS),--labels $(MODEL_CITIES)/city-$(s)/zones.gpkg) \
+		--out $(MODEL) --seed 0
+
+# Swap the CPU onnxruntime for onnxruntime-gpu (both provide the same module).
+gpu: $(VENV)/.runtime
+	$(BIN)/pip uninstall -q -y onnxruntime
+	$(BIN)/pip install -q --force-reinstall --no-deps "onnxruntime-gpu>=1.18"
+
+clean:
+	rm -rf out build $(VENV)

@@ -1,0 +1,111 @@
+"""Export a trained network to ONNX with its contract, checked against torch.
+
+Only the batch axis is dynamic. The contract goes into the file's metadata, so the file alone
+is enough for inference. The parity check runs onnxruntime and torch on the same cells and
+fails the export when probabilities differ by more than :data:`PARITY_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from models.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, ModelContract
+from models.inference import Predictor
+from models.network import FusionNet
+from pipeline.errors import ModelError
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+PARITY_CELLS = 256
+
+
+def sample_inputs(contract: ModelContract, n: int, seed: int = 0) -> list[np.ndarray]:
+    """Random but plausible inputs for ``n`` cells, some with a missing modality."""
+    rng = np.random.default_rng(seed)
+    bands, chip = len(contract.bands), contract.chip_px
+    has_image = (rng.random((n, 1)) > 0.1).astype(np.float32)
+    has_activity = (rng.random((n, 1)) > 0.1).astype(np.float32)
+    return [
+        rng.normal(0, 1, (n, bands, chip, chip)).astype(np.float32),
+        -np.abs(rng.normal(0, 0.7, (n, contract.days, contract.hours))).astype(np.float32),
+        has_image,
+        has_activity,
+    ]
+
+
+def parity(model: FusionNet, path: Path, contract: ModelContract, n: int = PARITY_CELLS) -> float:
+    """Max absolute difference of probabilities, torch vs onnxruntime (CPU), on ``n`` cells."""
+    inputs = sample_inputs(contract, n)
+    with torch.no_grad():
+        expected = model.cpu().eval()(*(torch.from_numpy(a) for a in inputs)).numpy()
+    got = Predictor(path, ["CPUExecutionProvider"]).predict(*inputs)
+    return float(np.abs(got - expected).max())
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
+    """Write ``model`` to ``path`` as ONNX with ``contract`` in its metadata.
+
+    Returns:
+        The parity (max abs difference of probabilities) measured on the written file.
+
+    Raises:
+        ModelError: the exported file disagrees with torch beyond the tolerance.
+    """
+    model = model.cpu().eval()
+    example = tuple(torch.from_numpy(a) for a in sample_inputs(contract, 4))
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(), _quiet_exporter_logs():
+            # The exporter warns about optional torchvision ops and internal deprecations.
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                example,
+                dynamo=True,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=tuple({0: batch} for _ in INPUT_NAMES),
+                opset_version=OPSET,
+                external_data=False,
+                verbose=False,
+            )
+        proto = program.model_proto
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, contract.to_json()
+        proto.producer_name = "urbanfusion"
+        onnx.save(proto, str(tmp))
+        diff = parity(model, tmp, contract)
+        if diff > PARITY_TOLERANCE:
+            raise ModelError(
+                f"exported model disagrees with torch: max |dp| = {diff:.2e} > {PARITY_TOLERANCE}"
+            )
+        tmp.chmod(0o644)  # mkstemp makes it private; a model file is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff

@@ -1,0 +1,247 @@
+"""Train a :class:`models.network.FusionNet` on labelled cells (torch; CPU or CUDA).
+
+Splits are spatial blocks of cells (:data:`models.dataset.BLOCK_CELLS` a side), chosen with a
+fixed seed, so that validation cells are not neighbours of training cells. The loss is deep
+supervision: fused cross-entropy plus ``aux_weight`` times each branch head's. Modalities are
+dropped at random so the model copes with a missing input. Early stopping keeps the weights of
+the best validation accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from torch import nn
+
+from models.classes import CLASS_NAMES
+from models.contract import ModelContract
+from models.dataset import CellData, has_image
+from models.metrics import scores
+from models.network import FusionNet, NetworkConfig
+from preprocess.chips import image_inputs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run."""
+
+    epochs: int = 60
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 12
+    seed: int = 0
+    aux_weight: float = 0.3
+    modality_dropout: float = 0.2
+    val_fraction: float = 0.2
+    device: str = "auto"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+@dataclass
+class TrainResult:
+    """A trained network with what inference needs to use it."""
+
+    model: FusionNet
+    image_mean: list[float]
+    image_std: list[float]
+    history: list[dict[str, float]]
+    validation: dict[str, object]
+    best_epoch: int
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when asked or available (``auto``), else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def block_split(blocks: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation rows: whole spatial blocks, about ``fraction`` of them."""
+    unique = np.unique(blocks)
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(unique)[: max(1, round(len(unique) * fraction))]
+    return np.isin(blocks, chosen)
+
+
+def band_statistics(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over the valid pixels of chips with imagery."""
+    with_image = chips[has_image(chips)]
+    flat = np.moveaxis(with_image, 1, 0).reshape(chips.shape[1], -1)
+    mean = np.nanmean(flat, axis=1)
+    std = np.maximum(np.nanstd(flat, axis=1), 1e-3)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _tensors(data: CellData, mean: np.ndarray, std: np.ndarray) -> list[torch.Tensor]:
+    image, flag = image_inputs(data.chips, mean, std)
+    return [
+        torch.from_numpy(image),
+        torch.from_numpy(data.activity),
+        torch.from_numpy(flag).unsqueeze(1),
+        torch.from_numpy(data.has_activity.astype(np.float32)).unsqueeze(1),
+        torch.from_numpy(data.labels),
+    ]
+
+
+def _augment(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random right-angle rotations and flips: imagery has no up or left."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    image = torch.rot90(image, k, dims=(2, 3))
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        image = torch.flip(image, dims=(3,))
+    return image
+
+
+def _drop_modalities(
+    has_image: torch.Tensor, has_activity: torch.Tensor, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide one input of some cells (never both), so each branch must stand alone."""
+    u = torch.rand(len(has_image), 1, generator=generator, device="cpu").to(has_image.device)
+    both = (has_image > 0) & (has_activity > 0)
+    drop_image = both & (u < p / 2)
+    drop_activity = both & (u >= p / 2) & (u < p)
+    return has_image * ~drop_image, has_activity * ~drop_activity
+
+
+@torch.no_grad()
+def predict_proba(
+    model: FusionNet, tensors: list[torch.Tensor], device: torch.device
+) -> np.ndarray:
+    """Fused probabilities for prepared tensors (image, activity, has_image, has_activity)."""
+    model.eval()
+    out = []
+    for s in range(0, len(tensors[0]), 1024):
+        batch = [t[s : s + 1024].to(device) for t in tensors[:4]]
+        out.append(model(*batch).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.classes), np.float32)
+
+
+@contextlib.contextmanager
+def _progress(total: int, show: bool) -> Iterator[tuple[Progress | None, int | None]]:
+    if not show:
+        yield None, None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        yield bar, bar.add_task("training", total=total)
+
+
+def train(
+    data: CellData, class_names: list[str], cfg: TrainConfig = TrainConfig(), quiet: bool = False
+) -> TrainResult:
+    """Fit a network on ``data`` with a blocked validation split; deterministic for a seed."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = pick_device(cfg.device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    val_mask = block_split(data.blocks, cfg.val_fraction, cfg.seed)
+    train_data, val_data = (
+        data.subset(np.flatnonzero(~val_mask)),
+        data.subset(np.flatnonzero(val_mask)),
+    )
+    mean, std = band_statistics(train_data.chips)
+    train_t = _tensors(train_data, mean, std)
+    val_t = _tensors(val_data, mean, std)
+
+    net_cfg = NetworkConfig(
+        **{
+            **cfg.network.__dict__,
+            "bands": data.chips.shape[1],
+            "chip_px": data.chip_px,
+            "classes": len(class_names),
+        }
+    )
+    model = FusionNet(net_cfg).to(device)
+    counts = np.bincount(train_data.labels, minlength=len(class_names)).astype(np.float64)
+    # Inverse square-root frequency: rare classes count more without swamping the common ones.
+    weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0)
+    weights = weights / weights[counts > 0].mean()
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
+
+    best, best_acc, best_epoch, history = copy.deepcopy(model.state_dict()), -1.0, 0, []
+    n = len(train_t[0])
+    with _progress(cfg.epochs, not quiet and Console(stderr=True).is_terminal) as (bar, task):
+        for epoch in range(cfg.epochs):
+            model.train()
+            order = torch.randperm(n, generator=generator)
+            total = 0.0
+            for s in range(0, n, cfg.batch):
+                idx = order[s : s + cfg.batch]
+                if len(idx) < 2:
+                    continue  # batch norm needs two samples
+                image, act, hi, ha, y = (t[idx] for t in train_t)
+                image = _augment(image, generator)
+                hi, ha = _drop_modalities(hi, ha, cfg.modality_dropout, generator)
+                image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
+                fused, img_logits, act_logits = model.heads(image, act, hi, ha)
+                loss = loss_fn(fused, y)
+                if cfg.aux_weight:
+                    # Deep supervision, each branch on the cells that have its input.
+                    for logits, flag in ((img_logits, hi), (act_logits, ha)):
+                        sel = flag[:, 0] > 0
+                        if sel.any():
+                            loss = loss + cfg.aux_weight * loss_fn(logits[sel], y[sel])
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                total += loss.item() * len(idx)
+            sched.step()
+            pred = predict_proba(model, val_t, device).argmax(axis=1)
+            acc = float((pred == val_data.labels).mean()) if len(pred) else 0.0
+            history.append({"epoch": epoch + 1, "loss": total / n, "val_accuracy": acc})
+            if acc > best_acc:
+                best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), acc, epoch + 1
+            if bar is not None:
+                bar.update(task, advance=1, description=f"epoch {epoch + 1} val acc {acc:.3f}")
+            if epoch + 1 - best_epoch >= cfg.patience:
+                break
+    model.load_state_dict(best)
+    model.eval()
+    pred = predict_proba(model, val_t, device).argmax(axis=1)
+    return TrainResult(
+        model.cpu(),
+        mean.tolist(),
+        std.tolist(),
+        history,
+        scores(val_data.labels, pred, class_names),
+        best_epoch,
+    )
+
+
+def train_and_export(
+    data: CellData,
+    out: Path,
+    cfg: TrainConfig = TrainConfig(),
+    trained_on: str = "",
+    quiet: bool = False,
+) -> tuple[TrainResult, float]:
+    """Train on ``data``, export to ``out`` with its contract; returns the result and the parity."""
+    from models.export import export_onnx  # onnx is only needed here
+
+    result = train(data, list(CLASS_NAMES), cfg, quiet=quiet)
+    contract = ModelContract.for_urfc(
+        bands=data.bands,
+        image_mean=result.image_mean,
+        image_std=result.image_std,
+        chip_px=data.chip_px,
+        cell_size_m=data.cell_size_m,
+        architecture=result.model.cfg.describe(),
+        trained_on=trained_on,
+        metrics={
+            "val_overall_accuracy": float(result.validation["overall_accuracy"]),
+            "val_macro_f1": float(result.validation["macro_f1"]),
+            "best_epoch": float(result.best_epoch),
+        },
+    )
+    return result, export_onnx(result.model, contract, out)

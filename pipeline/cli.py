@@ -1,0 +1,207 @@
+"""The ``urbanfusion`` command line: parses arguments, calls one function, prints the result.
+
+Errors caused by input (:class:`pipeline.errors.UrbanFusionError`) print one line on stderr and
+exit with status 2; there is never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from pipeline.errors import UrbanFusionError
+
+app = typer.Typer(
+    help="Urban function maps from satellite imagery fused with mobile-phone signalling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+model_app = typer.Typer(help="Inspect model files.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+out = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except UrbanFusionError as e:
+            message = " ".join(str(e).split())
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; no output was published")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _print_outputs(paths: dict[str, Path]) -> None:
+    for name, path in paths.items():
+        out.print(f"  {name:<18} {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("run")
+@_one_line_errors
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Map urban function over a city extent from its tiles and signalling files."""
+    from pipeline.config import load_config
+    from pipeline.progress import StageTimer
+    from pipeline.run import run
+
+    result = run(load_config(config), StageTimer(quiet=quiet or None))
+    out.print(f"outputs in {result.output_dir}:", highlight=False)
+    _print_outputs(result.outputs)
+
+
+@app.command("demo")
+@_one_line_errors
+def demo_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo.")] = Path(
+        "out/demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the demo city.")] = 7,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Generate the built-in demo city, map it with the shipped model, and score the map."""
+    from pipeline.demo import run_demo
+    from pipeline.progress import StageTimer
+
+    start = time.perf_counter()
+    result = run_demo(out_dir, seed, StageTimer(quiet=quiet or None))
+    s = result.scores
+    out.print(f"demo city (seed {seed}) inputs in {result.inputs}", highlight=False)
+    out.print(f"outputs in {result.run.output_dir}:", highlight=False)
+    _print_outputs(result.run.outputs)
+    out.print(
+        f"accuracy against the city's zones: overall {s['overall_accuracy']:.3f}, "
+        f"kappa {s['kappa']:.3f}, macro-F1 {s['macro_f1']:.3f} on {s['n']} labelled cells "
+        f"({time.perf_counter() - start:.1f} s)",
+        highlight=False,
+    )
+
+
+@app.command("demo-city")
+@_one_line_errors
+def demo_city_command(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the city into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the city.")] = 7,
+    size_km: Annotated[float, typer.Option(help="Side of the city in km.")] = 6.0,
+) -> None:
+    """Only generate a demo city (tiles, signalling, zones.gpkg, city.yaml)."""
+    from pipeline.democity.city import generate_demo_city
+
+    city = generate_demo_city(out_dir, seed, size_km)
+    out.print(f"config {city.config}\nzones  {city.zones}", highlight=False)
+
+
+class Branches(StrEnum):
+    """Which inputs a trained model uses."""
+
+    fusion = "fusion"
+    image = "image"
+    signalling = "signalling"
+
+
+@app.command("train")
+@_one_line_errors
+def train_command(
+    configs: Annotated[list[Path], typer.Argument(help="Run configs of the training cities.")],
+    labels: Annotated[
+        list[Path], typer.Option("--labels", help="Zones GeoPackage per config, in order.")
+    ],
+    model_out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
+    branches: Annotated[Branches, typer.Option(help="Inputs the model uses.")] = Branches.fusion,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a fusion model on labelled cities and export it to ONNX (needs the train extra)."""
+    try:
+        from models.training import TrainConfig, train_and_export
+    except ImportError as e:
+        raise UrbanFusionError(
+            f"training needs torch and onnx ({e.name} is missing); install them with "
+            "`pip install torch==2.13.0` then `pip install -e .[train]`"
+        ) from None
+    from models.dataset import load_labelled_cities
+    from models.network import NetworkConfig
+    from pipeline.config import load_config
+
+    data = load_labelled_cities(configs, labels)
+    net = NetworkConfig(
+        use_image=branches != Branches.signalling, use_activity=branches != Branches.image
+    )
+    cfg = TrainConfig(epochs=epochs, seed=seed, network=net)
+    names = ", ".join(load_config(c).name for c in configs)
+    result, diff = train_and_export(data, model_out, cfg, trained_on=names, quiet=quiet)
+    v = result.validation
+    out.print(
+        f"trained on {len(data)} labelled cells; best epoch {result.best_epoch}; blocked "
+        f"validation: overall {v['overall_accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f} "
+        f"({v['n']} cells); parity torch vs onnxruntime {diff:.1e}\nwrote {model_out}",
+        highlight=False,
+    )
+
+
+@app.command("evaluate")
+@_one_line_errors
+def evaluate_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    configs: Annotated[list[Path], typer.Argument(help="Run configs of the labelled cities.")],
+    labels: Annotated[list[Path], typer.Option("--labels", help="Zones per config, in order.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a model on labelled cities: accuracy, kappa, F1, confusion and the ablation."""
+    from models.dataset import load_labelled_cities
+    from models.evaluation import evaluate
+
+    result = evaluate(model, load_labelled_cities(configs, labels))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    a = result["ablation"]
+    out.print(
+        f"overall accuracy {result['overall_accuracy']:.3f}  kappa {result['kappa']:.3f}  "
+        f"macro-F1 {result['macro_f1']:.3f}  ({result['n']} cells)\n"
+        f"ablation: fusion {a['fusion']:.3f}  image only {a['image_only']:.3f}  "
+        f"signalling only {a['signalling_only']:.3f}",
+        highlight=False,
+    )
+    for name, f1 in result["per_class_f1"].items():
+        out.print(f"  F1 {name:<16} {f1:.3f}", highlight=False)
+
+
+@model_app.command("info")
+@_one_line_errors
+def model_info_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+) -> None:
+    """Print a model's contract and the execution provider onnxruntime really uses."""
+    from models.inference import Predictor, default_providers
+
+    p = Predictor(model)
+    out.print_json(p.contract.to_json())
+    out.print(f"providers requested: {default_providers()}; in use: {p.session.get_providers()}")
+    if "CUDAExecutionProvider" in p.requested_providers and p.provider != "CUDAExecutionProvider":
+        err.print(
+            "[bold yellow]warning:[/] CUDA was requested but onnxruntime fell back to the CPU"
+        )

@@ -1,0 +1,44 @@
+"""The dask scheduler a run uses, from the ``dask`` section of the config."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dask
+
+from pipeline.config import DaskConfig
+from pipeline.errors import ConfigError
+
+
+@contextlib.contextmanager
+def dask_scheduler(cfg: DaskConfig) -> Iterator[str]:
+    """Make ``cfg``'s scheduler the default for the block; yields a description of it.
+
+    Raises:
+        ConfigError: a ``tcp://`` scheduler cannot be reached.
+    """
+    if cfg.scheduler in ("threads", "synchronous"):
+        with dask.config.set(scheduler=cfg.scheduler, num_workers=cfg.workers):
+            yield cfg.scheduler
+        return
+    from distributed import Client, LocalCluster
+
+    if cfg.scheduler == "local-cluster":
+        with (
+            LocalCluster(
+                n_workers=cfg.workers, threads_per_worker=1, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield f"local-cluster ({len(client.scheduler_info()['workers'])} workers)"
+        return
+    try:
+        client = Client(cfg.scheduler, timeout="10s")
+    except OSError as err:
+        raise ConfigError(
+            f"dask.scheduler: cannot reach {cfg.scheduler} ({err}); start the scheduler or "
+            "use scheduler: threads"
+        ) from None
+    with client:
+        yield cfg.scheduler

@@ -1,0 +1,61 @@
+"""Per-cell image chips: the pixel grid reshaped, no windows, plus the model's image inputs.
+
+The pixel grid nests ``chip_px`` pixels per cell side and imagery chunks hold whole cells, so
+chips are a reshape of each chunk: ``(band, r*chip, c*chip) -> (r, c, band, chip, chip)``.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+
+# A cell whose chip has less valid (non-NaN in every band) area than this has no image.
+MIN_IMAGE_COVERAGE = 0.5
+
+
+def to_chips(block: np.ndarray, chip: int) -> np.ndarray:
+    """Reshape ``(band, r*chip, c*chip)`` to ``(r, c, band, chip, chip)``."""
+    bands, h, w = block.shape
+    r, c = h // chip, w // chip
+    return block.reshape(bands, r, chip, c, chip).transpose(1, 3, 0, 2, 4)
+
+
+def chips_dask(image: da.Array, chip: int) -> da.Array:
+    """Lazily cut a ``(band, y, x)`` dask array into ``(row, col, band, chip, chip)`` chips.
+
+    Every spatial chunk must be a whole number of cells (the imagery stage guarantees it).
+    """
+    image = image.rechunk({0: -1})
+    if any(size % chip for sizes in image.chunks[1:] for size in sizes):
+        raise ValueError(f"imagery chunks {image.chunks[1:]} are not multiples of chip_px={chip}")
+    return da.blockwise(
+        to_chips,
+        "rcbpq",
+        image,
+        "brc",
+        new_axes={"p": chip, "q": chip},
+        adjust_chunks={"r": lambda n: n // chip, "c": lambda n: n // chip},
+        dtype=image.dtype,
+        chip=chip,
+        # The band axis of the input maps to a new output position; declare it concatenated.
+        concatenate=True,
+    )
+
+
+def image_inputs(
+    chips: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise chips ``(n, band, chip, chip)`` in [0, 1] with NaN for nodata.
+
+    Returns:
+        The normalised chips (nodata pixels at the band mean, i.e. 0; chips of cells without an
+        image all 0) and ``has_image`` (n,) as float32 0/1.
+    """
+    chips = np.asarray(chips, dtype=np.float32)
+    valid = ~np.isnan(chips).any(axis=1)  # (n, chip, chip)
+    has_image = valid.mean(axis=(1, 2)) >= MIN_IMAGE_COVERAGE
+    mean = np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(std, dtype=np.float32)[None, :, None, None]
+    out = np.nan_to_num((chips - mean) / std, nan=0.0)
+    out[~has_image] = 0.0
+    return out.astype(np.float32, copy=False), has_image.astype(np.float32)

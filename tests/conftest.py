@@ -1,0 +1,45 @@
+"""Shared fixtures: a small seeded demo city, the real data folder, config helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.democity.city import DemoCity, generate_demo_city
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder beside the repository; tests skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (fresh clone without ../shared)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_city(tmp_path_factory: pytest.TempPathFactory) -> DemoCity:
+    """A 3 km demo city (seed 11), generated once per session."""
+    return generate_demo_city(tmp_path_factory.mktemp("city") / "inputs", seed=11, size_km=3.0)
+
+
+def write_config(path: Path, city: DemoCity, **changes: object) -> Path:
+    """A copy of ``city``'s config at ``path`` with absolute input paths and ``changes`` applied.
+
+    A change whose value is ``None`` under a dotted key removes that key.
+    """
+    config = yaml.safe_load(city.config.read_text())
+    config["imagery"]["paths"] = [str(city.root / "tiles" / "*.tif")]
+    config["signalling"]["paths"] = [str(city.root / "signalling" / "*.csv")]
+    config["output"]["dir"] = str(path.parent / "out")
+    for key, value in changes.items():
+        node = config
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,77 @@
+"""Bad input through the real command line: one line, non-zero exit, no traceback, no output."""
+
+import subprocess
+import sys
+
+from tests.conftest import write_config
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_clean_failure(proc, pattern, out_dir):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:") and pattern in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out_dir.exists(), "a failed run must leave no output"
+    assert not list(out_dir.parent.glob(".out.staging-*"))
+
+
+def test_unknown_config_key(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"grid.cell_sise_m": 100})
+    _assert_clean_failure(_run("run", cfg), "unknown key 'grid.cell_sise_m'", tmp_path / "out")
+
+
+def test_missing_input_path(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"signalling.paths": ["nowhere/*.csv"]})
+    _assert_clean_failure(
+        _run("run", cfg), "signalling.paths[0] 'nowhere/*.csv' matched no file", tmp_path / "out"
+    )
+
+
+def test_missing_config_file(tmp_path):
+    _assert_clean_failure(_run("run", tmp_path / "none.yaml"), "does not exist", tmp_path / "out")
+
+
+def test_extent_that_no_tile_touches(tmp_path, small_city):
+    cfg = write_config(
+        tmp_path / "c.yaml", small_city, extent=[116.30, 39.90, 116.33, 39.92], crs=None
+    )
+    _assert_clean_failure(_run("run", cfg), "touches the extent", tmp_path / "out")
+
+
+def test_signalling_file_without_the_mapped_columns(tmp_path, small_city):
+    sig = tmp_path / "sig"
+    sig.mkdir()
+    src = sorted((small_city.root / "signalling").glob("*.csv"))[0]
+    text = src.read_text().split("\n", 1)
+    (sig / "renamed.csv").write_text("timestamp,x,y,people\n" + text[1])
+    cfg = write_config(
+        tmp_path / "c.yaml", small_city, **{"signalling.paths": [str(sig / "*.csv")]}
+    )
+    _assert_clean_failure(
+        _run("run", cfg), "expected ['time', 'lon', 'lat', 'count']", tmp_path / "out"
+    )
+
+
+def test_a_bad_model_file(tmp_path, small_city):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"\x00" * 100)
+    cfg = write_config(tmp_path / "c.yaml", small_city, model=str(bad))
+    _assert_clean_failure(_run("run", cfg), "cannot load", tmp_path / "out")
+
+
+def test_run_prints_the_output_paths(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    proc = _run("run", cfg, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "class_map.tif" in proc.stdout and (tmp_path / "out" / "cells.gpkg").is_file()
+    assert proc.stderr == ""  # quiet, and no warnings leak

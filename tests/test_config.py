@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import expand_paths, load_config, parse_config
+from pipeline.errors import ConfigError, InputNotFoundError
+
+BASE = {
+    "name": "t",
+    "extent": [113.55, 34.70, 113.80, 34.85],
+    "imagery": {"paths": ["tiles/*.tif"]},
+    "signalling": {"paths": ["sig/*.csv"]},
+    "output": {"dir": "out"},
+}
+
+
+def test_unknown_keys_are_rejected_by_name_at_any_depth():
+    with pytest.raises(ConfigError, match=r"unknown key 'imagery.dehaz'"):
+        parse_config({**BASE, "imagery": {"paths": ["a"], "dehaz": "auto"}}, Path("."))
+    with pytest.raises(ConfigError, match=r"unknown key 'colour'"):
+        parse_config({**BASE, "colour": "red"}, Path("."))
+
+
+def test_missing_keys_and_bad_values_are_named():
+    with pytest.raises(ConfigError, match="missing key 'output'"):
+        parse_config({k: v for k, v in BASE.items() if k != "output"}, Path("."))
+    with pytest.raises(ConfigError, match="extent"):
+        parse_config({**BASE, "extent": [113.8, 34.7, 113.5, 34.8]}, Path("."))
+    with pytest.raises(ConfigError, match="not projected"):
+        parse_config({**BASE, "crs": "EPSG:4326"}, Path("."))
+    with pytest.raises(ConfigError, match="time zone"):
+        parse_config({**BASE, "signalling": {"paths": ["a"], "timezone": "Mars/Base"}}, Path("."))
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / "b.tif").write_bytes(b"x")
+    (tmp_path / "tiles" / "a.tif").write_bytes(b"x")
+    cfg_path = tmp_path / "city.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(BASE))
+    cfg = load_config(cfg_path)
+    assert cfg.output_dir == tmp_path / "out"
+    found = expand_paths(cfg, cfg.imagery.paths, "imagery.paths")
+    assert [p.name for p in found] == ["a.tif", "b.tif"]
+
+
+def test_a_glob_matching_nothing_names_the_key_and_pattern(tmp_path):
+    cfg = parse_config(BASE, tmp_path)
+    with pytest.raises(
+        InputNotFoundError, match=r"signalling.paths\[0\] 'sig/\*.csv' matched no file"
+    ):
+        expand_paths(cfg, cfg.signalling.paths, "signalling.paths")
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nextent: [1, 2\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(p)

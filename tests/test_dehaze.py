@@ -1,0 +1,55 @@
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.democity.layout import make_layout
+from pipeline.democity.render import add_haze, render_city
+from preprocess.dehaze import DehazeParams, atmospheric_light, dehaze, haze_score
+from preprocess.dehaze_dask import dehaze_dask, scene_light
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(3)
+    bounds = (0.0, 0.0, 1500.0, 1500.0)
+    image, _ = render_city(make_layout(bounds, rng), bounds, 5.0, rng)
+    hazy = add_haze(image, rng)
+    return image.astype(np.float32) / 255, hazy.astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("chunks", [(3, 37, 29), (3, 64, 101), (3, 300, 300)])
+def test_dehaze_is_seamless_across_chunks(scene, chunks):
+    _, hazy = scene
+    image = hazy.copy()
+    image[:, :40, :55] = np.nan  # a nodata corner straddling chunk edges
+    params = DehazeParams(patch=7, radius=6)
+    whole = dehaze(image, params)
+    arr = da.from_array(image, chunks=chunks)
+    light = scene_light(arr, params)
+    np.testing.assert_allclose(light, atmospheric_light(image, params), rtol=0, atol=1e-6)
+    chunked = dehaze_dask(arr, light, params).compute()
+    np.testing.assert_array_equal(np.isnan(chunked), np.isnan(whole))
+    np.testing.assert_allclose(chunked, whole, atol=1e-5, equal_nan=True)
+
+
+def test_dehazing_brings_a_hazy_scene_closer_to_the_clear_one(scene):
+    clear, hazy = scene
+    assert _psnr(dehaze(hazy), clear) > _psnr(hazy, clear) + 2
+
+
+def test_haze_score_is_higher_for_the_hazy_scene(scene):
+    clear, hazy = scene
+    assert haze_score(hazy) > haze_score(clear) + 0.1
+
+
+def test_nodata_stays_nodata_and_values_stay_in_range(scene):
+    _, hazy = scene
+    image = hazy.copy()
+    image[1, 10:20, 10:20] = np.nan
+    out = dehaze(image)
+    assert np.isnan(out[:, 10:20, 10:20]).all()
+    assert np.nanmin(out) >= 0 and np.nanmax(out) <= 1

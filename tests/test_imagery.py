@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from ingest.imagery import load_imagery
+from pipeline.errors import InputFormatError, NoCoverageError
+from pipeline.grid import CityGrid
+
+
+def _grid_over(path, cell=2400.0, chip=8, crs=None):
+    with rasterio.open(path) as src:
+        from rasterio.warp import transform_bounds
+
+        crs = crs or src.crs
+        b = transform_bounds(src.crs, crs, *src.bounds)
+    return CityGrid.from_bounds(b, cell, chip, crs)
+
+
+def test_nodata_border_of_a_real_landsat_scene_stays_nodata(shared_data):
+    path = shared_data / "geotiff" / "RGB.byte.tif"
+    grid = _grid_over(path)
+    image, reports = load_imagery([path], grid, [1, 2, 3], dehaze="never")
+    data = image.values
+    assert reports[0].status == "used"
+    with rasterio.open(path) as src:
+        border = src.read(1) == 0
+    assert border.mean() > 0.2  # the rotated black frame
+    # The frame becomes NaN, not black pixels: no valid pixel is exactly 0 in all bands.
+    valid = ~np.isnan(data).any(axis=0)
+    assert 0.3 < valid.mean() < 0.8
+    assert not ((data[:, valid] == 0).all(axis=0)).any()
+
+
+def test_a_known_pixel_lands_at_its_world_position_across_crs(shared_data):
+    """cogeo.tif is EPSG:3857; aligned onto a UTM grid a pixel keeps its ground position."""
+    path = shared_data / "geotiff" / "cogeo.tif"
+    grid = _grid_over(path, cell=40.0, chip=32, crs="EPSG:32652")
+    image, _ = load_imagery([path], grid, [1, 2, 3], dehaze="never")
+    data = image.values
+    from pyproj import Transformer
+
+    with rasterio.open(path) as src:
+        src_data = src.read(1).astype(np.float32) / 255
+        to_src = Transformer.from_crs(grid.crs, src.crs, always_xy=True)
+        h, w = grid.pixel_shape
+        rng = np.random.default_rng(0)
+        errors = []
+        for r, c in zip(
+            rng.integers(h // 4, 3 * h // 4, 200),
+            rng.integers(w // 4, 3 * w // 4, 200),
+            strict=True,
+        ):
+            x, y = grid.pixel_transform @ (c + 0.5, r + 0.5)
+            sx, sy = to_src.transform(x, y)
+            sr, sc = src.index(sx, sy)
+            if 0 <= sr < src.height and 0 <= sc < src.width and not np.isnan(data[0, r, c]):
+                errors.append(abs(data[0, r, c] - src_data[sr, sc]))
+    # Bilinear resampling of a JPEG-compressed 0.6 m image onto 1.25 m pixels: close, not equal.
+    assert len(errors) > 100 and np.median(errors) < 0.05
+
+
+def test_a_corrupt_tile_is_reported_and_the_others_are_used(tmp_path, small_city):
+    tiles = sorted((small_city.root / "tiles").glob("*.tif"))
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(tiles[0].read_bytes()[:3000])  # truncated
+    grid = CityGrid.from_extent((113.65, 34.75, 113.67, 34.77), crs="EPSG:32649")
+    _, reports = load_imagery([broken, *tiles], grid, [1, 2, 3])
+    assert reports[0].status == "failed" and reports[0].reason
+    assert any(r.status == "used" for r in reports[1:])
+
+
+def test_an_extent_that_no_tile_touches_is_an_error(small_city):
+    tiles = sorted((small_city.root / "tiles").glob("*.tif"))
+    far = CityGrid.from_extent((116.30, 39.90, 116.35, 39.95), crs="EPSG:32650")
+    with pytest.raises(NoCoverageError, match="none of the 4 tile"):
+        load_imagery(tiles, far, [1, 2, 3])
+
+
+def test_asking_for_a_band_a_tile_lacks_is_an_error(tmp_path):
+    path = tmp_path / "one_band.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=16,
+        height=16,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32649",
+        transform=Affine(10, 0, 740000, 0, -10, 3850000),
+    ) as dst:
+        dst.write(np.ones((1, 16, 16), np.uint8))
+    grid = CityGrid.from_bounds((740000, 3849840, 740160, 3850000), 80, 8, "EPSG:32649")
+    with pytest.raises(InputFormatError, match="band"):
+        load_imagery([path], grid, [1, 2, 3])
+
+
+def test_the_demo_city_hazy_tile_is_detected_and_dehazed(small_city):
+    from pipeline.config import load_config
+    from pipeline.stages import ingest, plan
+
+    p = plan(load_config(small_city.config))
+    ingested = ingest(p)
+    by_name = {r.path.rsplit("/", 1)[-1]: r for r in ingested.tiles}
+    assert by_name["c_sw_utm_hazy.tif"].dehazed
+    assert not any(r.dehazed for n, r in by_name.items() if "hazy" not in n)
+    assert {r.crs for r in ingested.tiles} >= {"EPSG:32649", "EPSG:3857", "EPSG:4326"}
+    assert not np.isnan(ingested.imagery.values).any()  # the four tiles cover the city

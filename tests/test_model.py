@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra (torch)")
+
+from models.classes import CLASS_NAMES  # noqa: E402
+from models.contract import METADATA_KEY, ModelContract  # noqa: E402
+from models.dataset import CellData  # noqa: E402
+from models.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
+from models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
+from models.network import FusionNet, NetworkConfig  # noqa: E402
+from models.training import TrainConfig, block_split, train  # noqa: E402
+from pipeline.errors import ModelError  # noqa: E402
+
+CONTRACT = ModelContract.for_urfc(
+    bands=[1, 2, 3], image_mean=[0.5] * 3, image_std=[0.2] * 3, chip_px=16, cell_size_m=250.0
+)
+
+
+def _tiny_data(n: int = 120, seed: int = 0) -> CellData:
+    """Separable toy cells: the class shows in image brightness and in the activity peak hour."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    chips = (rng.random((n, 3, 16, 16)) * 0.2 + labels[:, None, None, None] * 0.3).astype(
+        np.float32
+    )
+    activity = -np.ones((n, 7, 24), np.float32)
+    activity[np.arange(n), :, labels * 8] = 0.0
+    return CellData(
+        chips,
+        activity,
+        np.ones(n, np.float32),
+        labels,
+        np.arange(n) // 4,
+        np.zeros(n, np.int64),
+        [1, 2, 3],
+        16,
+        250.0,
+    )
+
+
+def test_export_matches_torch_within_1e4_on_256_cells(tmp_path):
+    torch.manual_seed(0)
+    net = FusionNet(NetworkConfig(chip_px=16))
+    path = tmp_path / "m.onnx"
+    diff = export_onnx(net, CONTRACT, path)
+    assert diff < PARITY_TOLERANCE
+    assert parity(net, path, CONTRACT, n=256) < PARITY_TOLERANCE
+    p = Predictor(path)
+    assert p.contract == CONTRACT
+    shapes = {i.name: i.shape for i in p.session.get_inputs()}
+    assert shapes["image"][1:] == [3, 16, 16] and isinstance(
+        shapes["image"][0], str
+    )  # only batch dynamic
+    assert shapes["activity"][1:] == [7, 24]
+
+
+def test_a_missing_modality_is_ignored_not_faked():
+    torch.manual_seed(0)
+    net = FusionNet(NetworkConfig(chip_px=16)).eval()
+    image, activity, _, has_activity = (torch.from_numpy(a) for a in sample_inputs(CONTRACT, 8))
+    no_image = torch.zeros(8, 1)
+    with torch.no_grad():
+        a = net(image, activity, no_image, has_activity)
+        b = net(image * 5 + 3, activity, no_image, has_activity)
+    torch.testing.assert_close(a, b)
+
+
+def test_blocked_split_keeps_blocks_together():
+    blocks = np.repeat(np.arange(50), 16)
+    val = block_split(blocks, 0.2, seed=3)
+    for b in np.unique(blocks):
+        assert len(set(val[blocks == b])) == 1
+    assert 0.1 < val.mean() < 0.3
+    assert (val == block_split(blocks, 0.2, seed=3)).all()
+
+
+def test_training_is_deterministic_for_a_seed_and_learns():
+    data = _tiny_data()
+    cfg = TrainConfig(
+        epochs=15,
+        batch=32,
+        seed=1,
+        network=NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16),
+    )
+    a = train(data, list(CLASS_NAMES), cfg, quiet=True)
+    b = train(data, list(CLASS_NAMES), cfg, quiet=True)
+    for (ka, va), (_, vb) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(va, vb, msg=ka)
+    assert a.validation["overall_accuracy"] > 0.8
+
+
+def test_a_file_without_the_contract_is_refused(tmp_path):
+    net = torch.nn.Linear(3, 2).eval()
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3),), str(path), dynamo=True, external_data=False)
+    with pytest.raises(ModelError, match=METADATA_KEY):
+        Predictor(path)
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load"):
+        Predictor(bad)
+
+
+def test_the_shipped_model_is_small_self_describing_and_not_trained_on_the_demo_city():
+    assert SHIPPED_MODEL.stat().st_size < 5 * 2**20
+    c = Predictor(SHIPPED_MODEL).contract
+    assert c.classes == list(CLASS_NAMES) and c.chip_px == 32
+    assert "demo-city-" in c.trained_on and "demo-city-7," not in c.trained_on + ","
+
+
+def test_inference_does_not_import_torch():
+    code = (
+        "import sys, numpy as np, json\n"
+        "from models.inference import Predictor, SHIPPED_MODEL\n"
+        "import pipeline.run, pipeline.demo, pipeline.cli\n"
+        "p = Predictor(SHIPPED_MODEL)\n"
+        "z, o = np.zeros, np.ones\n"
+        "x = [z((2, 3, 32, 32), 'f4'), z((2, 7, 24), 'f4'), o((2, 1), 'f4'), o((2, 1), 'f4')]\n"
+        "p.predict(*x)\n"
+        "print(json.dumps('torch' in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) is False
