@@ -109,20 +109,26 @@ def read_window(
     The VRT's alpha band carries the source's nodata value, internal mask and footprint, so all
     three become NaN, never black pixels taken as data.
     """
-    with (
-        rasterio.open(path) as src,
-        WarpedVRT(
-            src,
-            crs=crs,
-            transform=transform,
-            width=shape[1],
-            height=shape[0],
-            resampling=Resampling.bilinear,
-            add_alpha=True,
-        ) as vrt,
-    ):
-        data = vrt.read(list(bands), out_dtype="float32")
-        alpha = vrt.read(vrt.count)
+    try:
+        with (
+            rasterio.open(path) as src,
+            WarpedVRT(
+                src,
+                crs=crs,
+                transform=transform,
+                width=shape[1],
+                height=shape[0],
+                resampling=Resampling.bilinear,
+                add_alpha=True,
+            ) as vrt,
+        ):
+            data = vrt.read(list(bands), out_dtype="float32")
+            alpha = vrt.read(vrt.count)
+    except RasterioError as err:
+        raise InputFormatError(
+            f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
+            "truncated: re-download it or remove it from imagery.paths"
+        ) from None
     lo = np.array([s[0] for s in scale], dtype=np.float32)[:, None, None]
     hi = np.array([s[1] for s in scale], dtype=np.float32)[:, None, None]
     out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
@@ -193,6 +199,7 @@ def load_imagery(
     """
     reports: list[TileReport] = []
     layers: list[da.Array] = []
+    lacking: TileReport | None = None
     gx0, gy0, gx1, gy1 = grid.bounds
     for path in paths:
         report = TileReport(path=str(path), status="failed")
@@ -205,12 +212,9 @@ def load_imagery(
                     report.reason = "no CRS (georeference the file, e.g. gdal_edit.py -a_srs)"
                     continue
                 report.crs = src.crs.to_string()
-                missing = [b for b in bands if b > src.count]
-                if missing:
-                    raise InputFormatError(
-                        f"{path}: imagery.bands asks for band(s) {missing} but the file has "
-                        f"{src.count}; set imagery.bands to bands every tile has"
-                    )
+                if max(bands) > src.count:
+                    lacking = report
+                    break
                 footprint = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
                 if not (
                     footprint[0] < gx1
@@ -223,9 +227,8 @@ def load_imagery(
                 tile = _Tile(path, tuple(bands), tuple(_scene_scale(src, tuple(bands))))
                 report.scale = list(tile.scale)
                 score = haze_score(_preview(src, tile, grid), params.patch)
-        except InputFormatError:
-            raise
         except (RasterioError, OSError, ValueError) as err:
+            # InputFormatError (a ValueError) comes from a pixel read of the preview.
             report.reason = f"unreadable: {str(err).splitlines()[0]}"
             continue
         report.haze_score = round(score, 4)
@@ -236,14 +239,23 @@ def load_imagery(
         report.status = "used"
         layers.append(layer)
 
+    if lacking is not None:
+        raise InputFormatError(
+            f"{lacking.path}: imagery.bands asks for band(s) {bands} but the file has "
+            f"{lacking.bands}; set imagery.bands to bands every tile has"
+        )
     if not layers:
         failed = [r for r in reports if r.status == "failed"]
-        detail = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in failed[:3])
+        where = f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"
+        if failed:
+            detail = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in failed[:3])
+            raise NoCoverageError(
+                f"imagery: no usable tile for the extent {where}: {len(failed)} of "
+                f"{len(paths)} failed ({detail}); fix or replace those files"
+            )
         raise NoCoverageError(
             f"imagery: none of the {len(paths)} tile(s) in imagery.paths touches the extent "
-            f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"
-            + (f"; failed: {detail}" if detail else "")
-            + "; check imagery.paths and extent"
+            f"{where}; check imagery.paths and extent"
         )
     mosaic = layers[0]
     for layer in layers[1:]:

@@ -64,8 +64,14 @@ class _FilePart:
 
 
 def _header(path: Path) -> list[str]:
-    with pa.input_stream(str(path), compression="detect") as stream:
-        head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
+    except OSError as err:
+        raise InputFormatError(
+            f"{path}: cannot read it ({str(err).splitlines()[0]}); check that it is a CSV "
+            "or CSV.gz file"
+        ) from None
     first = head.splitlines()[0] if head else ""
     return next(csv.reader(io.StringIO(first)), [])
 
@@ -110,17 +116,24 @@ def read_signalling_file(
         bad.append((row.number, row.text))
         return "skip"
 
-    table = pcsv.read_csv(
-        path,
-        # Single-threaded parsing reports the line number of each malformed row.
-        read_options=pcsv.ReadOptions(use_threads=False),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
-        convert_options=pcsv.ConvertOptions(
-            include_columns=expected,
-            column_types={c: pa.string() for c in expected},
-            strings_can_be_null=True,
-        ),
-    )
+    try:
+        table = pcsv.read_csv(
+            path,
+            # Single-threaded parsing reports the line number of each malformed row.
+            read_options=pcsv.ReadOptions(use_threads=False),
+            parse_options=pcsv.ParseOptions(
+                invalid_row_handler=on_invalid, ignore_empty_lines=False
+            ),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=expected,
+                column_types={c: pa.string() for c in expected},
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as err:
+        detail = str(err).splitlines()[0]
+        hint = "re-export it as UTF-8" if "UTF8" in detail else "check that it is a CSV file"
+        raise InputFormatError(f"{path}: cannot read it as CSV ({detail}); {hint}") from None
     df = table.to_pandas()
     df.columns = ["time", "lon", "lat", "count"]
     # Physical line of every parsed row: the lines after the header that were not malformed.

@@ -98,3 +98,18 @@ def test_gcj02_declared_points_recover_their_wgs84_cells(tmp_path):
         got = ds["activity"].isel(day=0, hour=8).values
         expected = np.bincount(truth, weights=np.arange(300), minlength=GRID.n_cells)
         assert np.allclose(np.nan_to_num(got), expected) == same
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"\x1f\x8b\x08garbage" * 10, "cannot read"),
+        ("time,lon,lat,count\n2026-03-02 01:00:00,113.6,34.7,\xe9\n".encode("latin-1"), "UTF-8"),
+    ],
+)
+def test_an_unreadable_file_is_a_clear_error_naming_it(tmp_path, content, match):
+    path = tmp_path / ("broken.csv.gz" if content[:2] == b"\x1f\x8b" else "latin.csv")
+    path.write_bytes(content)
+    with pytest.raises(InputFormatError, match=match) as info:
+        load_signalling([path], GRID, COLS)
+    assert str(path) in str(info.value)
