@@ -14,7 +14,7 @@ class StageTimer:
 
     def __init__(self, console: Console | None = None, quiet: bool | None = None) -> None:
         """Show progress on ``console`` (stderr by default) unless ``quiet`` or not a terminal."""
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, log_path=False)
         self.show = self.console.is_terminal if quiet is None else not quiet
         self.timings: dict[str, float] = {}
 
