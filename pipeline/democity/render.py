@@ -81,6 +81,28 @@ def _street_grid(canvas: Canvas, rng: Rng, spacing: int, width: int) -> None:
         cv2.line(canvas, (0, y), (w, y), (110, 110, 112), width)
 
 
+def _building_grid(
+    canvas: Canvas,
+    rng: Rng,
+    step: int,
+    width: tuple[float, float],
+    depth: tuple[float, float],
+    palette: np.ndarray,
+    keep: float | None = None,
+    angles: tuple[float, ...] | None = None,
+) -> None:
+    """Buildings on a regular grid of ``step`` pixels; sizes in pixels drawn per building."""
+    h, w, _ = canvas.shape
+    for y in range(step // 2, h, step):
+        for x in range(step // 2, w, step):
+            if keep is not None and rng.random() >= keep:
+                continue
+            bw, bd = rng.uniform(*width), rng.uniform(*depth)
+            colour = _colour(rng, palette, 8)
+            angle = float(rng.choice(angles)) if angles else 0.0
+            _rect(canvas, rng, x, y, bw, bd, colour, angle)
+
+
 def _housing(canvas: Canvas, rng: Rng, px: float) -> None:
     """Rows of apartment blocks and houses between local streets."""
     _fill(canvas, rng, np.array([150, 145, 130]), 10)
@@ -127,19 +149,8 @@ def school(canvas: Canvas, rng: Rng, px: float) -> None:
 def industrial(canvas: Canvas, rng: Rng, px: float) -> None:
     """Large sheds on concrete yards."""
     _fill(canvas, rng, CONCRETE, 8)
-    h, w, _ = canvas.shape
     step = int(rng.uniform(130, 170) / px)
-    for y in range(step // 2, h, step):
-        for x in range(step // 2, w, step):
-            _rect(
-                canvas,
-                rng,
-                x,
-                y,
-                rng.uniform(60, 130) / px,
-                rng.uniform(40, 90) / px,
-                _colour(rng, ROOFS_LARGE, 8),
-            )
+    _building_grid(canvas, rng, step, (60 / px, 130 / px), (40 / px, 90 / px), ROOFS_LARGE)
     _street_grid(canvas, rng, step, max(1, int(10 / px)))
     _trees(canvas, rng, 0.01)
 
@@ -155,17 +166,7 @@ def shopping(canvas: Canvas, rng: Rng, px: float) -> None:
                     rng, np.array([[200, 40, 40], [230, 230, 230], [30, 30, 30], [60, 90, 160]]), 20
                 )
     step = int(rng.uniform(160, 220) / px)
-    for y in range(step // 2, h, step):
-        for x in range(step // 2, w, step):
-            _rect(
-                canvas,
-                rng,
-                x,
-                y,
-                rng.uniform(80, 140) / px,
-                rng.uniform(60, 100) / px,
-                _colour(rng, ROOFS_LARGE, 8),
-            )
+    _building_grid(canvas, rng, step, (80 / px, 140 / px), (60 / px, 100 / px), ROOFS_LARGE)
     _trees(canvas, rng, 0.01)
 
 
@@ -183,19 +184,9 @@ def _civic(canvas: Canvas, rng: Rng, px: float, lawn: float) -> None:
             -1,
         )
     step = int(rng.uniform(90, 120) / px)
-    for y in range(step // 2, h, step):
-        for x in range(step // 2, w, step):
-            if rng.random() < 0.8:
-                _rect(
-                    canvas,
-                    rng,
-                    x,
-                    y,
-                    rng.uniform(40, 75) / px,
-                    rng.uniform(25, 45) / px,
-                    _colour(rng, ROOFS_CIVIC, 8),
-                    float(rng.choice([0.0, 90.0])),
-                )
+    _building_grid(
+        canvas, rng, step, (40 / px, 75 / px), (25 / px, 45 / px), ROOFS_CIVIC, 0.8, (0.0, 90.0)
+    )
     _trees(canvas, rng, 0.04)
     _street_grid(canvas, rng, step * 2, max(1, int(8 / px)))
 
