@@ -96,3 +96,12 @@ def test_the_shipped_model_maps_an_unseen_city_well(result, small_city):
     labels, _ = cell_labels(grid, read_zones(small_city.zones, CLASS_NAMES), len(CLASS_NAMES))
     keep = (labels != NO_LABEL) & (res.class_id != NO_CLASS)
     assert scores(labels[keep], res.class_id[keep], CLASS_NAMES)["overall_accuracy"] > 0.7
+
+
+def test_a_distributed_local_cluster_gives_the_same_map_as_threads(result, small_city, tmp_path):
+    cfg = write_config(
+        tmp_path / "city.yaml", small_city, dask={"scheduler": "local-cluster", "workers": 2}
+    )
+    other = run(load_config(cfg))
+    assert other.manifest["dask"]["scheduler"].startswith("local-cluster")
+    np.testing.assert_array_equal(other.class_id, result[0].class_id)
