@@ -1,8 +1,9 @@
-"""Chinese map datums: GCJ-02 (the obfuscated datum of Chinese web maps) to and from WGS84.
+"""Chinese map datums to and from WGS84: GCJ-02 (Chinese web maps) and BD-09 (Baidu).
 
-The forward transform is the published GCJ-02 algorithm (Krasovsky ellipsoid constants); it has
+The forward GCJ-02 transform is the published algorithm (Krasovsky ellipsoid constants); it has
 no closed-form inverse, so :func:`gcj02_to_wgs84` iterates the forward transform, which converges
 to well under a millimetre in a few steps. Points outside mainland China are not shifted.
+BD-09 is a further, invertible rotation of GCJ-02 used by Baidu Maps.
 """
 
 from __future__ import annotations
@@ -70,3 +71,34 @@ def gcj02_to_wgs84(
         wlon = wlon - (flon - glon)
         wlat = wlat - (flat - glat)
     return wlon, wlat
+
+
+_BD_X = np.pi * 3000.0 / 180.0
+
+
+def gcj02_to_bd09(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shift GCJ-02 degrees to BD-09 (Baidu)."""
+    x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _BD_X)
+    theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _BD_X)
+    return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
+
+
+def bd09_to_gcj02(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recover GCJ-02 degrees from BD-09 by fixed-point iteration of :func:`gcj02_to_bd09`."""
+    blon = np.asarray(lon, dtype=np.float64)
+    blat = np.asarray(lat, dtype=np.float64)
+    glon, glat = blon - 0.0065, blat - 0.006
+    for _ in range(6):
+        flon, flat = gcj02_to_bd09(glon, glat)
+        glon, glat = glon - (flon - blon), glat - (flat - blat)
+    return glon, glat
+
+
+def to_wgs84(lon: np.ndarray, lat: np.ndarray, datum: str) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees in ``datum`` (``wgs84``, ``gcj02`` or ``bd09``) to WGS84."""
+    if datum == "wgs84":
+        return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    if datum == "bd09":
+        lon, lat = bd09_to_gcj02(lon, lat)
+    return gcj02_to_wgs84(lon, lat)

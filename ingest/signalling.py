@@ -1,51 +1,68 @@
-"""Hourly signalling rows (time, lon, lat, count) to activity per (cell, day, hour).
+"""Hourly signalling in, activity per (cell, local day, hour) out, every row accounted for.
 
-Every row read is accounted for: it is aggregated into a cell, counted as outside the extent, or
-written to the rejects table with a reason and its source file and line. So
-``rows_read == rows_aggregated + rows_outside + rows_rejected`` always holds.
+Formats (``signalling.format``):
 
-Time: naive timestamps are wall-clock time of the configured zone and are used as they are (so
-daylight-saving changes cannot shift them); timestamps with an offset are converted to that zone.
-Days and hours are local. Rows falling in the same (cell, local day, hour) are summed: a cell
-holds several points of a signalling lattice.
+- ``points``: long rows ``time, lon, lat, count`` (CSV, CSV.gz, Parquet);
+- ``grid``: long rows ``time, grid_id, count`` plus the platform's grid (``signalling.grid``);
+- ``wide``: one row per grid id with a column per hour (``H0..H23``) and a day type per file or
+  row, plus the platform's grid. A day type stands for weekdays, so wide tables become a
+  reference week starting ``signalling.start`` (default Monday 2024-01-01).
+
+Every row read is aggregated, counted outside the extent, counted outside the day range, or
+written to the rejects table with a reason, its file and its line, so
+``rows_read == rows_aggregated + rows_outside + rows_outside_time + rows_rejected``; the same
+holds for the sums of counts. Blank lines are not rows.
+
+Rules: naive timestamps are wall time in ``signalling.timezone``; timestamps with an offset are
+converted to it (so a daylight-saving change never moves an hour). Rows of the same cell, local
+day and hour are summed (a cell holds several points of a lattice, or parts of platform cells).
+A row repeating the point (or grid id), day and hour of an earlier row is a duplicate: the first
+one counts, the later ones are rejected as ``duplicate of an earlier row``, since platforms re-send
+records and summing them would count people twice.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import datetime as dt
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import dask
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pcsv
 import xarray as xr
-from pyproj import Transformer
 
-from ingest.coords import gcj02_to_wgs84
+from ingest.hourly import HourlyTotals, PointIndex, SeenHours, day_and_hour
+from ingest.platform_grid import PlatformGrid, PlatformGridSpec, read_platform_grid
+from ingest.row_blocks import RowBlock, read_blocks
+from pipeline.config import SignallingConfig
 from pipeline.errors import InputFormatError, NoCoverageError
 from pipeline.grid import CityGrid
 
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
-_AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
+WIDE_WEEK_START = dt.date(2024, 1, 1)  # a Monday
+_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass
 class SignallingReport:
     """Counts for the manifest."""
 
+    format: str = "points"
     files: list[str] = field(default_factory=list)
     rows_read: int = 0
     rows_aggregated: int = 0
     rows_outside: int = 0
+    rows_outside_time: int = 0
     rows_rejected: int = 0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    count_read: float = 0.0
     count_aggregated: float = 0.0
     count_outside: float = 0.0
+    count_outside_time: float = 0.0
+    count_rejected: float = 0.0
+    distinct_places: int = 0
     first_day: str | None = None
     last_day: str | None = None
 
@@ -54,202 +71,341 @@ class SignallingReport:
         return asdict(self)
 
 
-@dataclass
-class _FilePart:
-    sums: pd.DataFrame  # cell, day (datetime64[D]), hour, count
-    rejects: pd.DataFrame
-    rows_read: int
-    rows_outside: int
-    count_outside: float
+class _Ledger:
+    """Rejects and counters, filled block by block."""
 
+    def __init__(self, report: SignallingReport) -> None:
+        self.report = report
+        self.frames: list[pd.DataFrame] = []
+        self.reasons: Counter[str] = Counter()
 
-def _header(path: Path) -> list[str]:
-    try:
-        with pa.input_stream(str(path), compression="detect") as stream:
-            head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
-    except OSError as err:
-        raise InputFormatError(
-            f"{path}: cannot read it ({str(err).splitlines()[0]}); check that it is a CSV "
-            "or CSV.gz file"
-        ) from None
-    first = head.splitlines()[0] if head else ""
-    return next(csv.reader(io.StringIO(first)), [])
+    def malformed(self, block: RowBlock) -> None:
+        if block.malformed:
+            self.report.rows_read += len(block.malformed)
+            self.reject(
+                block.source,
+                np.array([n for n, _ in block.malformed]),
+                np.array(["wrong number of fields"] * len(block.malformed), dtype=object),
+                [t for _, t in block.malformed],
+                0.0,
+            )
 
-
-def _local_wall_time(text: pd.Series, timezone: str) -> pd.Series:
-    """Parse ISO-8601-like strings to naive local wall time; NaT where unparsable."""
-    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
-    valid = text.notna()
-    aware = valid & text.str.strip().str.contains(_AWARE, regex=True, na=False)
-    naive = valid & ~aware
-    if naive.any():
-        out[naive] = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
-    if aware.any():
-        parsed = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
-        out[aware] = parsed.dt.tz_convert(timezone).dt.tz_localize(None)
-    return out
-
-
-def read_signalling_file(
-    path: Path,
-    columns: dict[str, str],
-    coords: Literal["wgs84", "gcj02"],
-    timezone: str,
-    grid: CityGrid,
-) -> _FilePart:
-    """Read one CSV (or CSV.gz) of long rows and sum its counts per (cell, local day, hour).
-
-    Raises:
-        InputFormatError: the file lacks a mapped column; the message lists expected and found.
-    """
-    found = _header(path)
-    expected = [columns[k] for k in ("time", "lon", "lat", "count")]
-    missing = [c for c in expected if c not in found]
-    if missing:
-        raise InputFormatError(
-            f"{path}: missing column(s) {missing}; expected {expected} "
-            f"(signalling.columns), found {found}; map the names under signalling.columns"
+    def reject(
+        self, source: str, line: np.ndarray, reason: np.ndarray, raw: list[str], count: float
+    ) -> None:
+        if len(line) == 0:
+            return
+        self.report.rows_rejected += len(line)
+        self.report.count_rejected += count
+        self.reasons.update(reason.tolist())
+        self.frames.append(
+            pd.DataFrame(
+                {"source_file": source, "line": line.astype(np.int64), "reason": reason, "raw": raw}
+            )
         )
-    bad: list[tuple[int, str]] = []
 
-    def on_invalid(row: pcsv.InvalidRow) -> str:
-        bad.append((row.number, row.text))
-        return "skip"
+    def rejects(self) -> pd.DataFrame:
+        self.report.reject_reasons = dict(self.reasons)
+        if not self.frames:
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=t)
+                    for c, t in zip(REJECT_COLUMNS, ["str", "int64", "str", "str"], strict=True)
+                }
+            )
+        return pd.concat(self.frames, ignore_index=True)
 
-    try:
-        table = pcsv.read_csv(
-            path,
-            # Single-threaded parsing reports the line number of each malformed row.
-            read_options=pcsv.ReadOptions(use_threads=False),
-            parse_options=pcsv.ParseOptions(
-                invalid_row_handler=on_invalid, ignore_empty_lines=False
-            ),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=expected,
-                column_types={c: pa.string() for c in expected},
-                strings_can_be_null=True,
-            ),
-        )
-    except (pa.ArrowInvalid, OSError) as err:
-        detail = str(err).splitlines()[0]
-        hint = "re-export it as UTF-8" if "UTF8" in detail else "check that it is a CSV file"
-        raise InputFormatError(f"{path}: cannot read it as CSV ({detail}); {hint}") from None
-    df = table.to_pandas()
-    df.columns = ["time", "lon", "lat", "count"]
-    # Physical line of every parsed row: the lines after the header that were not malformed.
-    skipped = np.array(sorted(n for n, _ in bad), dtype=np.int64)
-    lines = np.setdiff1d(np.arange(2, 2 + len(df) + len(skipped)), skipped)
-    # Blank lines arrive as rows of nulls: they are not data, but they do count as lines.
-    blank = df.isna().all(axis=1).to_numpy()
-    df, lines = df[~blank].reset_index(drop=True), lines[~blank]
 
-    when = _local_wall_time(df["time"], timezone)
-    lon = pd.to_numeric(df["lon"], errors="coerce").to_numpy(np.float64)
-    lat = pd.to_numeric(df["lat"], errors="coerce").to_numpy(np.float64)
-    count = pd.to_numeric(df["count"], errors="coerce").to_numpy(np.float64)
-    reason = np.full(len(df), "", dtype=object)
-    checks = [
-        (when.isna().to_numpy(), "unparsable time"),
-        (~(np.isfinite(lon) & np.isfinite(lat)), "missing or non-numeric coordinates"),
-        ((np.abs(lon) > 180) | (np.abs(lat) > 90), "coordinates out of range"),
-        (~np.isfinite(count), "missing or non-numeric count"),
-        (count < 0, "negative count"),
-    ]
+def _first_reason(checks: list[tuple[np.ndarray, str]], n: int) -> np.ndarray:
+    reason = np.full(n, "", dtype=object)
     for mask, why in checks:
         reason[(reason == "") & mask] = why
+    return reason
+
+
+def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
+    def days(d: dt.date | None) -> int | None:
+        return None if d is None else (d - _EPOCH).days
+
+    return days(cfg.start), days(cfg.end)
+
+
+def _timed_rows(
+    block: RowBlock,
+    ledger: _Ledger,
+    place: np.ndarray,
+    place_reason: np.ndarray,
+    day_range: tuple[int | None, int | None],
+    seen: SeenHours,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check the time and count of rows whose place is known; reject the rest with a reason.
+
+    Returns the kept rows' place, day, hour and count (inside the day range, not duplicates).
+    """
+    when, count = block.columns["time"], block.columns["count"]
+    reason = place_reason.copy()
+    reason[(reason == "") & np.isnat(when)] = "unparsable time"
+    reason[(reason == "") & np.isnan(count)] = "missing or non-numeric count"
+    reason[(reason == "") & (count < 0)] = "negative count"
+    numeric = np.where(np.isnan(count), 0.0, count)
+    ledger.report.count_read += float(numeric.sum())
     ok = reason == ""
+    idx = np.flatnonzero(ok)
+    day, hour = day_and_hour(when[idx])
+    first, last = day_range
+    in_time = np.ones(len(idx), dtype=bool)
+    if first is not None:
+        in_time &= day >= first
+    if last is not None:
+        in_time &= day <= last
+    ledger.report.rows_outside_time += int((~in_time).sum())
+    ledger.report.count_outside_time += float(count[idx[~in_time]].sum())
+    idx, day, hour = idx[in_time], day[in_time], hour[in_time]
+    fresh = seen.first_time(place[idx], day, hour)
+    reason[idx[~fresh]] = DUPLICATE
+    bad = np.flatnonzero(reason != "")
+    ledger.reject(
+        block.source, block.line[bad], reason[bad], block.text(bad), float(numeric[bad].sum())
+    )
+    idx, day, hour = idx[fresh], day[fresh], hour[fresh]
+    return place[idx], day, hour, count[idx]
 
-    rejects = pd.DataFrame(
-        {
-            "source_file": str(path),
-            "line": np.concatenate([[n for n, _ in bad], lines[~ok]]).astype(np.int64),
-            "reason": ["wrong number of fields"] * len(bad) + list(reason[~ok]),
-            "raw": [t for _, t in bad]
-            + [",".join(r) for r in df.loc[~ok].fillna("").astype(str).itertuples(index=False)],
-        },
-        columns=REJECT_COLUMNS,
+
+def _points(
+    paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
+) -> HourlyTotals:
+    c = cfg.columns
+    mapping = {"time": c.time, "lon": c.lon, "lat": c.lat, "count": c.count}
+    points = PointIndex(grid, cfg.coords)
+    seen = SeenHours()
+    totals = HourlyTotals(grid.n_cells)
+    day_range = _day_range(cfg)
+    for path in paths:
+        for block in read_blocks(path, mapping, cfg.timezone):
+            ledger.malformed(block)
+            keep = ~block.blank()
+            block = _subset(block, keep)
+            ledger.report.rows_read += len(block)
+            lon, lat = block.columns["lon"], block.columns["lat"]
+            finite = np.isfinite(lon) & np.isfinite(lat)
+            in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+            place_reason = _first_reason(
+                [
+                    (~finite, "missing or non-numeric coordinates"),
+                    (~in_range, "coordinates out of range"),
+                ],
+                len(block),
+            )
+            place = np.full(len(block), -1, dtype=np.int64)
+            place[in_range] = points.ids(lon[in_range], lat[in_range])
+            pid, day, hour, count = _timed_rows(block, ledger, place, place_reason, day_range, seen)
+            cell = points.cell[pid]
+            inside = cell >= 0
+            ledger.report.rows_outside += int((~inside).sum())
+            ledger.report.count_outside += float(count[~inside].sum())
+            ledger.report.rows_aggregated += int(inside.sum())
+            ledger.report.count_aggregated += float(count[inside].sum())
+            totals.add(cell[inside], day[inside], hour[inside], count[inside])
+    ledger.report.distinct_places = len(points)
+    return totals
+
+
+def _subset(block: RowBlock, keep: np.ndarray) -> RowBlock:
+    if keep.all():
+        return RowBlock(block.source, block.line, block.columns, block.raw)
+    return RowBlock(
+        block.source,
+        block.line[keep],
+        {k: v[keep] for k, v in block.columns.items()},
+        None if block.raw is None else [r for r, k in zip(block.raw, keep, strict=True) if k],
     )
 
-    lon, lat, count, when = lon[ok], lat[ok], count[ok], when[ok]
-    if coords == "gcj02":
-        lon, lat = gcj02_to_wgs84(lon, lat)
-    x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon, lat)
-    cell = grid.cell_index(x, y)
-    inside = cell >= 0
-    sums = (
-        pd.DataFrame(
-            {
-                "cell": cell[inside],
-                "day": when[inside].dt.floor("D").to_numpy(),
-                "hour": when[inside].dt.hour.to_numpy(np.int8),
-                "count": count[inside],
-            }
-        )
-        .groupby(["cell", "day", "hour"], as_index=False, sort=False)["count"]
-        .sum()
+
+def _spread_days(platform: PlatformGrid, sums: HourlyTotals, n_cells: int) -> HourlyTotals:
+    """Spread platform-cell totals onto the analysis grid, day by day, by area."""
+    totals = HourlyTotals(n_cells)
+    for d in sums.days:
+        observed = sums.rows[d].reshape(-1, 24) > 0
+        totals.add_dense(d, *platform.spread(sums.sums[d].reshape(-1, 24), observed))
+    return totals
+
+
+def _account_spread(per_id: np.ndarray, platform: PlatformGrid, ledger: _Ledger) -> None:
+    """Split each platform cell's total into the part inside the extent and the part outside."""
+    share = platform.inside_share
+    ledger.report.count_aggregated += float((per_id * share).sum())
+    ledger.report.count_outside += float((per_id * (1 - share)).sum())
+
+
+def _platform_ids(block: RowBlock, platform: PlatformGrid) -> tuple[np.ndarray, np.ndarray]:
+    ids = block.columns["grid_id"]
+    missing = pd.isna(ids)
+    place = np.full(len(block), -1, dtype=np.int64)
+    known = platform.ids.get_indexer(pd.Index(ids[~missing]).astype(str))
+    place[~missing] = known
+    reason = _first_reason(
+        [(missing, "missing grid id"), (place < 0, "unknown grid id (not in signalling.grid)")],
+        len(block),
     )
-    return _FilePart(
-        sums=sums,
-        rejects=rejects,
-        rows_read=len(df) + len(bad),
-        rows_outside=int((~inside).sum()),
-        count_outside=float(count[~inside].sum()),
-    )
+    return place, reason
+
+
+def _count_outside_rows(place: np.ndarray, platform: PlatformGrid, ledger: _Ledger) -> np.ndarray:
+    """Rows whose platform cell lies wholly outside the extent: counted outside, not spread."""
+    outside = platform.inside_share[place] <= 0
+    ledger.report.rows_outside += int(outside.sum())
+    ledger.report.rows_aggregated += int((~outside).sum())
+    return ~outside
+
+
+def _grid_rows(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    platform: PlatformGrid,
+    ledger: _Ledger,
+) -> HourlyTotals:
+    c = cfg.columns
+    mapping = {"time": c.time, "grid_id": c.grid_id, "count": c.count}
+    seen = SeenHours()
+    sums = HourlyTotals(len(platform.ids))
+    day_range = _day_range(cfg)
+    for path in paths:
+        for block in read_blocks(path, mapping, cfg.timezone, frozenset({"grid_id"})):
+            ledger.malformed(block)
+            block = _subset(block, ~block.blank())
+            ledger.report.rows_read += len(block)
+            place, reason = _platform_ids(block, platform)
+            pid, day, hour, count = _timed_rows(block, ledger, place, reason, day_range, seen)
+            inside = _count_outside_rows(pid, platform, ledger)
+            ledger.report.count_outside += float(count[~inside].sum())
+            sums.add(pid[inside], day[inside], hour[inside], count[inside])
+    per_id = np.zeros(len(platform.ids))
+    for d in sums.days:
+        per_id += sums.sums[d].reshape(-1, 24).sum(axis=1)
+    _account_spread(per_id, platform, ledger)
+    ledger.report.distinct_places = len(platform.ids)
+    return _spread_days(platform, sums, grid.n_cells)
+
+
+def _day_type(path: Path, cfg: SignallingConfig) -> str | None:
+    stem = path.stem.lower()
+    for name in cfg.wide.day_types:
+        if name.lower() in stem:
+            return name
+    return None
+
+
+def _wide(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    platform: PlatformGrid,
+    ledger: _Ledger,
+) -> tuple[HourlyTotals, int, int]:
+    hours = [cfg.wide.hour_columns.format(hour=h) for h in range(24)]
+    mapping = {"grid_id": cfg.columns.grid_id, **{f"h{h}": col for h, col in enumerate(hours)}}
+    text = {"grid_id"}
+    if cfg.wide.day_type_column:
+        mapping["day_type"] = cfg.wide.day_type_column
+        text.add("day_type")
+    week_start = cfg.start or WIDE_WEEK_START
+    first = (week_start - _EPOCH).days
+    weekday_of = {first + i: (week_start + dt.timedelta(days=i)).weekday() for i in range(7)}
+    per_type: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for path in paths:
+        file_type = _day_type(path, cfg)
+        if file_type is None and not cfg.wide.day_type_column:
+            raise InputFormatError(
+                f"{path}: its name holds none of the day types {list(cfg.wide.day_types)}; "
+                "rename it or set signalling.wide.day_type_column"
+            )
+        for block in read_blocks(path, mapping, cfg.timezone, frozenset(text)):
+            ledger.malformed(block)
+            block = _subset(block, ~block.blank())
+            ledger.report.rows_read += len(block)
+            place, reason = _platform_ids(block, platform)
+            values = np.stack([block.columns[f"h{h}"] for h in range(24)], axis=1)
+            kind = (
+                block.columns["day_type"].astype(str)
+                if cfg.wide.day_type_column
+                else np.full(len(block), file_type, dtype=object)
+            )
+            reason[(reason == "") & ~np.isin(kind, list(cfg.wide.day_types))] = "unknown day type"
+            reason[(reason == "") & np.isnan(values).any(axis=1)] = "missing or non-numeric hour"
+            reason[(reason == "") & (values < 0).any(axis=1)] = "negative count"
+            numeric = np.nan_to_num(values).sum(axis=1)
+            ledger.report.count_read += float(numeric.sum())
+            bad = np.flatnonzero(reason != "")
+            ledger.reject(
+                block.source,
+                block.line[bad],
+                reason[bad],
+                block.text(bad),
+                float(numeric[bad].sum()),
+            )
+            ok = np.flatnonzero(reason == "")
+            inside = _count_outside_rows(place[ok], platform, ledger)
+            ledger.report.count_outside += float(numeric[ok[~inside]].sum())
+            for name in np.unique(kind[ok[inside]]):
+                rows = ok[inside][kind[ok[inside]] == name]
+                acc, obs = per_type.setdefault(
+                    name,
+                    (np.zeros((len(platform.ids), 24)), np.zeros((len(platform.ids), 24), bool)),
+                )
+                np.add.at(acc, place[rows], values[rows])
+                obs[place[rows]] = True
+    # Each table counts once in the ledger, however many days of the week its day type covers.
+    for acc, _ in per_type.values():
+        _account_spread(acc.sum(axis=1), platform, ledger)
+    sums = HourlyTotals(len(platform.ids))
+    for day, weekday in weekday_of.items():
+        for name, (acc, obs) in per_type.items():
+            if weekday in cfg.wide.day_types[name]:
+                sums.add_dense(day, acc, obs)
+    ledger.report.distinct_places = len(platform.ids)
+    return _spread_days(platform, sums, grid.n_cells), first, first + 6
 
 
 def load_signalling(
     paths: list[Path],
     grid: CityGrid,
-    columns: dict[str, str],
-    coords: Literal["wgs84", "gcj02"] = "wgs84",
-    timezone: str = "Asia/Shanghai",
+    cfg: SignallingConfig,
+    platform_grid: PlatformGridSpec | None = None,
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport]:
-    """Read every file (one dask task each) and build activity ``(cell, day, hour)``.
+    """Read every file and build activity ``(cell, day, hour)`` on ``grid``.
 
     Returns:
         A dataset with ``activity`` (float32, NaN where not observed) and ``observed`` (bool),
-        dims ``(cell, day, hour)``, ``cell`` in the grid's row-major order; the rejected rows;
-        the counts for the manifest.
+        dims ``(cell, day, hour)`` with ``cell`` in the grid's row-major order; the rejected
+        rows; the counts for the manifest.
 
     Raises:
-        InputFormatError: a file does not have the mapped columns.
-        NoCoverageError: no valid row falls inside the extent.
+        InputFormatError: a file is unreadable or lacks the mapped columns.
+        NoCoverageError: no valid row falls inside the extent and the day range.
     """
-    parts: list[_FilePart] = list(
-        dask.compute(
-            *[dask.delayed(read_signalling_file)(p, columns, coords, timezone, grid) for p in paths]
-        )
-    )
-    report = SignallingReport(files=[str(p) for p in paths])
-    sums = pd.concat([p.sums for p in parts], ignore_index=True)
-    sums = sums.groupby(["cell", "day", "hour"], as_index=False)["count"].sum()
-    rejects = pd.concat([p.rejects for p in parts], ignore_index=True)
-    report.rows_read = sum(p.rows_read for p in parts)
-    report.rows_outside = sum(p.rows_outside for p in parts)
-    report.count_outside = sum(p.count_outside for p in parts)
-    report.rows_rejected = len(rejects)
-    report.rows_aggregated = report.rows_read - report.rows_outside - report.rows_rejected
-    report.reject_reasons = {str(k): int(v) for k, v in rejects["reason"].value_counts().items()}
-    if sums.empty:
+    report = SignallingReport(format=cfg.format, files=[str(p) for p in paths])
+    ledger = _Ledger(report)
+    first, last = _day_range(cfg)
+    if cfg.format == "points":
+        totals = _points(paths, grid, cfg, ledger)
+    else:
+        if platform_grid is None:
+            raise InputFormatError(f"signalling format '{cfg.format}' needs signalling.grid")
+        platform = read_platform_grid(platform_grid, grid, cfg.coords)
+        if cfg.format == "grid":
+            totals = _grid_rows(paths, grid, cfg, platform, ledger)
+        else:
+            totals, first, last = _wide(paths, grid, cfg, platform, ledger)
+    rejects = ledger.rejects()
+    if not totals.days or report.rows_aggregated == 0:
         raise NoCoverageError(
             f"signalling: none of the {report.rows_read} rows in {len(paths)} file(s) falls inside "
-            f"the extent ({report.rows_outside} outside, {report.rows_rejected} rejected); "
+            f"the extent and day range ({report.rows_outside} outside the extent, "
+            f"{report.rows_outside_time} outside the days, {report.rows_rejected} rejected); "
             "check the extent, signalling.coords and signalling.columns"
         )
-    report.count_aggregated = float(sums["count"].sum())
-    first, last = sums["day"].min(), sums["day"].max()
-    days = pd.date_range(first, last, freq="D")
-    report.first_day, report.last_day = str(first.date()), str(last.date())
-
-    activity = np.full((grid.n_cells, len(days), 24), np.nan, dtype=np.float32)
-    day_index = ((sums["day"] - first) // pd.Timedelta(days=1)).to_numpy(np.int64)
-    activity[sums["cell"].to_numpy(), day_index, sums["hour"].to_numpy()] = sums["count"].to_numpy()
-    observed = ~np.isnan(activity)
-    ds = xr.Dataset(
-        {
-            "activity": (("cell", "day", "hour"), activity),
-            "observed": (("cell", "day", "hour"), observed),
-        },
-        coords={"cell": grid.cell_ids(), "day": days.to_numpy(), "hour": np.arange(24)},
-    )
+    ds = totals.dataset(grid.cell_ids(), first, last)
+    days = pd.DatetimeIndex(ds["day"].values)
+    report.first_day, report.last_day = str(days[0].date()), str(days[-1].date())
     return ds, rejects, report

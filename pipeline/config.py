@@ -6,6 +6,7 @@ by :func:`expand_paths`, which fails with the pattern's name when it matches not
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 
@@ -53,15 +61,61 @@ class ColumnsConfig(_Strict):
     lon: str = "lon"
     lat: str = "lat"
     count: str = "count"
+    grid_id: str = "grid_id"
+
+
+class PlatformGridConfig(_Strict):
+    """The platform's own grid, for ``format: grid`` and ``format: wide``.
+
+    A GeoPackage/GeoJSON of polygons with an id column, or a CSV with an id column and either the
+    cell extents (``bounds``: xmin, ymin, xmax, ymax column names) or centres (``centre``: x, y
+    column names) with a ``cell_size``, in ``crs`` (CSV only; default WGS84 degrees, in the
+    datum of ``signalling.coords``).
+    """
+
+    path: str
+    id_column: str = "id"
+    layer: str | None = None
+    crs: str = "EPSG:4326"
+    bounds: tuple[str, str, str, str] | None = None
+    centre: tuple[str, str] | None = None
+    cell_size: float | None = Field(None, gt=0)
+
+
+class WideConfig(_Strict):
+    """Wide tables: one row per grid id, one column per hour, a day type per file or row.
+
+    ``day_types`` maps a day type to the weekdays it stands for (Monday = 0). The day type of a
+    file is the first of those names found in its file name, or the value of ``day_type_column``.
+    """
+
+    hour_columns: str = "H{hour}"
+    day_types: dict[str, list[int]] = Field(
+        default_factory=lambda: {"workdays": [0, 1, 2, 3, 4], "sat": [5], "sun": [6]}
+    )
+    day_type_column: str | None = None
 
 
 class SignallingConfig(_Strict):
-    """Hourly signalling counts: paths or globs, datum of the coordinates, local time zone."""
+    """Hourly signalling counts: format, paths or globs, datum, local time zone, day range."""
 
+    format: Literal["points", "grid", "wide"] = "points"
     paths: list[str] = Field(min_length=1)
-    coords: Literal["wgs84", "gcj02"] = "wgs84"
+    coords: Literal["wgs84", "gcj02", "bd09"] = "wgs84"
     timezone: str = "Asia/Shanghai"
     columns: ColumnsConfig = ColumnsConfig()
+    grid: PlatformGridConfig | None = None
+    wide: WideConfig = WideConfig()
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SignallingConfig:
+        if self.format in ("grid", "wide") and self.grid is None:
+            raise ValueError(f"format '{self.format}' needs signalling.grid (the platform's grid)")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from ingest.imagery import TileReport, load_imagery
+from ingest.platform_grid import PlatformGridSpec
 from ingest.signalling import SignallingReport, load_signalling
 from models.inference import load_predictor
 from pipeline.config import RunConfig, expand_paths
@@ -54,6 +55,22 @@ class Prepared:
     has_activity: np.ndarray  # (cell,) float32 0/1
 
 
+def platform_grid_spec(config: RunConfig) -> PlatformGridSpec | None:
+    """The platform grid of ``signalling.grid`` with its path resolved, if there is one."""
+    g = config.signalling.grid
+    if g is None:
+        return None
+    return PlatformGridSpec(
+        path=config.resolve(g.path),
+        id_column=g.id_column,
+        layer=g.layer,
+        crs=g.crs,
+        bounds=g.bounds,
+        centre=g.centre,
+        cell_size=g.cell_size,
+    )
+
+
 def plan(config: RunConfig) -> Plan:
     """Build the grid and expand the input globs.
 
@@ -74,11 +91,7 @@ def ingest(p: Plan) -> Ingested:
     cfg = p.config
     imagery, tiles = load_imagery(p.tiles, p.grid, cfg.imagery.bands, cfg.imagery.dehaze)
     activity, rejects, report = load_signalling(
-        p.signalling_files,
-        p.grid,
-        cfg.signalling.columns.model_dump(),
-        cfg.signalling.coords,
-        cfg.signalling.timezone,
+        p.signalling_files, p.grid, cfg.signalling, platform_grid_spec(cfg)
     )
     return Ingested(imagery, tiles, activity, rejects, report)
 

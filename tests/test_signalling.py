@@ -3,13 +3,19 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from ingest.coords import gcj02_to_wgs84, wgs84_to_gcj02
-from ingest.signalling import load_signalling
+from ingest.coords import gcj02_to_bd09, gcj02_to_wgs84, wgs84_to_gcj02
+from ingest.signalling import DUPLICATE
+from ingest.signalling import load_signalling as _load
+from pipeline.config import SignallingConfig
 from pipeline.errors import InputFormatError
 from pipeline.grid import CityGrid
 
-COLS = {"time": "time", "lon": "lon", "lat": "lat", "count": "count"}
 GRID = CityGrid.from_extent((113.60, 34.72, 113.70, 34.80), crs="EPSG:32649")
+
+
+def load_signalling(paths, grid, **cfg):
+    return _load(paths, grid, SignallingConfig(paths=["x"], **cfg))
+
 
 MESSY = """time,lon,lat,count
 2026-03-02 08:00:00,113.65,34.76,100
@@ -31,18 +37,22 @@ soon,113.65,34.76,4
 def test_every_row_is_aggregated_rejected_or_counted_outside(tmp_path):
     path = tmp_path / "messy.csv"
     path.write_text(MESSY)
-    ds, _, report = load_signalling([path], GRID, COLS)
+    ds, _, report = load_signalling([path], GRID)
     assert report.rows_read == 12  # the blank line is not a row
     assert report.rows_read == report.rows_aggregated + report.rows_rejected + report.rows_outside
     assert (report.rows_aggregated, report.rows_rejected, report.rows_outside) == (4, 7, 1)
     assert report.count_aggregated == float(np.nansum(ds["activity"].values)) == 100 + 50 + 11 + 12
     assert report.count_outside == 70
+    assert report.count_read == 100 + 50 + 4 + 4 - 3 + 70 + 11 + 12 + 4  # every numeric count
+    assert report.count_read == (
+        report.count_aggregated + report.count_outside + report.count_rejected
+    )
 
 
 def test_rejects_name_the_file_line_and_reason(tmp_path):
     path = tmp_path / "messy.csv"
     path.write_text(MESSY)
-    _, rejects, _ = load_signalling([path], GRID, COLS)
+    _, rejects, _ = load_signalling([path], GRID)
     by_line = dict(zip(rejects["line"], rejects["reason"], strict=True))
     assert by_line == {
         5: "missing or non-numeric count",
@@ -59,7 +69,7 @@ def test_rejects_name_the_file_line_and_reason(tmp_path):
 def test_times_with_an_offset_become_local_hours(tmp_path):
     path = tmp_path / "messy.csv"
     path.write_text(MESSY)
-    ds, _, _ = load_signalling([path], GRID, COLS)
+    ds, _, _ = load_signalling([path], GRID)
     cell = GRID.cell_index(
         *Transformer.from_crs("EPSG:4326", GRID.crs, always_xy=True).transform(113.65, 34.76)
     )
@@ -77,7 +87,7 @@ def test_a_file_without_the_mapped_columns_names_expected_and_found(tmp_path):
         InputFormatError,
         match=r"expected \['time', 'lon', 'lat', 'count'\].*found \['ts', 'x', 'y', 'n'\]",
     ):
-        load_signalling([path], GRID, COLS)
+        load_signalling([path], GRID)
 
 
 def test_gcj02_declared_points_recover_their_wgs84_cells(tmp_path):
@@ -94,7 +104,7 @@ def test_gcj02_declared_points_recover_their_wgs84_cells(tmp_path):
     x, y = Transformer.from_crs("EPSG:4326", GRID.crs, always_xy=True).transform(lon, lat)
     truth = GRID.cell_index(x, y)
     for coords, same in (("gcj02", True), ("wgs84", False)):
-        ds, _, _ = load_signalling([path], GRID, COLS, coords=coords)
+        ds, _, _ = load_signalling([path], GRID, coords=coords)
         got = ds["activity"].isel(day=0, hour=8).values
         expected = np.bincount(truth, weights=np.arange(300), minlength=GRID.n_cells)
         assert np.allclose(np.nan_to_num(got), expected) == same
@@ -111,5 +121,133 @@ def test_an_unreadable_file_is_a_clear_error_naming_it(tmp_path, content, match)
     path = tmp_path / ("broken.csv.gz" if content[:2] == b"\x1f\x8b" else "latin.csv")
     path.write_bytes(content)
     with pytest.raises(InputFormatError, match=match) as info:
-        load_signalling([path], GRID, COLS)
+        load_signalling([path], GRID)
     assert str(path) in str(info.value)
+
+
+def _clean_rows(n_points=40, seed=0):
+    rng = np.random.default_rng(seed)
+    lon = np.round(rng.uniform(113.61, 113.69, n_points), 5)
+    lat = np.round(rng.uniform(34.73, 34.79, n_points), 5)
+    times = pd.date_range("2026-03-02", periods=48, freq="h")
+    frame = pd.DataFrame(
+        {
+            "time": np.repeat(times.strftime("%Y-%m-%d %H:%M:%S"), n_points),
+            "lon": np.tile(lon, len(times)),
+            "lat": np.tile(lat, len(times)),
+            "count": rng.integers(0, 500, n_points * len(times)),
+        }
+    )
+    return frame
+
+
+def test_fast_exact_and_parquet_readers_agree(tmp_path):
+    frame = _clean_rows()
+    clean = tmp_path / "clean.csv"
+    frame.to_csv(clean, index=False)
+    messy = tmp_path / "messy.csv"
+    lines = clean.read_text().splitlines()
+    at = len(lines) // 2
+    lines.insert(at, "not,a,valid,row,at,all")  # forces the exact path midway
+    messy.write_text("\n".join(lines) + "\n")
+    parquet = tmp_path / "rows.parquet"
+    frame.assign(time=pd.to_datetime(frame["time"])).to_parquet(parquet)
+    gz = tmp_path / "rows.csv.gz"
+    frame.to_csv(gz, index=False, compression="gzip")
+    results = {p.name: load_signalling([p], GRID) for p in (clean, messy, parquet, gz)}
+    base = results["clean.csv"][0]["activity"].values
+    for name, (ds, _, report) in results.items():
+        np.testing.assert_array_equal(ds["activity"].values, base, err_msg=name)
+        assert report.rows_aggregated + report.rows_outside == len(frame), name
+    _, rejects, report = results["messy.csv"]
+    assert rejects["line"].tolist() == [at + 1] and report.rows_rejected == 1
+
+
+def test_a_resent_row_is_rejected_as_a_duplicate_not_counted_twice(tmp_path):
+    frame = _clean_rows(5)
+    again = frame.iloc[[3, 7]]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    frame.to_csv(a, index=False)
+    again.to_csv(b, index=False)  # a second export re-sending two rows
+    _, rejects, report = load_signalling([a, b], GRID)
+    assert report.rows_rejected == 2 and set(rejects["reason"]) == {DUPLICATE}
+    assert set(rejects["source_file"]) == {str(b)} and rejects["line"].tolist() == [2, 3]
+    assert report.count_aggregated == frame["count"].sum()
+
+
+def test_rows_outside_the_day_range_are_counted_separately(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "rows.csv"
+    frame = _clean_rows(5)
+    frame.to_csv(path, index=False)
+    ds, _, report = load_signalling([path], GRID, start=dt.date(2026, 3, 3))
+    assert report.rows_outside_time == 5 * 24 and report.rows_aggregated == 5 * 24
+    assert len(ds["day"]) == 1 and str(ds["day"].values[0])[:10] == "2026-03-03"
+
+
+def test_bd09_points_land_in_their_wgs84_cells(tmp_path):
+    lon, lat = np.array([113.65, 113.62]), np.array([34.76, 34.75])
+    blon, blat = gcj02_to_bd09(*wgs84_to_gcj02(lon, lat))
+    path = tmp_path / "bd.csv"
+    pd.DataFrame({"time": "2026-03-02 08:00:00", "lon": blon, "lat": blat, "count": [3, 4]}).to_csv(
+        path, index=False
+    )
+    ds, _, _ = load_signalling([path], GRID, coords="bd09")
+    x, y = Transformer.from_crs("EPSG:4326", GRID.crs, always_xy=True).transform(lon, lat)
+    got = ds["activity"].isel(day=0, hour=8).values
+    assert got[GRID.cell_index(x, y)].tolist() == [3, 4]
+
+
+def test_aware_times_across_a_dst_change_keep_their_local_hour(tmp_path):
+    grid = CityGrid.from_extent((24.90, 60.15, 24.98, 60.20))
+    path = tmp_path / "dst.csv"
+    # Helsinki moves from UTC+2 to UTC+3 at 01:00 UTC on 2026-03-29.
+    path.write_text(
+        "time,lon,lat,count\n"
+        "2026-03-29T00:30:00Z,24.94,60.17,1\n"  # 02:30 local (EET)
+        "2026-03-29T01:30:00Z,24.94,60.17,2\n"  # 04:30 local (EEST): 03:xx never happens
+        "2026-03-29 05:00:00,24.94,60.17,4\n"  # naive = wall time
+    )
+    ds, _, _ = load_signalling([path], grid, timezone="Europe/Helsinki")
+    cell = grid.cell_index(
+        *Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(24.94, 60.17)
+    )
+    series = ds["activity"].isel(cell=int(cell), day=0).values
+    assert series[2] == 1 and series[4] == 2 and series[5] == 4 and np.isnan(series[3])
+
+
+def test_a_platform_lattice_in_gcj02_is_spread_by_area_and_conserves_counts(tmp_path):
+    # A 0.0025 degree lattice given by its centres in GCJ-02, not aligned with the UTM grid.
+    lons, lats = np.meshgrid(np.arange(113.62, 113.68, 0.0025), np.arange(34.74, 34.78, 0.0025))
+    glon, glat = wgs84_to_gcj02(lons.ravel(), lats.ravel())
+    grid_csv = tmp_path / "lattice.csv"
+    pd.DataFrame({"cell": [f"c{i}" for i in range(glon.size)], "x": glon, "y": glat}).to_csv(
+        grid_csv, index=False
+    )
+    rows = tmp_path / "rows.csv"
+    counts = np.arange(glon.size, dtype=float) + 1
+    pd.DataFrame(
+        {
+            "time": "2026-03-02 08:00:00",
+            "grid_id": [f"c{i}" for i in range(glon.size)],
+            "count": counts,
+        }
+    ).assign(grid_id=lambda f: f.grid_id.where(f.index != 0, "nope")).to_csv(rows, index=False)
+    from ingest.platform_grid import PlatformGridSpec
+
+    spec = PlatformGridSpec(grid_csv, id_column="cell", centre=("x", "y"), cell_size=0.0025)
+    ds, rejects, report = _load(
+        [rows],
+        GRID,
+        SignallingConfig(paths=["x"], format="grid", coords="gcj02", grid={"path": str(grid_csv)}),
+        spec,
+    )
+    assert rejects["reason"].tolist() == ["unknown grid id (not in signalling.grid)"]
+    total = float(np.nansum(ds["activity"].values))
+    assert abs(total - (counts.sum() - counts[0])) < 1e-6 * counts.sum()  # all inside the extent
+    assert report.count_read == pytest.approx(
+        report.count_aggregated + report.count_outside + report.count_rejected, rel=1e-12
+    )
+    filled = (~np.isnan(ds["activity"].isel(day=0, hour=8).values)).sum()
+    assert filled > glon.size * 0.5  # spread over the cells the lattice covers

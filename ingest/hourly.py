@@ -1,0 +1,146 @@
+"""Accumulators for hourly signalling: distinct points, seen (point, hour) pairs, cell totals.
+
+A city-week has tens of millions of rows but only about a hundred thousand distinct points, so
+points are projected once (:class:`PointIndex`) and rows carry a point id. Totals are dense per
+day (cells x 24), so memory depends on the grid and the days, never on the number of rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pyproj import Transformer
+
+from ingest.coords import to_wgs84
+from pipeline.grid import CityGrid
+
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+class PointIndex:
+    """Distinct (lon, lat) points in the declared datum, each with its grid cell (-1 outside)."""
+
+    def __init__(self, grid: CityGrid, datum: str) -> None:
+        """Index points for ``grid``; coordinates are in ``datum`` (wgs84, gcj02, bd09)."""
+        self.grid = grid
+        self.datum = datum
+        self._to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+        self._index = pd.Index(np.zeros(0, np.complex128))
+        self.cell = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cell)
+
+    def ids(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Point ids of finite coordinates, adding (and projecting) points not seen before."""
+        key = lon + 1j * lat
+        ids = self._index.get_indexer(key)
+        new = ids < 0
+        if new.any():
+            fresh = pd.unique(key[new])
+            wlon, wlat = to_wgs84(fresh.real, fresh.imag, self.datum)
+            x, y = self._to_grid.transform(wlon, wlat)
+            self.cell = np.concatenate([self.cell, self.grid.cell_index(x, y)])
+            self._index = self._index.append(pd.Index(fresh))
+            ids[new] = self._index.get_indexer(key[new])
+        return ids
+
+
+class SeenHours:
+    """Which (key, local day, hour) records have been seen, to find re-sent duplicates."""
+
+    def __init__(self) -> None:
+        """Nothing seen yet."""
+        self._seen: dict[int, np.ndarray] = {}
+
+    def first_time(self, key: np.ndarray, day: np.ndarray, hour: np.ndarray) -> np.ndarray:
+        """True where a record is new; marks them seen. Repeats inside the batch count too."""
+        out = np.ones(len(key), dtype=bool)
+        if len(key) == 0:
+            return out
+        for d in np.unique(day):
+            sel = np.flatnonzero(day == d)
+            flat = key[sel] * 24 + hour[sel]
+            seen = self._seen.get(int(d))
+            need = int(flat.max()) + 1
+            if seen is None or len(seen) < need:
+                grown = np.zeros(max(need, 2 * (0 if seen is None else len(seen))), dtype=bool)
+                if seen is not None:
+                    grown[: len(seen)] = seen
+                self._seen[int(d)] = seen = grown
+            earlier = seen[flat]
+            repeated = pd.Series(flat).duplicated().to_numpy()
+            out[sel] = ~(earlier | repeated)
+            seen[flat] = True
+        return out
+
+
+class HourlyTotals:
+    """Sums of counts and numbers of rows per (cell, local day, hour)."""
+
+    def __init__(self, n_cells: int) -> None:
+        """Empty totals for ``n_cells`` cells."""
+        self.n_cells = n_cells
+        self.sums: dict[int, np.ndarray] = {}
+        self.rows: dict[int, np.ndarray] = {}
+
+    def add(self, cell: np.ndarray, day: np.ndarray, hour: np.ndarray, count: np.ndarray) -> None:
+        """Add rows: cells (row-major index), days since 1970-01-01, local hours, counts."""
+        size = self.n_cells * 24
+        for d in np.unique(day):
+            sel = day == d
+            flat = cell[sel] * 24 + hour[sel]
+            d = int(d)
+            if d not in self.sums:
+                self.sums[d] = np.zeros(size, np.float64)
+                self.rows[d] = np.zeros(size, np.int64)
+            self.sums[d] += np.bincount(flat, weights=count[sel], minlength=size)
+            self.rows[d] += np.bincount(flat, minlength=size)
+
+    def add_dense(self, day: int, values: np.ndarray, observed: np.ndarray) -> None:
+        """Add a whole day ``(cell, 24)`` at once (spread from another grid)."""
+        size = self.n_cells * 24
+        if day not in self.sums:
+            self.sums[day] = np.zeros(size, np.float64)
+            self.rows[day] = np.zeros(size, np.int64)
+        self.sums[day] += values.ravel()
+        self.rows[day] += observed.ravel().astype(np.int64)
+
+    @property
+    def days(self) -> list[int]:
+        """Days with data, sorted."""
+        return sorted(self.sums)
+
+    def dataset(
+        self, cell_ids: np.ndarray, first: int | None = None, last: int | None = None
+    ) -> xr.Dataset:
+        """Activity ``(cell, day, hour)`` float32 (NaN where unobserved) and ``observed``.
+
+        Days run from ``first`` to ``last`` (days since 1970-01-01; default: the data's range),
+        with days that have no rows at all fully unobserved.
+        """
+        first = self.days[0] if first is None else first
+        last = self.days[-1] if last is None else last
+        n_days = last - first + 1
+        activity = np.full((self.n_cells, n_days, 24), np.nan, dtype=np.float32)
+        for d in self.days:
+            if first <= d <= last:
+                sums = self.sums[d].reshape(self.n_cells, 24)
+                rows = self.rows[d].reshape(self.n_cells, 24)
+                activity[:, d - first] = np.where(rows > 0, sums, np.nan)
+        days = _EPOCH + np.arange(first, last + 1)
+        return xr.Dataset(
+            {
+                "activity": (("cell", "day", "hour"), activity),
+                "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
+            },
+            coords={"cell": cell_ids, "day": days.astype("datetime64[ns]"), "hour": np.arange(24)},
+        )
+
+
+def day_and_hour(when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 and hours of local wall times (datetime64)."""
+    day = when.astype("datetime64[D]")
+    hour = ((when - day) // np.timedelta64(1, "h")).astype(np.int64)
+    return (day - _EPOCH).astype(np.int64), hour

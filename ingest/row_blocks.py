@@ -1,0 +1,296 @@
+"""Signalling files read in blocks of rows, in bounded memory, every row keeping its line number.
+
+Two CSV paths give identical results. The fast one lets pyarrow parse typed columns on all cores;
+the first time a block holds something it cannot type (a malformed line, ``abc`` as a count, a
+time with a zone designator), the file is read again by the exact path, which parses strings on
+one thread so that every malformed line is reported with its number. Clean files, the usual
+case at city scale, never leave the fast path. Parquet is typed already and read by row groups.
+
+A block's ``line`` is the 1-based line of the row in its file (the header is line 1); for
+Parquet it is the 1-based row number. Blank lines are not rows, but they count as lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputFormatError
+
+BLOCK_BYTES = 32 << 20
+_AWARE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+@dataclass
+class RowBlock:
+    """Parsed rows of one block: numeric values (NaN where missing or unparsable)."""
+
+    source: str
+    line: np.ndarray  # int64
+    columns: dict[str, np.ndarray]  # float64; datetime64[s] wall time for ``time``; object text
+    raw: list[str] | None = None  # the original text of every row (exact path only)
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, text)
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def blank(self) -> np.ndarray:
+        """Rows with every field empty: blank lines, which are not data."""
+        empty = np.ones(len(self.line), dtype=bool)
+        for v in self.columns.values():
+            if v.dtype.kind == "M":
+                empty &= np.isnat(v)
+            elif v.dtype.kind == "O":
+                empty &= pd.isna(v)
+            else:
+                empty &= np.isnan(v)
+        return empty
+
+    def text(self, index: np.ndarray) -> list[str]:
+        """The rows at ``index`` as text, for the rejects table."""
+        if self.raw is not None:
+            return [self.raw[i] for i in index]
+        parts = [
+            np.datetime_as_string(v[index], unit="s")
+            if v.dtype.kind == "M"
+            else v[index].astype(str)
+            if v.dtype.kind == "O"
+            else np.char.mod("%.10g", v[index])
+            for v in self.columns.values()
+        ]
+        return [",".join(str(x) for x in row) for row in zip(*parts, strict=True)]
+
+
+def file_header(path: Path) -> list[str]:
+    """Column names of a CSV (plain or compressed) or Parquet file.
+
+    Raises:
+        InputFormatError: the file cannot be read.
+    """
+    try:
+        if path.suffix.lower() == ".parquet":
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
+    except (OSError, pa.ArrowException) as err:
+        raise InputFormatError(
+            f"{path}: cannot read it ({str(err).splitlines()[0]}); check that it is a CSV, "
+            "CSV.gz or Parquet file"
+        ) from None
+    first = head.splitlines()[0] if head else ""
+    return next(csv.reader(io.StringIO(first)), [])
+
+
+def require_columns(path: Path, expected: list[str], found: list[str], key: str) -> None:
+    """Fail with the expected and found column names when one is missing."""
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise InputFormatError(
+            f"{path}: missing column(s) {missing}; expected {expected} ({key}), found {found}; "
+            f"map the names under {key}"
+        )
+
+
+def local_wall_time(text: pd.Series, timezone: str) -> np.ndarray:
+    """ISO-8601-like strings to naive local wall time (datetime64[s]); NaT where unparsable.
+
+    Naive strings already are wall time in ``timezone``; strings with an offset or ``Z`` are
+    converted to it.
+    """
+    out = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[s]")
+    valid = text.notna().to_numpy()
+    stripped = text.str.strip()
+    aware = valid & stripped.str.contains(_AWARE, na=False).to_numpy()
+    naive = valid & ~aware
+    if naive.any():
+        parsed = pd.to_datetime(stripped[naive], errors="coerce", format="ISO8601")
+        out[naive] = parsed.to_numpy().astype("datetime64[s]")
+    if aware.any():
+        parsed = pd.to_datetime(stripped[aware], errors="coerce", format="ISO8601", utc=True)
+        out[aware] = (
+            parsed.dt.tz_convert(timezone).dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+        )
+    return out
+
+
+def _typed(name: str, text: frozenset[str]) -> pa.DataType:
+    if name == "time":
+        return pa.timestamp("s")
+    return pa.string() if name in text else pa.float64()
+
+
+def _values(arr: pa.Array, name: str, text: frozenset[str]) -> np.ndarray:
+    if name in text:
+        return np.asarray(arr.cast(pa.string()).to_pandas().to_numpy(), dtype=object)
+    return pd.to_numeric(arr.to_pandas(), errors="coerce").to_numpy(np.float64)
+
+
+def _csv_fast(path: Path, mapping: dict[str, str], text: frozenset[str]) -> Iterator[RowBlock]:
+    def refuse(row: pcsv.InvalidRow) -> str:
+        return "error"  # surfaces as ArrowInvalid: the exact path takes over
+
+    names = list(mapping)
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(use_threads=True, block_size=BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=refuse, ignore_empty_lines=False),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=[mapping[n] for n in names],
+            column_types={mapping[n]: _typed(n, text) for n in names},
+            strings_can_be_null=True,
+            null_values=[""],  # "n/a" or "NaN" is a bad value with a reason, not a gap
+        ),
+    )
+    start = 2
+    for batch in reader:
+        cols = {}
+        for n in names:
+            arr = batch.column(mapping[n])
+            if n == "time":
+                cols[n] = arr.to_numpy(zero_copy_only=False).astype("datetime64[s]")
+            elif n in text:
+                cols[n] = np.asarray(arr.to_pandas().to_numpy(), dtype=object)
+            else:
+                cols[n] = arr.to_numpy(zero_copy_only=False).astype(np.float64)
+        line = np.arange(start, start + batch.num_rows, dtype=np.int64)
+        start += batch.num_rows
+        yield RowBlock(str(path), line, cols)
+
+
+def _csv_exact(
+    path: Path, mapping: dict[str, str], timezone: str, text: frozenset[str]
+) -> Iterator[RowBlock]:
+    malformed: list[tuple[int, str]] = []
+
+    def keep(row: pcsv.InvalidRow) -> str:
+        malformed.append((row.number, row.text))
+        return "skip"
+
+    names = list(mapping)
+    reader = pcsv.open_csv(
+        path,
+        # One thread: pyarrow then knows the line number of every malformed row.
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=keep, ignore_empty_lines=False),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=[mapping[n] for n in names],
+            column_types={mapping[n]: pa.string() for n in names},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    next_line, reported = 2, 0
+    for batch in reader:
+        frame = batch.to_pandas()
+        frame.columns = names
+        # This batch's rows take the next lines that no malformed line took.
+        bad = np.array(sorted(n for n, _ in malformed if n >= next_line), dtype=np.int64)
+        candidates = np.arange(next_line, next_line + len(frame) + len(bad), dtype=np.int64)
+        line = np.setdiff1d(candidates, bad, assume_unique=True)[: len(frame)]
+        if len(line):
+            next_line = int(line[-1]) + 1
+        cols = {
+            n: local_wall_time(frame[n], timezone)
+            if n == "time"
+            else np.asarray(frame[n].to_numpy(), dtype=object)
+            if n in text
+            else pd.to_numeric(frame[n], errors="coerce").to_numpy(np.float64)
+            for n in names
+        }
+        raw = [",".join(r) for r in frame.fillna("").astype(str).itertuples(index=False)]
+        yield RowBlock(str(path), line, cols, raw, malformed[reported:])
+        reported = len(malformed)
+    if len(malformed) > reported:  # malformed lines after the last batch
+        yield RowBlock(
+            str(path),
+            np.zeros(0, np.int64),
+            {n: _empty(n, text) for n in names},
+            [],
+            malformed[reported:],
+        )
+
+
+def _empty(name: str, text: frozenset[str]) -> np.ndarray:
+    if name == "time":
+        return np.zeros(0, "datetime64[s]")
+    return np.zeros(0, object if name in text else np.float64)
+
+
+def _parquet(
+    path: Path, mapping: dict[str, str], timezone: str, text: frozenset[str]
+) -> Iterator[RowBlock]:
+    names = list(mapping)
+    start = 1
+    for batch in pq.ParquetFile(path).iter_batches(columns=[mapping[n] for n in names]):
+        cols = {}
+        for n in names:
+            arr = batch.column(mapping[n])
+            if n == "time":
+                if pa.types.is_timestamp(arr.type):
+                    series = arr.to_pandas()
+                    if arr.type.tz is not None:
+                        series = series.dt.tz_convert(timezone).dt.tz_localize(None)
+                    cols[n] = series.to_numpy().astype("datetime64[s]")
+                else:
+                    cols[n] = local_wall_time(arr.cast(pa.string()).to_pandas(), timezone)
+            else:
+                cols[n] = _values(arr, n, text)
+        line = np.arange(start, start + batch.num_rows, dtype=np.int64)
+        start += batch.num_rows
+        yield RowBlock(str(path), line, cols)
+
+
+def _after(block: RowBlock, done: int) -> RowBlock:
+    """The part of an exact-path block past line ``done`` (what the fast path did not yield)."""
+    keep = block.line > done
+    return RowBlock(
+        block.source,
+        block.line[keep],
+        {k: v[keep] for k, v in block.columns.items()},
+        None if block.raw is None else [r for r, k in zip(block.raw, keep, strict=True) if k],
+        [(n, t) for n, t in block.malformed if n > done],
+    )
+
+
+def read_blocks(
+    path: Path,
+    mapping: dict[str, str],
+    timezone: str,
+    text: frozenset[str] = frozenset(),
+    key: str = "signalling.columns",
+) -> Iterator[RowBlock]:
+    """Blocks of ``mapping``'s columns (our name -> the file's column name) from one file.
+
+    ``time`` is parsed to local wall time, names in ``text`` stay strings, the rest are numbers.
+
+    Raises:
+        InputFormatError: the file is unreadable or lacks a mapped column.
+    """
+    require_columns(path, list(mapping.values()), file_header(path), key)
+    if path.suffix.lower() == ".parquet":
+        yield from _parquet(path, mapping, timezone, text)
+        return
+    done = 1  # the last line delivered: the exact path resumes after it, nothing counts twice
+    try:
+        try:
+            for block in _csv_fast(path, mapping, text):
+                yield block
+                if len(block):
+                    done = int(block.line[-1])
+        except pa.ArrowInvalid:
+            for block in _csv_exact(path, mapping, timezone, text):
+                yield _after(block, done)
+    except (pa.ArrowException, OSError) as err:
+        detail = str(err).splitlines()[0]
+        hint = "re-export it as UTF-8" if "UTF8" in detail else "check that it is a CSV file"
+        raise InputFormatError(f"{path}: cannot read it as CSV ({detail}); {hint}") from None
