@@ -59,8 +59,10 @@ class SeenHours:
         out = np.ones(len(key), dtype=bool)
         if len(key) == 0:
             return out
-        for d in np.unique(day):
+        for d in _days(day):
             sel = np.flatnonzero(day == d)
+            if sel.size == 0:
+                continue
             flat = key[sel] * 24 + hour[sel]
             seen = self._seen.get(int(d))
             need = int(flat.max()) + 1
@@ -76,36 +78,71 @@ class SeenHours:
         return out
 
 
+def _days(day: np.ndarray) -> range:
+    """The days from the first to the last in ``day`` (cheaper than np.unique: rows are days)."""
+    return range(int(day.min()), int(day.max()) + 1) if len(day) else range(0)
+
+
 class HourlyTotals:
-    """Sums of counts and numbers of rows per (cell, local day, hour)."""
+    """Sums of counts and whether any row was seen, per (cell, local day, hour)."""
+
+    # Rows buffered per day before one bincount: a bincount costs the grid's size, so it is
+    # worth paying once per few million rows, not once per block.
+    FLUSH_ROWS = 4_000_000
 
     def __init__(self, n_cells: int) -> None:
         """Empty totals for ``n_cells`` cells."""
         self.n_cells = n_cells
-        self.sums: dict[int, np.ndarray] = {}
-        self.rows: dict[int, np.ndarray] = {}
+        self._sums: dict[int, np.ndarray] = {}
+        self._observed: dict[int, np.ndarray] = {}  # bool per (cell, hour)
+        self._pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._pending_rows = 0
+
+    @property
+    def sums(self) -> dict[int, np.ndarray]:
+        """Sum of counts per day, flat ``cell * 24 + hour``."""
+        self._flush()
+        return self._sums
+
+    @property
+    def observed(self) -> dict[int, np.ndarray]:
+        """Whether any row was seen per day, flat ``cell * 24 + hour``."""
+        self._flush()
+        return self._observed
+
+    def _flush(self) -> None:
+        size = self.n_cells * 24
+        for d, parts in self._pending.items():
+            flat = np.concatenate([f for f, _ in parts])
+            count = np.concatenate([c for _, c in parts])
+            sums, seen = self._day(d)
+            sums += np.bincount(flat, weights=count, minlength=size)
+            seen[flat] = True
+        self._pending.clear()
+        self._pending_rows = 0
+
+    def _day(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        if d not in self._sums:
+            self._sums[d] = np.zeros(self.n_cells * 24, np.float64)
+            self._observed[d] = np.zeros(self.n_cells * 24, bool)
+        return self._sums[d], self._observed[d]
 
     def add(self, cell: np.ndarray, day: np.ndarray, hour: np.ndarray, count: np.ndarray) -> None:
         """Add rows: cells (row-major index), days since 1970-01-01, local hours, counts."""
-        size = self.n_cells * 24
-        for d in np.unique(day):
+        for d in _days(day):
             sel = day == d
-            flat = cell[sel] * 24 + hour[sel]
-            d = int(d)
-            if d not in self.sums:
-                self.sums[d] = np.zeros(size, np.float64)
-                self.rows[d] = np.zeros(size, np.int64)
-            self.sums[d] += np.bincount(flat, weights=count[sel], minlength=size)
-            self.rows[d] += np.bincount(flat, minlength=size)
+            if sel.any():
+                self._pending.setdefault(d, []).append((cell[sel] * 24 + hour[sel], count[sel]))
+        self._pending_rows += len(day)
+        if self._pending_rows >= self.FLUSH_ROWS:
+            self._flush()
 
     def add_dense(self, day: int, values: np.ndarray, observed: np.ndarray) -> None:
         """Add a whole day ``(cell, 24)`` at once (spread from another grid)."""
-        size = self.n_cells * 24
-        if day not in self.sums:
-            self.sums[day] = np.zeros(size, np.float64)
-            self.rows[day] = np.zeros(size, np.int64)
-        self.sums[day] += values.ravel()
-        self.rows[day] += observed.ravel().astype(np.int64)
+        self._flush()
+        sums, seen = self._day(day)
+        sums += values.ravel()
+        seen |= observed.ravel()
 
     @property
     def days(self) -> list[int]:
@@ -127,8 +164,8 @@ class HourlyTotals:
         for d in self.days:
             if first <= d <= last:
                 sums = self.sums[d].reshape(self.n_cells, 24)
-                rows = self.rows[d].reshape(self.n_cells, 24)
-                activity[:, d - first] = np.where(rows > 0, sums, np.nan)
+                seen = self.observed[d].reshape(self.n_cells, 24)
+                activity[:, d - first] = np.where(seen, sums, np.nan)
         days = _EPOCH + np.arange(first, last + 1)
         return xr.Dataset(
             {

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputFormatError
 
-BLOCK_BYTES = 32 << 20
+# Small blocks: the threaded reader parses several ahead, so the block size bounds memory.
+BLOCK_BYTES = 8 << 20
 _AWARE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
 
@@ -132,7 +133,22 @@ def _typed(name: str, text: frozenset[str]) -> pa.DataType:
 def _values(arr: pa.Array, name: str, text: frozenset[str]) -> np.ndarray:
     if name in text:
         return np.asarray(arr.cast(pa.string()).to_pandas().to_numpy(), dtype=object)
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
     return pd.to_numeric(arr.to_pandas(), errors="coerce").to_numpy(np.float64)
+
+
+def _parquet_times(arr: pa.Array, timezone: str) -> np.ndarray:
+    if pa.types.is_timestamp(arr.type):
+        series = arr.to_pandas()
+        if arr.type.tz is not None:
+            series = series.dt.tz_convert(timezone).dt.tz_localize(None)
+        return series.to_numpy().astype("datetime64[s]")
+    try:
+        # Naive ISO text casts in Arrow; anything else (offsets, junk) takes the careful path.
+        return arr.cast(pa.timestamp("s")).to_numpy(zero_copy_only=False).astype("datetime64[s]")
+    except pa.ArrowInvalid:
+        return local_wall_time(arr.cast(pa.string()).to_pandas(), timezone)
 
 
 def _csv_fast(path: Path, mapping: dict[str, str], text: frozenset[str]) -> Iterator[RowBlock]:
@@ -231,20 +247,16 @@ def _parquet(
 ) -> Iterator[RowBlock]:
     names = list(mapping)
     start = 1
-    for batch in pq.ParquetFile(path).iter_batches(columns=[mapping[n] for n in names]):
-        cols = {}
-        for n in names:
-            arr = batch.column(mapping[n])
-            if n == "time":
-                if pa.types.is_timestamp(arr.type):
-                    series = arr.to_pandas()
-                    if arr.type.tz is not None:
-                        series = series.dt.tz_convert(timezone).dt.tz_localize(None)
-                    cols[n] = series.to_numpy().astype("datetime64[s]")
-                else:
-                    cols[n] = local_wall_time(arr.cast(pa.string()).to_pandas(), timezone)
-            else:
-                cols[n] = _values(arr, n, text)
+    batches = pq.ParquetFile(path).iter_batches(
+        batch_size=1 << 20, columns=[mapping[n] for n in names]
+    )
+    for batch in batches:
+        cols = {
+            n: _parquet_times(batch.column(mapping[n]), timezone)
+            if n == "time"
+            else _values(batch.column(mapping[n]), n, text)
+            for n in names
+        }
         line = np.arange(start, start + batch.num_rows, dtype=np.int64)
         start += batch.num_rows
         yield RowBlock(str(path), line, cols)

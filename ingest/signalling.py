@@ -6,7 +6,8 @@ Formats (``signalling.format``):
 - ``grid``: long rows ``time, grid_id, count`` plus the platform's grid (``signalling.grid``);
 - ``wide``: one row per grid id with a column per hour (``H0..H23``) and a day type per file or
   row, plus the platform's grid. A day type stands for weekdays, so wide tables become a
-  reference week starting ``signalling.start`` (default Monday 2024-01-01).
+  reference week starting ``signalling.start`` (default Monday 2024-01-01);
+- ``activity``: the ``activity.parquet`` of an earlier run (same CRS and cell size), reused.
 
 Every row read is aggregated, counted outside the extent, counted outside the day range, or
 written to the rejects table with a reason, its file and its line, so
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ingest.activity_store import stored_blocks
 from ingest.hourly import HourlyTotals, PointIndex, SeenHours, day_and_hour
 from ingest.platform_grid import PlatformGrid, PlatformGridSpec, read_platform_grid
 from ingest.row_blocks import RowBlock, read_blocks
@@ -41,6 +43,32 @@ from pipeline.grid import CityGrid
 
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
+# Reasons as small codes on the hot path, text only for the rows rejected; 0 = kept.
+REASONS = np.array(
+    [
+        "",
+        "wrong number of fields",
+        "unparsable time",
+        "missing or non-numeric coordinates",
+        "coordinates out of range",
+        "missing or non-numeric count",
+        "negative count",
+        DUPLICATE,
+        "missing grid id",
+        "unknown grid id (not in signalling.grid)",
+        "unknown day type",
+        "missing or non-numeric hour",
+    ],
+    dtype=object,
+)
+_CODE = {reason: np.uint8(i) for i, reason in enumerate(REASONS)}
+
+
+def _flag(code: np.ndarray, mask: np.ndarray, reason: str) -> None:
+    """Give ``reason`` to rows in ``mask`` that have none yet (the first reason wins)."""
+    code[(code == 0) & mask] = _CODE[reason]
+
+
 WIDE_WEEK_START = dt.date(2024, 1, 1)  # a Monday
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -85,16 +113,17 @@ class _Ledger:
             self.reject(
                 block.source,
                 np.array([n for n, _ in block.malformed]),
-                np.array(["wrong number of fields"] * len(block.malformed), dtype=object),
+                np.full(len(block.malformed), _CODE["wrong number of fields"]),
                 [t for _, t in block.malformed],
                 0.0,
             )
 
     def reject(
-        self, source: str, line: np.ndarray, reason: np.ndarray, raw: list[str], count: float
+        self, source: str, line: np.ndarray, code: np.ndarray, raw: list[str], count: float
     ) -> None:
         if len(line) == 0:
             return
+        reason = REASONS[code]
         self.report.rows_rejected += len(line)
         self.report.count_rejected += count
         self.reasons.update(reason.tolist())
@@ -114,13 +143,6 @@ class _Ledger:
                 }
             )
         return pd.concat(self.frames, ignore_index=True)
-
-
-def _first_reason(checks: list[tuple[np.ndarray, str]], n: int) -> np.ndarray:
-    reason = np.full(n, "", dtype=object)
-    for mask, why in checks:
-        reason[(reason == "") & mask] = why
-    return reason
 
 
 def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
@@ -143,14 +165,13 @@ def _timed_rows(
     Returns the kept rows' place, day, hour and count (inside the day range, not duplicates).
     """
     when, count = block.columns["time"], block.columns["count"]
-    reason = place_reason.copy()
-    reason[(reason == "") & np.isnat(when)] = "unparsable time"
-    reason[(reason == "") & np.isnan(count)] = "missing or non-numeric count"
-    reason[(reason == "") & (count < 0)] = "negative count"
+    code = place_reason.copy()
+    _flag(code, np.isnat(when), "unparsable time")
+    _flag(code, np.isnan(count), "missing or non-numeric count")
+    _flag(code, count < 0, "negative count")
     numeric = np.where(np.isnan(count), 0.0, count)
     ledger.report.count_read += float(numeric.sum())
-    ok = reason == ""
-    idx = np.flatnonzero(ok)
+    idx = np.flatnonzero(code == 0)
     day, hour = day_and_hour(when[idx])
     first, last = day_range
     in_time = np.ones(len(idx), dtype=bool)
@@ -162,10 +183,10 @@ def _timed_rows(
     ledger.report.count_outside_time += float(count[idx[~in_time]].sum())
     idx, day, hour = idx[in_time], day[in_time], hour[in_time]
     fresh = seen.first_time(place[idx], day, hour)
-    reason[idx[~fresh]] = DUPLICATE
-    bad = np.flatnonzero(reason != "")
+    code[idx[~fresh]] = _CODE[DUPLICATE]
+    bad = np.flatnonzero(code)
     ledger.reject(
-        block.source, block.line[bad], reason[bad], block.text(bad), float(numeric[bad].sum())
+        block.source, block.line[bad], code[bad], block.text(bad), float(numeric[bad].sum())
     )
     idx, day, hour = idx[fresh], day[fresh], hour[fresh]
     return place[idx], day, hour, count[idx]
@@ -189,13 +210,9 @@ def _points(
             lon, lat = block.columns["lon"], block.columns["lat"]
             finite = np.isfinite(lon) & np.isfinite(lat)
             in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
-            place_reason = _first_reason(
-                [
-                    (~finite, "missing or non-numeric coordinates"),
-                    (~in_range, "coordinates out of range"),
-                ],
-                len(block),
-            )
+            place_reason = np.zeros(len(block), np.uint8)
+            _flag(place_reason, ~finite, "missing or non-numeric coordinates")
+            _flag(place_reason, ~in_range, "coordinates out of range")
             place = np.full(len(block), -1, dtype=np.int64)
             place[in_range] = points.ids(lon[in_range], lat[in_range])
             pid, day, hour, count = _timed_rows(block, ledger, place, place_reason, day_range, seen)
@@ -225,7 +242,7 @@ def _spread_days(platform: PlatformGrid, sums: HourlyTotals, n_cells: int) -> Ho
     """Spread platform-cell totals onto the analysis grid, day by day, by area."""
     totals = HourlyTotals(n_cells)
     for d in sums.days:
-        observed = sums.rows[d].reshape(-1, 24) > 0
+        observed = sums.observed[d].reshape(-1, 24)
         totals.add_dense(d, *platform.spread(sums.sums[d].reshape(-1, 24), observed))
     return totals
 
@@ -243,11 +260,10 @@ def _platform_ids(block: RowBlock, platform: PlatformGrid) -> tuple[np.ndarray, 
     place = np.full(len(block), -1, dtype=np.int64)
     known = platform.ids.get_indexer(pd.Index(ids[~missing]).astype(str))
     place[~missing] = known
-    reason = _first_reason(
-        [(missing, "missing grid id"), (place < 0, "unknown grid id (not in signalling.grid)")],
-        len(block),
-    )
-    return place, reason
+    code = np.zeros(len(block), np.uint8)
+    _flag(code, missing, "missing grid id")
+    _flag(code, place < 0, "unknown grid id (not in signalling.grid)")
+    return place, code
 
 
 def _count_outside_rows(place: np.ndarray, platform: PlatformGrid, ledger: _Ledger) -> np.ndarray:
@@ -286,6 +302,53 @@ def _grid_rows(
     _account_spread(per_id, platform, ledger)
     ledger.report.distinct_places = len(platform.ids)
     return _spread_days(platform, sums, grid.n_cells)
+
+
+def _stored(
+    paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
+) -> HourlyTotals:
+    seen = SeenHours()
+    totals = HourlyTotals(grid.n_cells)
+    index = pd.Index(grid.cell_ids())
+    first, last = _day_range(cfg)
+    for path in paths:
+        row = 1
+        for cell_id, day, hour, count in stored_blocks(path):
+            lines = np.arange(row, row + len(cell_id))
+            row += len(cell_id)
+            ledger.report.rows_read += len(cell_id)
+            ledger.report.count_read += float(count.sum())
+            cell = index.get_indexer(cell_id)
+            in_time = np.ones(len(day), dtype=bool)
+            if first is not None:
+                in_time &= day >= first
+            if last is not None:
+                in_time &= day <= last
+            outside, late = cell < 0, (cell >= 0) & ~in_time
+            ledger.report.rows_outside += int(outside.sum())
+            ledger.report.count_outside += float(count[outside].sum())
+            ledger.report.rows_outside_time += int(late.sum())
+            ledger.report.count_outside_time += float(count[late].sum())
+            keep = np.flatnonzero(~outside & ~late)
+            fresh = seen.first_time(cell[keep], day[keep], hour[keep])
+            dup = keep[~fresh]
+            ledger.reject(
+                str(path),
+                lines[dup],
+                np.full(len(dup), _CODE[DUPLICATE]),
+                [
+                    f"{c},{d},{h},{n}"
+                    for c, d, h, n in zip(
+                        cell_id[dup], day[dup], hour[dup], count[dup], strict=True
+                    )
+                ],
+                float(count[dup].sum()),
+            )
+            keep = keep[fresh]
+            ledger.report.rows_aggregated += len(keep)
+            ledger.report.count_aggregated += float(count[keep].sum())
+            totals.add(cell[keep], day[keep], hour[keep], count[keep])
+    return totals
 
 
 def _day_type(path: Path, cfg: SignallingConfig) -> str | None:
@@ -331,12 +394,12 @@ def _wide(
                 if cfg.wide.day_type_column
                 else np.full(len(block), file_type, dtype=object)
             )
-            reason[(reason == "") & ~np.isin(kind, list(cfg.wide.day_types))] = "unknown day type"
-            reason[(reason == "") & np.isnan(values).any(axis=1)] = "missing or non-numeric hour"
-            reason[(reason == "") & (values < 0).any(axis=1)] = "negative count"
+            _flag(reason, ~np.isin(kind, list(cfg.wide.day_types)), "unknown day type")
+            _flag(reason, np.isnan(values).any(axis=1), "missing or non-numeric hour")
+            _flag(reason, (values < 0).any(axis=1), "negative count")
             numeric = np.nan_to_num(values).sum(axis=1)
             ledger.report.count_read += float(numeric.sum())
-            bad = np.flatnonzero(reason != "")
+            bad = np.flatnonzero(reason)
             ledger.reject(
                 block.source,
                 block.line[bad],
@@ -344,7 +407,7 @@ def _wide(
                 block.text(bad),
                 float(numeric[bad].sum()),
             )
-            ok = np.flatnonzero(reason == "")
+            ok = np.flatnonzero(reason == 0)
             inside = _count_outside_rows(place[ok], platform, ledger)
             ledger.report.count_outside += float(numeric[ok[~inside]].sum())
             for name in np.unique(kind[ok[inside]]):
@@ -389,6 +452,8 @@ def load_signalling(
     first, last = _day_range(cfg)
     if cfg.format == "points":
         totals = _points(paths, grid, cfg, ledger)
+    elif cfg.format == "activity":
+        totals = _stored(paths, grid, cfg, ledger)
     else:
         if platform_grid is None:
             raise InputFormatError(f"signalling format '{cfg.format}' needs signalling.grid")

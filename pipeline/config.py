@@ -99,7 +99,7 @@ class WideConfig(_Strict):
 class SignallingConfig(_Strict):
     """Hourly signalling counts: format, paths or globs, datum, local time zone, day range."""
 
-    format: Literal["points", "grid", "wide"] = "points"
+    format: Literal["points", "grid", "wide", "activity"] = "points"
     paths: list[str] = Field(min_length=1)
     coords: Literal["wgs84", "gcj02", "bd09"] = "wgs84"
     timezone: str = "Asia/Shanghai"

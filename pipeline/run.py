@@ -24,6 +24,7 @@ import onnxruntime
 import rasterio
 
 import pipeline
+from ingest.activity_store import write_activity
 from models.classes import NO_CLASS
 from models.inference import SHIPPED_MODEL, file_sha256, load_predictor
 from pipeline.config import RunConfig
@@ -45,6 +46,7 @@ OUTPUT_FILES = (
     "class_map.tif",
     "probabilities.tif",
     "cells.gpkg",
+    "activity.parquet",
     "rejects.parquet",
     "quicklook.png",
     "manifest.json",
@@ -126,6 +128,7 @@ def run(config: RunConfig, timer: StageTimer | None = None) -> RunResult:
         write_probabilities(staging / "probabilities.tif", p.grid, prob, predicted, contract)
         write_cells(staging / "cells.gpkg", cells)
         write_rejects(staging / "rejects.parquet", ingested.rejects)
+        write_activity(staging / "activity.parquet", ingested.activity)
         write_quicklook(staging / "quicklook.png", p.grid, class_id, contract, config.name)
         counts = np.bincount(class_id[predicted], minlength=len(contract.classes))
         tiles = [t.to_dict() for t in ingested.tiles]

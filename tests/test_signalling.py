@@ -251,3 +251,24 @@ def test_a_platform_lattice_in_gcj02_is_spread_by_area_and_conserves_counts(tmp_
     )
     filled = (~np.isnan(ds["activity"].isel(day=0, hour=8).values)).sum()
     assert filled > glon.size * 0.5  # spread over the cells the lattice covers
+
+
+def test_a_stored_activity_table_reads_back_onto_an_overlapping_grid(tmp_path):
+    from ingest.activity_store import write_activity
+
+    path = tmp_path / "rows.csv"
+    _clean_rows(30).to_csv(path, index=False)
+    ds, _, _ = load_signalling([path], GRID)
+    stored = tmp_path / "activity.parquet"
+    write_activity(stored, ds)
+    again, _, report = load_signalling([stored], GRID, format="activity")
+    np.testing.assert_array_equal(again["activity"].values, ds["activity"].values)
+    # A smaller grid over part of the city: the same cell ids, the rest counted outside.
+    small = CityGrid.from_extent((113.60, 34.72, 113.65, 34.76), crs="EPSG:32649")
+    part, _, report = load_signalling([stored], small, format="activity")
+    assert report.rows_outside > 0
+    assert report.rows_read == report.rows_aggregated + report.rows_outside
+    common = np.isin(GRID.cell_ids(), small.cell_ids())
+    np.testing.assert_array_equal(
+        np.nansum(part["activity"].values), np.nansum(ds["activity"].values[common])
+    )
