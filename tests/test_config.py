@@ -59,3 +59,8 @@ def test_malformed_yaml_names_the_line(tmp_path):
     p.write_text("name: x\nextent: [1, 2\n")
     with pytest.raises(ConfigError, match="line"):
         load_config(p)
+
+
+def test_platform_grid_formats_need_the_platform_grid():
+    with pytest.raises(ConfigError, match="needs signalling.grid"):
+        parse_config({**BASE, "signalling": {"paths": ["a"], "format": "wide"}}, Path("."))

@@ -272,3 +272,19 @@ def test_a_stored_activity_table_reads_back_onto_an_overlapping_grid(tmp_path):
     np.testing.assert_array_equal(
         np.nansum(part["activity"].values), np.nansum(ds["activity"].values[common])
     )
+
+
+def test_parquet_with_text_times_and_offsets_reads_like_csv(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame(
+        {
+            "time": ["2026-03-02 08:00:00", "2026-03-02T01:00:00Z", "soon"],
+            "lon": [113.65, 113.65, 113.65],
+            "lat": [34.76, 34.76, 34.76],
+            "count": [5, 7, 9],
+        }
+    ).to_parquet(path)
+    ds, rejects, _ = load_signalling([path], GRID)
+    assert float(np.nansum(ds["activity"].isel(day=0, hour=8).values)) == 5
+    assert float(np.nansum(ds["activity"].isel(day=0, hour=9).values)) == 7  # 01Z = 09 local
+    assert rejects["line"].tolist() == [3] and rejects["reason"].tolist() == ["unparsable time"]
