@@ -62,5 +62,5 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 
 def test_platform_grid_formats_need_the_platform_grid():
-    with pytest.raises(ConfigError, match="needs signalling.grid"):
+    with pytest.raises(ConfigError, match=r"needs signalling\.grid"):
         parse_config({**BASE, "signalling": {"paths": ["a"], "format": "wide"}}, Path("."))
