@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,36 +151,49 @@ def _parquet_times(arr: pa.Array, timezone: str) -> np.ndarray:
         return local_wall_time(arr.cast(pa.string()).to_pandas(), timezone)
 
 
-def _csv_fast(path: Path, mapping: dict[str, str], text: frozenset[str]) -> Iterator[RowBlock]:
-    def refuse(row: pcsv.InvalidRow) -> str:
-        return "error"  # surfaces as ArrowInvalid: the exact path takes over
+def _typed_columns(
+    batch: pa.RecordBatch, mapping: dict[str, str], timezone: str, text: frozenset[str]
+) -> dict[str, np.ndarray]:
+    """Columns of a typed batch (fast CSV path, Parquet) as RowBlock arrays."""
+    return {
+        n: _parquet_times(batch.column(mapping[n]), timezone)
+        if n == "time"
+        else _values(batch.column(mapping[n]), n, text)
+        for n in mapping
+    }
 
-    names = list(mapping)
-    reader = pcsv.open_csv(
+
+def _open_csv(
+    path: Path,
+    mapping: dict[str, str],
+    threads: bool,
+    on_invalid: Callable[[pcsv.InvalidRow], str],
+    types: Callable[[str], pa.DataType],
+) -> pcsv.CSVStreamingReader:
+    return pcsv.open_csv(
         path,
-        read_options=pcsv.ReadOptions(use_threads=True, block_size=BLOCK_BYTES),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=refuse, ignore_empty_lines=False),
+        read_options=pcsv.ReadOptions(use_threads=threads, block_size=BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
         convert_options=pcsv.ConvertOptions(
-            include_columns=[mapping[n] for n in names],
-            column_types={mapping[n]: _typed(n, text) for n in names},
+            include_columns=list(mapping.values()),
+            column_types={mapping[n]: types(n) for n in mapping},
             strings_can_be_null=True,
             null_values=[""],  # "n/a" or "NaN" is a bad value with a reason, not a gap
         ),
     )
+
+
+def _csv_fast(
+    path: Path, mapping: dict[str, str], timezone: str, text: frozenset[str]
+) -> Iterator[RowBlock]:
+    def refuse(row: pcsv.InvalidRow) -> str:
+        return "error"  # surfaces as ArrowInvalid: the exact path takes over
+
     start = 2
-    for batch in reader:
-        cols = {}
-        for n in names:
-            arr = batch.column(mapping[n])
-            if n == "time":
-                cols[n] = arr.to_numpy(zero_copy_only=False).astype("datetime64[s]")
-            elif n in text:
-                cols[n] = np.asarray(arr.to_pandas().to_numpy(), dtype=object)
-            else:
-                cols[n] = arr.to_numpy(zero_copy_only=False).astype(np.float64)
+    for batch in _open_csv(path, mapping, True, refuse, lambda n: _typed(n, text)):
         line = np.arange(start, start + batch.num_rows, dtype=np.int64)
         start += batch.num_rows
-        yield RowBlock(str(path), line, cols)
+        yield RowBlock(str(path), line, _typed_columns(batch, mapping, timezone, text))
 
 
 def _csv_exact(
@@ -193,18 +206,8 @@ def _csv_exact(
         return "skip"
 
     names = list(mapping)
-    reader = pcsv.open_csv(
-        path,
-        # One thread: pyarrow then knows the line number of every malformed row.
-        read_options=pcsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=keep, ignore_empty_lines=False),
-        convert_options=pcsv.ConvertOptions(
-            include_columns=[mapping[n] for n in names],
-            column_types={mapping[n]: pa.string() for n in names},
-            strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
+    # One thread: pyarrow then knows the line number of every malformed row.
+    reader = _open_csv(path, mapping, False, keep, lambda n: pa.string())
     next_line, reported = 2, 0
     for batch in reader:
         frame = batch.to_pandas()
@@ -245,21 +248,12 @@ def _empty(name: str, text: frozenset[str]) -> np.ndarray:
 def _parquet(
     path: Path, mapping: dict[str, str], timezone: str, text: frozenset[str]
 ) -> Iterator[RowBlock]:
-    names = list(mapping)
     start = 1
-    batches = pq.ParquetFile(path).iter_batches(
-        batch_size=1 << 20, columns=[mapping[n] for n in names]
-    )
+    batches = pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=list(mapping.values()))
     for batch in batches:
-        cols = {
-            n: _parquet_times(batch.column(mapping[n]), timezone)
-            if n == "time"
-            else _values(batch.column(mapping[n]), n, text)
-            for n in names
-        }
         line = np.arange(start, start + batch.num_rows, dtype=np.int64)
         start += batch.num_rows
-        yield RowBlock(str(path), line, cols)
+        yield RowBlock(str(path), line, _typed_columns(batch, mapping, timezone, text))
 
 
 def _after(block: RowBlock, done: int) -> RowBlock:
@@ -295,7 +289,7 @@ def read_blocks(
     done = 1  # the last line delivered: the exact path resumes after it, nothing counts twice
     try:
         try:
-            for block in _csv_fast(path, mapping, text):
+            for block in _csv_fast(path, mapping, timezone, text):
                 yield block
                 if len(block):
                     done = int(block.line[-1])
