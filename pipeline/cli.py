@@ -113,6 +113,30 @@ def demo_city_command(
     out.print(f"config {city.config}\nzones  {city.zones}", highlight=False)
 
 
+@app.command("dehaze")
+@_one_line_errors
+def dehaze_command(
+    source: Annotated[Path, typer.Argument(help="Raster to dehaze (GeoTIFF, PNG, JPEG...).")],
+    target: Annotated[Path, typer.Argument(help="Where to write the result (same format).")],
+    bands: Annotated[
+        str | None, typer.Option(help="Bands to dehaze, 1-based, e.g. 1,2,3 (default first 3).")
+    ] = None,
+) -> None:
+    """Dehaze one raster, keeping its georeferencing, dtype, nodata and profile."""
+    from preprocess.dehaze_raster import dehaze_raster
+
+    try:
+        chosen = [int(b) for b in bands.split(",")] if bands else None
+    except ValueError:
+        raise UrbanFusionError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
+    result = dehaze_raster(source, target, chosen)
+    out.print(
+        f"wrote {target}: haze score {result.haze_score:.3f}, airlight "
+        f"{[round(v, 3) for v in result.airlight]}, strength {result.strength:.2f}",
+        highlight=False,
+    )
+
+
 class Branches(StrEnum):
     """Which inputs a trained model uses."""
 

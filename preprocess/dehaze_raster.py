@@ -1,0 +1,213 @@
+"""Dehaze a raster file into another, keeping its georeferencing, dtype, nodata and profile.
+
+Any raster GDAL reads: GeoTIFF (any size: read and dehazed in overlapping dask chunks, written
+window by window), PNG, JPEG (through a memory copy, since those drivers only copy). Values are
+scaled to [0, 1] by the dtype's range for 8-bit data and by the scene's own range otherwise, and
+scaled back the same way, so untouched values come back exactly. Bands outside ``bands`` (an
+alpha band, near infrared) are copied unchanged. The output is written to a temporary name and
+renamed, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import MemoryFile
+from rasterio.shutil import copy as raster_copy
+from rasterio.windows import Window
+
+from pipeline.errors import InputFormatError, InputNotFoundError
+from preprocess.dehaze import DehazeParams, haze_score, haze_strength
+from preprocess.dehaze_dask import dehaze_dask, scene_light
+
+CHUNK = 2048
+_WRITABLE = {"GTiff"}  # drivers that write window by window; others go through a memory copy
+
+
+@dataclass(frozen=True)
+class DehazeResult:
+    """What was done to a file."""
+
+    airlight: list[float]
+    strength: float
+    haze_score: float
+
+
+def _read_block(path: Path, band: tuple[int, ...], window: Window) -> np.ndarray:
+    # The dataset mask, not per-band masks: a 0 in one band of a valid pixel is data.
+    with rasterio.open(path) as src:
+        data = src.read(list(band), window=window).astype(np.float64)
+        data[:, src.dataset_mask(window=window) == 0] = np.nan
+    return data
+
+
+def _scene_range(src: rasterio.DatasetReader, bands: list[int]) -> tuple[float, float]:
+    if src.dtypes[0] == "uint8":
+        return 0.0, 255.0
+    lo, hi = np.inf, -np.inf
+    for _, window in src.block_windows(1):
+        block = src.read(bands, window=window)[:, src.dataset_mask(window=window) > 0]
+        if block.size:
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    return (0.0, 1.0) if not np.isfinite(lo) else (lo, hi if hi > lo else lo + 1.0)
+
+
+def dehaze_raster(
+    src_path: Path,
+    dst_path: Path,
+    bands: list[int] | None = None,
+    params: DehazeParams = DehazeParams(),
+) -> DehazeResult:
+    """Dehaze ``src_path`` into ``dst_path`` (same driver, profile, georeferencing, nodata).
+
+    Raises:
+        InputNotFoundError: the input does not exist.
+        InputFormatError: GDAL cannot read it, or a requested band is missing.
+    """
+    if not src_path.is_file():
+        raise InputNotFoundError(f"{src_path} does not exist; check the path")
+    with warnings.catch_warnings():
+        # PNG and JPEG have no georeferencing to keep; that is not worth a warning here.
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return _dehaze_raster(src_path, dst_path, bands, params)
+
+
+def _dehaze_raster(
+    src_path: Path, dst_path: Path, bands: list[int] | None, params: DehazeParams
+) -> DehazeResult:
+    try:
+        src = rasterio.open(src_path)
+    except RasterioError as err:
+        raise InputFormatError(f"{src_path}: GDAL cannot read it ({err}); give a raster") from None
+    with src:
+        bands = bands or list(range(1, min(3, src.count) + 1))
+        if max(bands) > src.count or min(bands) < 1:
+            raise InputFormatError(
+                f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
+            )
+        lo, hi = _scene_range(src, bands)
+        h, w = src.height, src.width
+        blocks = [
+            [
+                da.from_delayed(
+                    dask.delayed(_read_block)(
+                        src_path, tuple(bands), Window(c, r, min(CHUNK, w - c), min(CHUNK, h - r))
+                    ),
+                    (len(bands), min(CHUNK, h - r), min(CHUNK, w - c)),
+                    dtype=np.float64,
+                )
+                for c in range(0, w, CHUNK)
+            ]
+            for r in range(0, h, CHUNK)
+        ]
+        scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
+        light = scene_light(scaled, params)
+        score = haze_score(_preview(src, bands, lo, hi), params.patch)
+        out = dehaze_dask(scaled, light, params)
+        profile = src.profile
+        dst_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            _write(src, tmp, out, bands, lo, hi, profile)
+            os.replace(tmp, dst_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
+
+
+def _preview(src: rasterio.DatasetReader, bands: list[int], lo: float, hi: float) -> np.ndarray:
+    shape = (len(bands), min(src.height, 1024), min(src.width, 1024))
+    data = src.read(bands, out_shape=shape).astype(np.float64)
+    data[:, src.dataset_mask(out_shape=shape[1:]) == 0] = np.nan
+    return ((data - lo) / (hi - lo)).astype(np.float32)
+
+
+def _to_dtype(
+    values: np.ndarray,
+    lo: float,
+    hi: float,
+    dtype: str,
+    nodata: float | None,
+    kept: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scale back to ``dtype``; ``kept`` are the untouched bands of the same pixels."""
+    back = values.astype(np.float64) * (hi - lo) + lo
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        back = np.clip(np.rint(back), info.min, info.max)
+        if nodata is not None:
+            # A valid pixel darkened to nodata in every band would vanish: keep it a step off.
+            vanishing = (back == nodata).all(axis=0)
+            if kept is not None:
+                vanishing &= (kept == nodata).all(axis=0)
+            back[0][vanishing] = nodata + (1 if nodata < info.max else -1)
+    fill = nodata if nodata is not None else 0
+    return np.where(np.isnan(back), fill, back).astype(dtype)
+
+
+def _write(
+    src: rasterio.DatasetReader,
+    path: Path,
+    out: da.Array,
+    bands: list[int],
+    lo: float,
+    hi: float,
+    profile: dict[str, object],
+) -> None:
+    dtype, nodata = src.dtypes[0], src.nodata
+    others = [b for b in range(1, src.count + 1) if b not in bands]
+    if src.driver in _WRITABLE:
+        with rasterio.open(path, "w", **profile) as dst:
+            _copy_meta(src, dst)
+            for (r, c), block in _blocks(out):
+                window = Window(c, r, block.shape[2], block.shape[1])
+                kept = src.read(others, window=window) if others else None
+                dst.write(_to_dtype(block, lo, hi, dtype, nodata, kept), bands, window=window)
+                if kept is not None:
+                    dst.write(kept, others, window=window)
+            if MaskFlags.per_dataset in src.mask_flag_enums[0]:
+                dst.write_mask(src.dataset_mask())  # an internal mask stays a mask
+        return
+    # PNG and JPEG only copy: build the result in memory, then let GDAL copy it out.
+    data = src.read()
+    kept = data[[b - 1 for b in others]] if others else None
+    data[[b - 1 for b in bands]] = _to_dtype(out.compute(), lo, hi, dtype, nodata, kept)
+    mem_profile = {**profile, "driver": "GTiff"}
+    for key in ("quality", "zlevel", "worldfile"):
+        mem_profile.pop(key, None)
+    with MemoryFile() as memory, memory.open(**mem_profile) as staged:
+        staged.write(data)
+        _copy_meta(src, staged)
+        raster_copy(staged, path, driver=src.driver)
+
+
+def _copy_meta(src: rasterio.DatasetReader, dst: rasterio.io.DatasetWriter) -> None:
+    dst.update_tags(**src.tags())
+    for i in range(1, src.count + 1):
+        if src.descriptions[i - 1]:
+            dst.set_band_description(i, src.descriptions[i - 1])
+    dst.colorinterp = src.colorinterp
+
+
+def _blocks(arr: da.Array) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """Computed chunks of ``arr`` with their (row, col) offsets, a row of chunks at a time."""
+    offsets_r = np.cumsum((0, *arr.chunks[1]))[:-1]
+    offsets_c = np.cumsum((0, *arr.chunks[2]))[:-1]
+    delayed = arr.to_delayed()
+    for i, r in enumerate(offsets_r):
+        row = dask.compute(*[delayed[0, i, j] for j in range(len(offsets_c))])
+        for j, c in enumerate(offsets_c):
+            yield (int(r), int(c)), row[j]

@@ -1,0 +1,97 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+import preprocess.dehaze_raster as dr
+from pipeline.democity.layout import make_layout
+from pipeline.democity.render import add_haze, render_city
+from pipeline.errors import InputFormatError, InputNotFoundError
+from preprocess.dehaze import dehaze
+
+
+def test_a_real_geotiff_keeps_profile_georeferencing_and_nodata(shared_data, tmp_path):
+    src_path = shared_data / "geotiff" / "RGB.byte.tif"
+    out = tmp_path / "out.tif"
+    dr.dehaze_raster(src_path, out)
+    with rasterio.open(src_path) as src, rasterio.open(out) as dst:
+        assert dst.profile == src.profile  # driver, dtype, crs, transform, nodata, tiling...
+        assert (dst.dataset_mask() == src.dataset_mask()).all()
+        assert (dst.read() != src.read()).any()
+
+
+def test_a_hazy_png_comes_out_closer_to_its_clear_twin(shared_data, tmp_path):
+    import cv2
+
+    hazy = shared_data / "haze" / "rice1" / "hazy" / "108.png"
+    clear = cv2.imread(str(shared_data / "haze" / "rice1" / "clear" / "108.png")).astype(float)
+    out = tmp_path / "out.png"
+    dr.dehaze_raster(hazy, out)
+    before = np.mean((cv2.imread(str(hazy)).astype(float) - clear) ** 2)
+    after = np.mean((cv2.imread(str(out)).astype(float) - clear) ** 2)
+    assert after < before
+    with rasterio.open(out) as dst:
+        assert dst.driver == "PNG" and dst.dtypes[0] == "uint8"
+
+
+def _uint16_scene(path, nodata=0):
+    rng = np.random.default_rng(5)
+    bounds = (0.0, 0.0, 1000.0, 900.0)
+    image, _ = render_city(make_layout(bounds, rng), bounds, 5.0, rng)
+    data = add_haze(image, rng).astype(np.uint16) * 16  # 12-bit range in 16 bits
+    data[:, :30, :50] = nodata
+    alpha = np.full((1, *data.shape[1:]), 65535, np.uint16)
+    alpha[:, :30, :50] = nodata  # a consistent alpha: transparent where there is no data
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=4,
+        dtype="uint16",
+        crs="EPSG:32649",
+        nodata=nodata,
+        transform=Affine(5, 0, 740000, 0, -5, 3850000),
+    ) as dst:
+        dst.write(np.concatenate([data, alpha]))
+    return data
+
+
+def test_uint16_chunked_equals_whole_and_extra_bands_pass_through(tmp_path, monkeypatch):
+    src_path = tmp_path / "scene.tif"
+    data = _uint16_scene(src_path)
+    monkeypatch.setattr(dr, "CHUNK", 77)  # odd chunks, far smaller than the scene
+    out = tmp_path / "out.tif"
+    result = dr.dehaze_raster(src_path, out)
+    assert result.strength > 0.9  # grey synthetic haze
+    with rasterio.open(out) as dst:
+        got = dst.read()
+    with rasterio.open(src_path) as src:
+        assert (got[3] == src.read(4)).all()  # the fourth band is not touched
+    assert (got[:3, :30, :50] == 0).all()  # nodata stays nodata
+    valid = (data != 0).any(axis=0)
+    lo, hi = float(data[:, valid].min()), float(data[:, valid].max())
+    scaled = ((data - lo) / (hi - lo)).astype(np.float32)
+    scaled[:, ~valid] = np.nan
+    whole = np.rint(dehaze(scaled) * (hi - lo) + lo)
+    assert np.abs(got[:3][:, valid] - whole[:, valid]).max() <= 1  # rounding only
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path):
+    with pytest.raises(InputNotFoundError):
+        dr.dehaze_raster(tmp_path / "none.tif", tmp_path / "o.tif")
+    junk = tmp_path / "junk.tif"
+    junk.write_text("not a raster")
+    with pytest.raises(InputFormatError, match="GDAL cannot read"):
+        dr.dehaze_raster(junk, tmp_path / "o.tif")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "dehaze", str(junk), str(tmp_path / "o.tif")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.tif").exists() and not list(tmp_path.glob("tmp*"))
