@@ -5,12 +5,14 @@ footprint and where it has nodata or a mask); only output chunks that the tile's
 touches read anything, and each reads only the source window it needs through a WarpedVRT
 (bilinear). Tiles are dehazed per scene (airlight from the whole scene) before mosaicking.
 
-Mosaic rule: tiles are taken in the order of ``imagery.paths`` (each glob's matches sorted by
-name); for every pixel, the first tile with a valid value wins.
+Mosaic rule: for every pixel, the first tile with a valid value wins, tiles taken newest
+acquisition first (date from the file's tags or name), then those without a date, each group in
+the order of ``imagery.paths`` (each glob's matches sorted by name).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,11 +23,13 @@ import numpy as np
 import rasterio
 import xarray as xr
 from affine import Affine
-from rasterio.enums import Resampling
+from pyproj import CRS
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
+from ingest.tile_index import tile_index
 from pipeline.errors import InputFormatError, NoCoverageError
 from pipeline.grid import CityGrid
 from preprocess.dehaze import DehazeParams, haze_score
@@ -55,10 +59,19 @@ class TileReport:
     scale: list[tuple[float, float]] = field(default_factory=list)
     haze_score: float | None = None
     dehazed: bool = False
+    acquired: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
         return asdict(self)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _neg_date(date: str | None) -> int:
+    return -dt.date.fromisoformat(date).toordinal() if date else 0
 
 
 @dataclass(frozen=True)
@@ -110,20 +123,20 @@ def read_window(
     three become NaN, never black pixels taken as data.
     """
     try:
-        with (
-            rasterio.open(path) as src,
-            WarpedVRT(
+        with rasterio.open(path) as src:
+            # A tile's own alpha band is its mask; otherwise the VRT adds one for the footprint.
+            own_alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
+            with WarpedVRT(
                 src,
                 crs=crs,
                 transform=transform,
                 width=shape[1],
                 height=shape[0],
                 resampling=Resampling.bilinear,
-                add_alpha=True,
-            ) as vrt,
-        ):
-            data = vrt.read(list(bands), out_dtype="float32")
-            alpha = vrt.read(vrt.count)
+                add_alpha=not own_alpha,
+            ) as vrt:
+                data = vrt.read(list(bands), out_dtype="float32")
+                alpha = vrt.read(own_alpha[0] if own_alpha else vrt.count)
     except RasterioError as err:
         raise InputFormatError(
             f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
@@ -180,56 +193,112 @@ def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.nda
     return read_window(tile.path, tile.bands, tile.scale, src.crs, transform, shape)
 
 
+def band_indexes(requested: list[int | str], names: list[str], source: str) -> tuple[int, ...]:
+    """1-based band indexes for bands given by index or by name (description or colour).
+
+    Raises:
+        InputFormatError: a band is missing from the file.
+    """
+    out = []
+    for band in requested:
+        if isinstance(band, int):
+            if not 1 <= band <= len(names):
+                raise InputFormatError(
+                    f"{source}: imagery.bands asks for band {band} but the file has "
+                    f"{len(names)}; set imagery.bands to bands every tile has"
+                )
+            out.append(band)
+        elif band.lower() in names:
+            out.append(names.index(band.lower()) + 1)
+        else:
+            raise InputFormatError(
+                f"{source}: no band named {band!r} (its bands are {names}); use indexes or "
+                "those names in imagery.bands"
+            )
+    return tuple(out)
+
+
+def _touches(footprint: tuple[float, ...], grid: CityGrid) -> bool:
+    gx0, gy0, gx1, gy1 = grid.bounds
+    return footprint[0] < gx1 and footprint[2] > gx0 and footprint[1] < gy1 and footprint[3] > gy0
+
+
 def load_imagery(
     paths: list[Path],
     grid: CityGrid,
-    bands: list[int],
+    bands: list[int | str],
     dehaze: Literal["auto", "always", "never"] = "auto",
     params: DehazeParams = DehazeParams(),
+    strict: bool = False,
 ) -> tuple[xr.DataArray, list[TileReport]]:
     """Align, dehaze and mosaic tiles onto the grid's pixels (lazily, with dask).
+
+    Footprints come from the tile index (:mod:`ingest.tile_index`), so tiles off the extent are
+    not opened. Mosaic rule: the newest acquisition first (date from the file's tags or name),
+    then tiles without a date, each group in the order of ``imagery.paths``.
 
     Returns:
         The imagery as float32 ``(band, y, x)`` in [0, 1] with NaN for nodata, and one report per
         tile (used, skipped because it does not touch the extent, or failed with the reason).
 
     Raises:
-        InputFormatError: a tile lacks one of the requested bands.
+        InputFormatError: a tile lacks a requested band, or (``strict``) a tile failed.
         NoCoverageError: no readable tile touches the extent.
     """
+    index = tile_index(paths)
     reports: list[TileReport] = []
-    layers: list[da.Array] = []
-    lacking: TileReport | None = None
-    gx0, gy0, gx1, gy1 = grid.bounds
-    for path in paths:
-        report = TileReport(path=str(path), status="failed")
+    touching: list[tuple[TileReport, tuple[float, ...], tuple[int, ...]]] = []
+    for record in index.to_dict("records"):
+        row = {k: None if _missing(v) else v for k, v in record.items()}
+        report = TileReport(
+            path=row["path"],
+            status="failed",
+            reason=row["error"] or "",
+            dtype=row["dtype"] or "",
+            bands=int(row["bands"] or 0),
+            acquired=row["acquired"],
+            resolution=(float(row["res_x"] or 0), float(row["res_y"] or 0)),
+        )
         reports.append(report)
+        if row["error"]:
+            continue
+        crs = CRS.from_wkt(row["crs"])
+        report.crs = crs.to_string()
+        chosen = band_indexes(bands, str(row["band_names"]).split("|"), row["path"])
+        bounds = (row["left"], row["bottom"], row["right"], row["top"])
+        footprint = transform_bounds(crs, grid.crs, *bounds, densify_pts=21)
+        if not _touches(footprint, grid):
+            report.status, report.reason = "skipped", "does not touch the extent"
+            continue
+        touching.append((report, footprint, chosen))
+    if strict and any(r.status == "failed" for r in reports):
+        bad = [f"{Path(r.path).name}: {r.reason}" for r in reports if r.status == "failed"]
+        raise InputFormatError(
+            f"imagery: {len(bad)} tile(s) failed and --strict is on ({'; '.join(bad[:3])}); "
+            "fix them, remove them from imagery.paths, or run without --strict"
+        )
+
+    # Newest acquisition first, then undated tiles; path order within each group.
+    order = sorted(
+        range(len(touching)),
+        key=lambda k: (touching[k][0].acquired is None, _neg_date(touching[k][0].acquired), k),
+    )
+    layers: list[da.Array] = []
+    for k in order:
+        report, footprint, chosen = touching[k]
+        path = Path(report.path)
         try:
             with rasterio.open(path) as src:
-                report.dtype, report.bands = src.dtypes[0], src.count
-                report.resolution = (abs(src.res[0]), abs(src.res[1]))
-                if src.crs is None:
-                    report.reason = "no CRS (georeference the file, e.g. gdal_edit.py -a_srs)"
-                    continue
-                report.crs = src.crs.to_string()
-                if max(bands) > src.count:
-                    lacking = report
-                    break
-                footprint = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
-                if not (
-                    footprint[0] < gx1
-                    and footprint[2] > gx0
-                    and footprint[1] < gy1
-                    and footprint[3] > gy0
-                ):
-                    report.status, report.reason = "skipped", "does not touch the extent"
-                    continue
-                tile = _Tile(path, tuple(bands), tuple(_scene_scale(src, tuple(bands))))
+                tile = _Tile(path, chosen, tuple(_scene_scale(src, chosen)))
                 report.scale = list(tile.scale)
                 score = haze_score(_preview(src, tile, grid), params.patch)
-        except (RasterioError, OSError, ValueError) as err:
-            # InputFormatError (a ValueError) comes from a pixel read of the preview.
+        except (RasterioError, OSError, InputFormatError) as err:
+            # Truncated files often open fine and fail on the first pixels read.
             report.reason = f"unreadable: {str(err).splitlines()[0]}"
+            if strict:
+                raise InputFormatError(
+                    f"{path}: {report.reason}; --strict is on: fix or remove the file"
+                ) from None
             continue
         report.haze_score = round(score, 4)
         layer = _tile_on_grid(tile, grid, footprint)
@@ -239,11 +308,6 @@ def load_imagery(
         report.status = "used"
         layers.append(layer)
 
-    if lacking is not None:
-        raise InputFormatError(
-            f"{lacking.path}: imagery.bands asks for band(s) {bands} but the file has "
-            f"{lacking.bands}; set imagery.bands to bands every tile has"
-        )
     if not layers:
         failed = [r for r in reports if r.status == "failed"]
         where = f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"

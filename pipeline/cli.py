@@ -61,13 +61,19 @@ def _print_outputs(paths: dict[str, Path]) -> None:
 def run_command(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Any unreadable or unusable tile is an error.")
+    ] = False,
 ) -> None:
     """Map urban function over a city extent from its tiles and signalling files."""
     from pipeline.config import load_config
     from pipeline.progress import StageTimer
     from pipeline.run import run
 
-    result = run(load_config(config), StageTimer(quiet=quiet or None))
+    cfg = load_config(config)
+    if strict:
+        cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
+    result = run(cfg, StageTimer(quiet=quiet or None))
     out.print(f"outputs in {result.output_dir}:", highlight=False)
     _print_outputs(result.outputs)
 

@@ -40,16 +40,21 @@ class GridConfig(_Strict):
 
 
 class ImageryConfig(_Strict):
-    """Satellite tiles: paths or globs, dehazing policy, bands (1-based, in the model's order)."""
+    """Satellite tiles: paths or globs, dehazing policy, bands in the model's order, strictness.
+
+    ``bands`` are 1-based indexes or names (a band's description or colour, e.g. ``red``).
+    ``strict`` makes any unreadable or unusable tile an error instead of a gap in the map.
+    """
 
     paths: list[str] = Field(min_length=1)
     dehaze: Literal["auto", "always", "never"] = "auto"
-    bands: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    bands: list[int | str] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    strict: bool = False
 
     @field_validator("bands")
     @classmethod
-    def _positive_bands(cls, bands: list[int]) -> list[int]:
-        if any(b < 1 for b in bands):
+    def _positive_bands(cls, bands: list[int | str]) -> list[int | str]:
+        if any(isinstance(b, int) and b < 1 for b in bands):
             raise ValueError(f"band indexes are 1-based, got {bands}")
         return bands
 

@@ -89,7 +89,9 @@ def plan(config: RunConfig) -> Plan:
 def ingest(p: Plan) -> Ingested:
     """Align imagery to the grid (lazily) and aggregate signalling (computed, it is small)."""
     cfg = p.config
-    imagery, tiles = load_imagery(p.tiles, p.grid, cfg.imagery.bands, cfg.imagery.dehaze)
+    imagery, tiles = load_imagery(
+        p.tiles, p.grid, cfg.imagery.bands, cfg.imagery.dehaze, strict=cfg.imagery.strict
+    )
     activity, rejects, report = load_signalling(
         p.signalling_files, p.grid, cfg.signalling, platform_grid_spec(cfg)
     )
