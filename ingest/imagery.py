@@ -151,33 +151,81 @@ def read_window(
     return out
 
 
-def _tile_on_grid(tile: _Tile, grid: CityGrid, footprint: tuple[float, ...]) -> da.Array:
-    """Lazy array of one tile on the whole pixel grid; chunks off its footprint are NaN."""
+@dataclass(frozen=True)
+class _Layer:
+    """One tile on the pixel grid, over the whole chunks its footprint touches only."""
+
+    array: da.Array  # (band, y, x), chunks aligned with the grid's chunks
+    row0: int  # first chunk row of the grid that the array covers
+    col0: int
+
+
+def _tile_on_grid(tile: _Tile, grid: CityGrid, footprint: tuple[float, ...]) -> _Layer:
+    """Lazy warped reads of one tile over the grid chunks its footprint touches."""
     size = chunk_px(grid)
     height, width = grid.pixel_shape
     px = grid.pixel_size
     gx0, _, _, gy1 = grid.bounds
     fx0, fy0, fx1, fy1 = footprint
+    # Chunk rows and columns the footprint overlaps (clipped to the grid).
+    c_first = max(0, int((fx0 - gx0) // (px * size)))
+    c_last = min((width - 1) // size, int((fx1 - gx0) // (px * size)))
+    r_first = max(0, int((gy1 - fy1) // (px * size)))
+    r_last = min((height - 1) // size, int((gy1 - fy0) // (px * size)))
     rows = []
-    for r0 in range(0, height, size):
-        h = min(size, height - r0)
+    for r in range(r_first, r_last + 1):
+        r0, h = r * size, min(size, height - r * size)
         row = []
-        for c0 in range(0, width, size):
-            w = min(size, width - c0)
-            x0, y1 = gx0 + c0 * px, gy1 - r0 * px
-            x1, y0 = x0 + w * px, y1 - h * px
-            if x1 <= fx0 or x0 >= fx1 or y1 <= fy0 or y0 >= fy1:
-                row.append(da.full((len(tile.bands), h, w), np.nan, dtype=np.float32))
-                continue
+        for c in range(c_first, c_last + 1):
+            c0, w = c * size, min(size, width - c * size)
             block = dask.delayed(read_window)(
                 tile.path,
                 tile.bands,
                 tile.scale,
                 grid.crs,
-                Affine(px, 0, x0, 0, -px, y1),
+                Affine(px, 0, gx0 + c0 * px, 0, -px, gy1 - r0 * px),
                 (h, w),
             )
             row.append(da.from_delayed(block, (len(tile.bands), h, w), dtype=np.float32))
+        rows.append(row)
+    return _Layer(da.block(rows), r_first, c_first)
+
+
+def first_valid(*blocks: np.ndarray) -> np.ndarray:
+    """Per pixel, the first block whose pixel is valid in every band (the mosaic rule)."""
+    out = blocks[0].copy()
+    for block in blocks[1:]:
+        missing = np.isnan(out).any(axis=0)
+        if not missing.any():
+            break
+        out[:, missing] = block[:, missing]
+    return out
+
+
+def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> da.Array:
+    """Each output chunk from only the layers that cover it, in mosaic order."""
+    size = chunk_px(grid)
+    height, width = grid.pixel_shape
+    parts = [(layer, layer.array.to_delayed()) for layer in layers]
+    rows = []
+    for r in range(-(-height // size)):
+        h = min(size, height - r * size)
+        row = []
+        for c in range(-(-width // size)):
+            w = min(size, width - c * size)
+            covering = [
+                d[0, r - layer.row0, c - layer.col0]
+                for layer, d in parts
+                if 0 <= r - layer.row0 < d.shape[1] and 0 <= c - layer.col0 < d.shape[2]
+            ]
+            shape = (n_bands, h, w)
+            if not covering:
+                row.append(da.full(shape, np.nan, dtype=np.float32))
+            elif len(covering) == 1:
+                row.append(da.from_delayed(covering[0], shape, dtype=np.float32))
+            else:
+                block = dask.delayed(first_valid)(*covering)
+                row.append(da.from_delayed(block, shape, dtype=np.float32))
         rows.append(row)
     return da.block(rows)
 
@@ -304,7 +352,9 @@ def load_imagery(
         layer = _tile_on_grid(tile, grid, footprint)
         report.dehazed = dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD)
         if report.dehazed:
-            layer = dehaze_dask(layer, scene_light(layer, params), params)
+            # The layer holds the whole scene (NaN around it), so its airlight is the scene's.
+            light = scene_light(layer.array, params)
+            layer = _Layer(dehaze_dask(layer.array, light, params), layer.row0, layer.col0)
         report.status = "used"
         layers.append(layer)
 
@@ -321,9 +371,7 @@ def load_imagery(
             f"imagery: none of the {len(paths)} tile(s) in imagery.paths touches the extent "
             f"{where}; check imagery.paths and extent"
         )
-    mosaic = layers[0]
-    for layer in layers[1:]:
-        mosaic = da.where(da.isnan(mosaic), layer, mosaic)
+    mosaic = _mosaic(layers, grid, len(bands))
     y, x = grid.pixel_coords()
     image = xr.DataArray(
         mosaic,

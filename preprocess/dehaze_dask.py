@@ -21,11 +21,11 @@ def _min_filter_block(block: np.ndarray, patch: int) -> np.ndarray:
     return dark_channel(block[None], patch)
 
 
-def _top_values(dark: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
+def _count_and_top(dark: np.ndarray, valid: np.ndarray, cap: int) -> tuple[int, np.ndarray]:
     values = dark[valid]
-    if values.size <= n:
-        return values
-    return np.partition(values, values.size - n)[values.size - n :]
+    if values.size > cap:
+        values = np.partition(values, values.size - cap)[values.size - cap :]
+    return int(valid.sum()), values
 
 
 def dark_channel_dask(image: da.Array, patch: int) -> da.Array:
@@ -39,28 +39,29 @@ def dark_channel_dask(image: da.Array, patch: int) -> da.Array:
 def scene_light(image: da.Array, params: DehazeParams = DehazeParams()) -> np.ndarray:
     """Airlight of a whole scene from a dask array, equal to ``dehaze.atmospheric_light``.
 
-    Two passes: the count of valid pixels fixes how many brightest dark-channel pixels to take;
-    the second pass keeps each chunk's top values (at most that many) to find the exact threshold.
+    Two passes over the data. The first counts valid pixels and keeps each chunk's brightest
+    dark-channel values, at most as many as the airlight can use (``top_fraction`` of the whole
+    array), so their union holds the scene's brightest; the second averages the chosen pixels.
     """
     valid = ~da.isnan(image).any(axis=0)
-    n_valid = int(valid.sum().compute())
+    dark = dark_channel_dask(image, params.patch)
+    valid = valid.rechunk(dark.chunks)
+    cap = max(1, round(valid.size * params.top_fraction))
+    parts = dask.compute(
+        *[
+            dask.delayed(_count_and_top)(d, v, cap)
+            for d, v in zip(dark.to_delayed().ravel(), valid.to_delayed().ravel(), strict=True)
+        ]
+    )
+    n_valid = sum(n for n, _ in parts)
     if n_valid == 0:
         return np.ones(image.shape[0], dtype=np.float32)
     n = max(1, round(n_valid * params.top_fraction))
-    dark = dark_channel_dask(image, params.patch)
-    blocks = [
-        dask.delayed(_top_values)(d, v, n)
-        for d, v in zip(
-            dark.to_delayed().ravel(), valid.rechunk(dark.chunks).to_delayed().ravel(), strict=True
-        )
-    ]
-    tops = np.concatenate(dask.compute(*blocks))
-    # Every chunk kept its own top n, so the union holds the scene's top n.
+    tops = np.concatenate([t for _, t in parts])
     threshold = float(np.partition(tops, tops.size - n)[tops.size - n])
     selected = valid & (dark >= threshold)
-    sums = da.where(selected[None], image, 0).sum(axis=(1, 2))
-    count = selected.sum()
-    total, k = dask.compute(sums, count)
+    sums = da.where(selected[None], image, 0).sum(axis=(1, 2), dtype=np.float64)
+    total, k = dask.compute(sums, selected.sum())
     return (np.asarray(total, dtype=np.float64) / max(int(k), 1)).astype(np.float32)
 
 
