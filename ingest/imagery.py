@@ -13,6 +13,7 @@ the order of ``imagery.paths`` (each glob's matches sorted by name).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,8 +33,17 @@ from rasterio.warp import transform_bounds
 from ingest.tile_index import tile_index
 from pipeline.errors import InputFormatError, NoCoverageError
 from pipeline.grid import CityGrid
-from preprocess.dehaze import DehazeParams, haze_score
-from preprocess.dehaze_dask import dehaze_dask, scene_light
+from preprocess.dehaze import (
+    DehazeParams,
+    atmospheric_light,
+    dehaze_with_light,
+    halo,
+    haze_score,
+)
+
+# GDAL's block cache defaults to 5 % of RAM and keeps blocks of every tile read; bounded
+# memory needs a bounded cache. A value the user set wins.
+os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 # Pixels per chunk side, rounded to whole cells so that no cell straddles two chunks.
 CHUNK_TARGET_PX = 1024
@@ -60,6 +70,7 @@ class TileReport:
     haze_score: float | None = None
     dehazed: bool = False
     acquired: str | None = None
+    airlight: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -160,8 +171,46 @@ class _Layer:
     col0: int
 
 
-def _tile_on_grid(tile: _Tile, grid: CityGrid, footprint: tuple[float, ...]) -> _Layer:
-    """Lazy warped reads of one tile over the grid chunks its footprint touches."""
+def _read_dehazed(
+    tile: _Tile,
+    crs: object,
+    px: float,
+    origin: tuple[float, float],
+    window: tuple[int, int, int, int],
+    inner: tuple[int, int, int, int],
+    light: np.ndarray,
+    params: DehazeParams,
+) -> np.ndarray:
+    """Warp a chunk with its halo, dehaze it, keep the chunk: no task depends on another.
+
+    ``window`` is (row, col, height, width) in grid pixels, the chunk grown by the halo and
+    clipped to the layer; ``inner`` is the chunk inside it. Warped pixels do not depend on the
+    window they are read in, so this equals dehazing the whole layer.
+    """
+    r, c, h, w = window
+    data = read_window(
+        tile.path,
+        tile.bands,
+        tile.scale,
+        crs,
+        Affine(px, 0, origin[0] + c * px, 0, -px, origin[1] - r * px),
+        (h, w),
+    )
+    ir, ic, ih, iw = inner
+    return dehaze_with_light(data, light, params)[:, ir : ir + ih, ic : ic + iw]
+
+
+def _tile_on_grid(
+    tile: _Tile,
+    grid: CityGrid,
+    footprint: tuple[float, ...],
+    light: np.ndarray | None = None,
+    params: DehazeParams = DehazeParams(),
+) -> _Layer:
+    """Lazy warped reads of one tile over the grid chunks its footprint touches.
+
+    With ``light`` (the scene's airlight) every chunk is dehazed as it is read.
+    """
     size = chunk_px(grid)
     height, width = grid.pixel_shape
     px = grid.pixel_size
@@ -172,20 +221,39 @@ def _tile_on_grid(tile: _Tile, grid: CityGrid, footprint: tuple[float, ...]) -> 
     c_last = min((width - 1) // size, int((fx1 - gx0) // (px * size)))
     r_first = max(0, int((gy1 - fy1) // (px * size)))
     r_last = min((height - 1) // size, int((gy1 - fy0) // (px * size)))
+    # The layer's pixel extent: a halo never reaches past it, as with map_overlap on the layer.
+    top, left = r_first * size, c_first * size
+    bottom = min(height, (r_last + 1) * size)
+    right = min(width, (c_last + 1) * size)
+    margin = halo(params)
     rows = []
     for r in range(r_first, r_last + 1):
         r0, h = r * size, min(size, height - r * size)
         row = []
         for c in range(c_first, c_last + 1):
             c0, w = c * size, min(size, width - c * size)
-            block = dask.delayed(read_window)(
-                tile.path,
-                tile.bands,
-                tile.scale,
-                grid.crs,
-                Affine(px, 0, gx0 + c0 * px, 0, -px, gy1 - r0 * px),
-                (h, w),
-            )
+            if light is None:
+                block = dask.delayed(read_window)(
+                    tile.path,
+                    tile.bands,
+                    tile.scale,
+                    grid.crs,
+                    Affine(px, 0, gx0 + c0 * px, 0, -px, gy1 - r0 * px),
+                    (h, w),
+                )
+            else:
+                wr0, wc0 = max(top, r0 - margin), max(left, c0 - margin)
+                wr1, wc1 = min(bottom, r0 + h + margin), min(right, c0 + w + margin)
+                block = dask.delayed(_read_dehazed)(
+                    tile,
+                    grid.crs,
+                    px,
+                    (gx0, gy1),
+                    (wr0, wc0, wr1 - wr0, wc1 - wc0),
+                    (r0 - wr0, c0 - wc0, h, w),
+                    light,
+                    params,
+                )
             row.append(da.from_delayed(block, (len(tile.bands), h, w), dtype=np.float32))
         rows.append(row)
     return _Layer(da.block(rows), r_first, c_first)
@@ -339,7 +407,8 @@ def load_imagery(
             with rasterio.open(path) as src:
                 tile = _Tile(path, chosen, tuple(_scene_scale(src, chosen)))
                 report.scale = list(tile.scale)
-                score = haze_score(_preview(src, tile, grid), params.patch)
+                preview = _preview(src, tile, grid)
+                score = haze_score(preview, params.patch)
         except (RasterioError, OSError, InputFormatError) as err:
             # Truncated files often open fine and fail on the first pixels read.
             report.reason = f"unreadable: {str(err).splitlines()[0]}"
@@ -349,14 +418,15 @@ def load_imagery(
                 ) from None
             continue
         report.haze_score = round(score, 4)
-        layer = _tile_on_grid(tile, grid, footprint)
         report.dehazed = dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD)
+        light = None
         if report.dehazed:
-            # The layer holds the whole scene (NaN around it), so its airlight is the scene's.
-            light = scene_light(layer.array, params)
-            layer = _Layer(dehaze_dask(layer.array, light, params), layer.row0, layer.col0)
+            # One airlight per scene, from its preview (about the grid's pixel size, at most
+            # 1024 px a side): a full-resolution reduction would read every tile twice more.
+            light = atmospheric_light(preview, params)
+            report.airlight = [round(float(v), 4) for v in light]
+        layers.append(_tile_on_grid(tile, grid, footprint, light, params))
         report.status = "used"
-        layers.append(layer)
 
     if not layers:
         failed = [r for r in reports if r.status == "failed"]

@@ -107,3 +107,25 @@ def test_the_demo_city_hazy_tile_is_detected_and_dehazed(small_city):
     assert not any(r.dehazed for n, r in by_name.items() if "hazy" not in n)
     assert {r.crs for r in ingested.tiles} >= {"EPSG:32649", "EPSG:3857", "EPSG:4326"}
     assert not np.isnan(ingested.imagery.values).any()  # the four tiles cover the city
+
+
+def test_chunks_dehazed_as_they_are_read_equal_the_whole_layer_dehazed(small_city, monkeypatch):
+    import ingest.imagery as im
+    from preprocess.dehaze import DehazeParams, dehaze_with_light
+
+    hazy = small_city.root / "tiles" / "c_sw_utm_hazy.tif"
+    with rasterio.open(hazy) as src:
+        left, bottom, right, top = src.bounds
+    # Inside the tile: at a footprint's edge GDAL blends partly covered source pixels, and
+    # that blend depends on the read window, so only interior pixels are window-independent.
+    w, h = right - left, top - bottom
+    inner = (left + 0.3 * w, bottom + 0.3 * h, left + 0.7 * w, bottom + 0.7 * h)
+    grid = CityGrid.from_bounds(inner, 250, 8, "EPSG:32649")
+    monkeypatch.setattr(im, "CHUNK_TARGET_PX", 24)  # 3 cells: chunks far smaller than the halo
+    params = DehazeParams(patch=7, radius=6)
+    chunked, reports = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="always", params=params)
+    whole, _ = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="never", params=params)
+    expected = dehaze_with_light(whole.values, np.array(reports[0].airlight), params)
+    got = chunked.values
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, atol=2e-4, equal_nan=True)
