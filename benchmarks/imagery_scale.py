@@ -58,9 +58,21 @@ def write_tiles(folder: Path, side: int) -> list[Path]:
                 transform, w, h = calculate_default_transform(
                     "EPSG:32649", crs, size, size, x0, y1 - size, x0 + size, y1
                 )
-            with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3,
-                               dtype="uint8", crs=crs, transform=transform, tiled=True,
-                               blockxsize=512, blockysize=512, nodata=0) as dst:
+            with rasterio.open(
+                path,
+                "w",
+                driver="GTiff",
+                width=w,
+                height=h,
+                count=3,
+                dtype="uint8",
+                crs=crs,
+                transform=transform,
+                tiled=True,
+                blockxsize=512,
+                blockysize=512,
+                nodata=0,
+            ) as dst:
                 dst.write(_texture(h, w, i * n + j))
     return paths
 
@@ -93,8 +105,10 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="urbanfusion-img-"))
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"{'side px':>8} {'tiles':>6} {'Mpx':>7} {'write s':>8} {'run s':>7} {'Mpx/s':>7} "
-          f"{'peak RSS MB':>12}")
+    print(
+        f"{'side px':>8} {'tiles':>6} {'Mpx':>7} {'write s':>8} {'run s':>7} {'Mpx/s':>7} "
+        f"{'peak RSS MB':>12}"
+    )
     for side in args.sides:
         t = time.perf_counter()
         tiles = write_tiles(folder, side)
@@ -104,8 +118,10 @@ def main() -> None:
         proc = subprocess.run(argv, capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         mpx = r["pixels"] / 1e6
-        print(f"{side:>8} {r['tiles']:>6} {mpx:>7.0f} {written:>8.0f} {r['secs']:>7.0f} "
-              f"{mpx / r['secs']:>7.1f} {r['peak_rss_mb']:>12.0f}   (dehazed {r['dehazed']})")
+        print(
+            f"{side:>8} {r['tiles']:>6} {mpx:>7.0f} {written:>8.0f} {r['secs']:>7.0f} "
+            f"{mpx / r['secs']:>7.1f} {r['peak_rss_mb']:>12.0f}   (dehazed {r['dehazed']})"
+        )
 
 
 if __name__ == "__main__":
