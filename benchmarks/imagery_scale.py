@@ -77,8 +77,17 @@ def write_tiles(folder: Path, side: int) -> list[Path]:
     return paths
 
 
-RUN = """
-import json, resource, sys, time
+# ru_maxrss is inherited across fork and exec on Linux, so a child started by a parent that
+# has just generated gigabytes of tiles would report the parent's peak; VmHWM is the child's own.
+PEAK = """
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+RUN = PEAK + """
+import json, sys, time
 from pathlib import Path
 import dask, dask.array as da
 from ingest.imagery import load_imagery
@@ -93,7 +102,7 @@ with dask.config.set(scheduler="threads", num_workers=2):
 secs = time.perf_counter() - t
 print(json.dumps({{"secs": secs, "pixels": grid.pixel_shape[0] * grid.pixel_shape[1],
     "tiles": sum(r.status == "used" for r in reports), "dehazed": sum(r.dehazed for r in reports),
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": peak_rss_mb(),
     "mean": [float(v) for v in total / (grid.pixel_shape[0] * grid.pixel_shape[1])]}}))
 """
 
