@@ -1,9 +1,10 @@
 """Satellite tiles onto the city's pixel grid: footprints, lazy warped reads, dehazing, mosaic.
 
-Each tile becomes a lazy ``(band, y, x)`` float32 dask array on the pixel grid (NaN outside its
-footprint and where it has nodata or a mask); only output chunks that the tile's footprint
-touches read anything, and each reads only the source window it needs through a WarpedVRT
-(bilinear). Tiles are dehazed per scene (airlight from the whole scene) before mosaicking.
+Each tile becomes a lazy ``(band, y, x)`` float32 dask array over the grid chunks its footprint
+touches (NaN outside the footprint and where it has nodata, a mask or alpha); each chunk reads
+only the source window it needs through a WarpedVRT (bilinear). A hazy tile is dehazed with one
+airlight for the whole scene (from its preview), each chunk read with its halo and dehazed on
+the spot, so chunks never wait for each other and memory stays flat however large the extent.
 
 Mosaic rule: for every pixel, the first tile with a valid value wins, tiles taken newest
 acquisition first (date from the file's tags or name), then those without a date, each group in
