@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from peak import PEAK
 from rasterio.warp import calculate_default_transform
 
 ORIGIN = (700_000.0, 3_900_000.0)  # UTM 49N, north of Zhengzhou
@@ -77,16 +78,9 @@ def write_tiles(folder: Path, side: int) -> list[Path]:
     return paths
 
 
-# ru_maxrss is inherited across fork and exec on Linux, so a child started by a parent that
-# has just generated gigabytes of tiles would report the parent's peak; VmHWM is the child's own.
-PEAK = """
-def peak_rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
-
-RUN = PEAK + """
+RUN = (
+    PEAK
+    + """
 import json, sys, time
 from pathlib import Path
 import dask, dask.array as da
@@ -105,6 +99,7 @@ print(json.dumps({{"secs": secs, "pixels": grid.pixel_shape[0] * grid.pixel_shap
     "peak_rss_mb": peak_rss_mb(),
     "mean": [float(v) for v in total / (grid.pixel_shape[0] * grid.pixel_shape[1])]}}))
 """
+)
 
 
 def main() -> None:

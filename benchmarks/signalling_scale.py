@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from peak import PEAK
 
 CENTRE = (113.66, 34.76)
 STEP = (0.0027, 0.00225)  # about 247 m x 250 m at 34.8 N
@@ -70,16 +71,9 @@ def write_inputs(folder: Path, n_points: int, days: int) -> tuple[Path, Path, in
     return csv_path, parquet_path, n_points * days * 24
 
 
-# ru_maxrss is inherited across fork and exec on Linux, so a child started by a parent that
-# has just written the inputs would report the parent's peak; VmHWM is the child's own.
-PEAK = """
-def peak_rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
-
-OURS = PEAK + """
+OURS = (
+    PEAK
+    + """
 import sys, json, time
 from pathlib import Path
 from pipeline.config import SignallingConfig
@@ -94,8 +88,11 @@ print(json.dumps({"secs": secs, "rows": report.rows_read, "aggregated": report.r
                   "total": report.count_aggregated,
                   "peak_rss_mb": peak_rss_mb()}))
 """
+)
 
-PANDAS = PEAK + """
+PANDAS = (
+    PEAK
+    + """
 import sys, json, time
 import numpy as np, pandas as pd
 from pyproj import Transformer
@@ -114,6 +111,7 @@ print(json.dumps({"secs": secs, "rows": int(len(df)), "aggregated": int(len(df))
                   "total": float(out.sum()),
                   "peak_rss_mb": peak_rss_mb()}))
 """
+)
 
 
 def _measure(code: str, path: Path, ext: tuple[float, ...]) -> dict[str, float]:
