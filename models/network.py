@@ -8,14 +8,25 @@ is classified from what it has. Training drops modalities at random so that this
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+ImageKind = Literal["resnet", "resnext", "vit"]
+ActivityKind = Literal["conv", "bilstm", "mlp"]
+FusionKind = Literal["concat", "bottleneck", "cross"]
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the network."""
+    """Sizes and choices of the network.
+
+    ``image_encoder``: a small ResNet, a ResNeXt (grouped convolutions) or a tiny ViT.
+    ``activity_encoder``: convolutions over weekday x hour, a 2-layer BiLSTM over the days of
+    24-hour profiles, or a TiDE-style residual MLP. ``fusion``: concatenation, attention
+    bottleneck tokens (MBT) or cross-attention between the two token sequences.
+    """
 
     bands: int = 3
     chip_px: int = 32
@@ -28,6 +39,11 @@ class NetworkConfig:
     dropout: float = 0.3
     use_image: bool = True
     use_activity: bool = True
+    image_encoder: ImageKind = "resnet"
+    activity_encoder: ActivityKind = "conv"
+    fusion: FusionKind = "concat"
+    heads: int = 4
+    bottleneck_tokens: int = 4
 
     def describe(self) -> str:
         """One line for the model's contract."""
@@ -35,20 +51,21 @@ class NetworkConfig:
             b for b, on in (("image", self.use_image), ("activity", self.use_activity)) if on
         )
         return (
-            f"urbanfusion-cnn v1: {branches}; ResNet-style image encoder (width "
-            f"{self.image_width}), conv activity encoder over weekday x hour (width "
-            f"{self.activity_width}), concatenation fusion, {self.features} features"
+            f"urbanfusion v1: {branches}; image {self.image_encoder} (width {self.image_width}), "
+            f"activity {self.activity_encoder} (width {self.activity_width}), "
+            f"{self.fusion} fusion, {self.features} features"
         )
 
 
 class _Residual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, groups: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False, groups=1),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            # ResNeXt: the second convolution is split into groups (cardinality).
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False, groups=groups),
             nn.BatchNorm2d(cout),
         )
         self.skip = (
@@ -62,71 +79,185 @@ class _Residual(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """A small ResNet: stem and three stages, each halving the chip, then global pooling."""
+    """Chips to a feature vector and a sequence of spatial tokens.
+
+    ResNet/ResNeXt: a stem and three stages, each halving the chip; ViT: 8 px patches, two
+    transformer layers and a class token.
+    """
 
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
-        w = cfg.image_width
+        self.kind = cfg.image_encoder
+        w, d = cfg.image_width, cfg.features
+        if self.kind == "vit":
+            patch = 8
+            n = (cfg.chip_px // patch) ** 2
+            self.embed = nn.Conv2d(cfg.bands, d, patch, patch)
+            self.cls = nn.Parameter(torch.zeros(1, 1, d))
+            self.pos = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
+            layer = nn.TransformerEncoderLayer(
+                d, cfg.heads, 2 * d, cfg.dropout / 3, batch_first=True
+            )
+            self.blocks = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d)
+            return
+        groups = 8 if self.kind == "resnext" else 1
         self.net = nn.Sequential(
             nn.Conv2d(cfg.bands, w, 3, 1, 1, bias=False),
             nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
-            _Residual(w, w, 1),
-            _Residual(w, 2 * w, 2),
-            _Residual(2 * w, 3 * w, 2),
-            _Residual(3 * w, 4 * w, 2),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(4 * w, cfg.features),
-            nn.ReLU(inplace=True),
+            _Residual(w, w, 1, groups),
+            _Residual(w, 2 * w, 2, groups),
+            _Residual(2 * w, 3 * w, 2, groups),
+            _Residual(3 * w, 4 * w, 2, groups),
         )
+        self.vector = nn.Sequential(nn.Linear(4 * w, d), nn.ReLU(inplace=True))
+        self.token = nn.Linear(4 * w, d)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Features ``(n, features)`` of chips ``(n, bands, chip, chip)``."""
-        return self.net(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(n, features)`` and tokens ``(n, patches, features)`` of chips."""
+        if self.kind == "vit":
+            tokens = self.embed(image).flatten(2).transpose(1, 2)
+            tokens = torch.cat([self.cls.expand(image.shape[0], -1, -1), tokens], dim=1) + self.pos
+            tokens = self.norm(self.blocks(tokens))
+            return torch.relu(tokens[:, 0]), tokens[:, 1:]
+        fmap = self.net(image)
+        return self.vector(fmap.mean(dim=(2, 3))), self.token(fmap.flatten(2).transpose(1, 2))
 
 
 class ActivityEncoder(nn.Module):
-    """Convolutions over the weekday x hour matrix; flattening keeps when things happen."""
+    """Weekly profiles ``(n, days, hours)`` to a feature vector and a sequence of tokens."""
 
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
-        w = cfg.activity_width
-        self.net = nn.Sequential(
-            nn.Conv2d(1, w, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(w),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(w, 2 * w, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(2 * w),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d((1, 2)),
-            nn.Flatten(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(2 * w * cfg.days * (cfg.hours // 2), cfg.features),
-            nn.ReLU(inplace=True),
-        )
+        self.kind = cfg.activity_encoder
+        w, d = cfg.activity_width, cfg.features
+        if self.kind == "bilstm":
+            self.lstm = nn.LSTM(
+                cfg.hours, d // 2, 2, batch_first=True, bidirectional=True, dropout=cfg.dropout / 3
+            )
+            self.vector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True))
+        elif self.kind == "mlp":
+            self.inp = nn.Linear(cfg.days * cfg.hours, d)
+            self.blocks = nn.ModuleList(
+                nn.Sequential(
+                    nn.LayerNorm(d),
+                    nn.Linear(d, 2 * d),
+                    nn.ReLU(inplace=True),
+                    nn.Dropout(cfg.dropout),
+                    nn.Linear(2 * d, d),
+                )
+                for _ in range(2)
+            )
+        else:
+            self.net = nn.Sequential(
+                nn.Conv2d(1, w, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, 2 * w, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(2 * w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d((1, 2)),
+            )
+            self.vector = nn.Sequential(
+                nn.Flatten(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(2 * w * cfg.days * (cfg.hours // 2), d),
+                nn.ReLU(inplace=True),
+            )
+            self.token = nn.Linear(2 * w, d)
 
-    def forward(self, activity: torch.Tensor) -> torch.Tensor:
-        """Features ``(n, features)`` of weekly profiles ``(n, days, hours)``."""
-        return self.net(activity.unsqueeze(1))
+    def forward(self, activity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(n, features)`` and tokens ``(n, days or 1, features)``."""
+        if self.kind == "bilstm":
+            tokens, _ = self.lstm(activity)
+            return self.vector(tokens.mean(dim=1)), tokens
+        if self.kind == "mlp":
+            x = self.inp(activity.flatten(1))
+            for block in self.blocks:
+                x = x + block(x)
+            x = torch.relu(x)
+            return x, x.unsqueeze(1)
+        fmap = self.net(activity.unsqueeze(1))  # (n, c, days, hours / 2)
+        return self.vector(fmap), self.token(fmap.mean(dim=3).transpose(1, 2))
+
+
+class _Bottleneck(nn.Module):
+    """MBT: the modalities exchange information only through a few shared tokens."""
+
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        d = cfg.features
+        self.tokens = nn.Parameter(torch.randn(1, cfg.bottleneck_tokens, d) * 0.02)
+        make = lambda: nn.TransformerEncoderLayer(  # noqa: E731
+            d, cfg.heads, 2 * d, cfg.dropout / 3, batch_first=True
+        )
+        self.image_layers = nn.ModuleList(make() for _ in range(2))
+        self.activity_layers = nn.ModuleList(make() for _ in range(2))
+
+    def forward(
+        self, ti: torch.Tensor, ta: torch.Tensor, hi: torch.Tensor, ha: torch.Tensor
+    ) -> torch.Tensor:
+        b = self.tokens.shape[1]
+        z = self.tokens.expand(ti.shape[0], -1, -1)
+        for li, la in zip(self.image_layers, self.activity_layers, strict=True):
+            oi = li(torch.cat([ti, z], dim=1))
+            oa = la(torch.cat([ta, z], dim=1))
+            ti, zi = oi[:, :-b], oi[:, -b:]
+            ta, za = oa[:, :-b], oa[:, -b:]
+            # Average the bottleneck over the modalities a cell has (none: keep it).
+            wi, wa = hi.unsqueeze(2), ha.unsqueeze(2)
+            z = (wi * zi + wa * za + (1 - torch.clamp(wi + wa, max=1)) * z) / torch.clamp(
+                wi + wa, min=1
+            )
+        return z.mean(dim=1)
+
+
+class _Cross(nn.Module):
+    """Each modality's tokens attend to the other's; a missing partner contributes nothing."""
+
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        d = cfg.features
+        self.i2a = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout / 3, batch_first=True)
+        self.a2i = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout / 3, batch_first=True)
+        self.norm = nn.LayerNorm(2 * d)
+
+    def forward(
+        self, ti: torch.Tensor, ta: torch.Tensor, hi: torch.Tensor, ha: torch.Tensor
+    ) -> torch.Tensor:
+        ci, _ = self.i2a(ti, ta, ta, need_weights=False)
+        ca, _ = self.a2i(ta, ti, ti, need_weights=False)
+        pi = (ti + ci * ha.unsqueeze(2)).mean(dim=1) * hi
+        pa = (ta + ca * hi.unsqueeze(2)).mean(dim=1) * ha
+        return self.norm(torch.cat([pi, pa], dim=1))
 
 
 class FusionNet(nn.Module):
-    """Two encoders, concatenation fusion with the presence flags, and three heads."""
+    """Two encoders, a fusion with the presence flags, and three heads."""
 
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        d = cfg.features
         self.image_encoder = ImageEncoder(cfg)
         self.activity_encoder = ActivityEncoder(cfg)
+        extra = {"concat": 0, "bottleneck": d, "cross": 2 * d}[cfg.fusion]
+        self.mixer: nn.Module | None = (
+            _Bottleneck(cfg)
+            if cfg.fusion == "bottleneck"
+            else _Cross(cfg)
+            if cfg.fusion == "cross"
+            else None
+        )
         self.fusion = nn.Sequential(
-            nn.Linear(2 * cfg.features + 2, cfg.features),
+            nn.Linear(2 * d + extra + 2, d),
             nn.ReLU(inplace=True),
             nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.features, cfg.classes),
+            nn.Linear(d, cfg.classes),
         )
-        self.image_head = nn.Linear(cfg.features, cfg.classes)
-        self.activity_head = nn.Linear(cfg.features, cfg.classes)
+        self.image_head = nn.Linear(d, cfg.classes)
+        self.activity_head = nn.Linear(d, cfg.classes)
 
     def heads(
         self,
@@ -141,10 +272,15 @@ class FusionNet(nn.Module):
             has_image = torch.zeros_like(has_image)
         if not self.cfg.use_activity:
             has_activity = torch.zeros_like(has_activity)
-        fi = self.image_encoder(image) * has_image
-        fa = self.activity_encoder(activity) * has_activity
-        fused = self.fusion(torch.cat([fi, fa, has_image, has_activity], dim=1))
-        return fused, self.image_head(fi), self.activity_head(fa)
+        vi, ti = self.image_encoder(image)
+        va, ta = self.activity_encoder(activity)
+        vi, va = vi * has_image, va * has_activity
+        parts = [vi, va, has_image, has_activity]
+        if self.mixer is not None:
+            ti, ta = ti * has_image.unsqueeze(2), ta * has_activity.unsqueeze(2)
+            parts.insert(2, self.mixer(ti, ta, has_image, has_activity))
+        fused = self.fusion(torch.cat(parts, dim=1))
+        return fused, self.image_head(vi), self.activity_head(va)
 
     def forward(
         self,

@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ class TrainConfig:
     seed: int = 0
     aux_weight: float = 0.3
     modality_dropout: float = 0.2
+    loss: Literal["ce", "balanced", "focal"] = "ce"
+    focal_gamma: float = 2.0
+    consistency: float = 0.0
     val_fraction: float = 0.2
     device: str = "auto"
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -71,6 +75,35 @@ def block_split(blocks: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(unique)[: max(1, round(len(unique) * fraction))]
     return np.isin(blocks, chosen)
+
+
+def class_weights(counts: np.ndarray, loss: str, beta: float = 0.999) -> np.ndarray:
+    """Per-class loss weights with mean 1 over the classes present.
+
+    ``balanced``: the effective number of samples (Cui et al. 2019), ``(1 - beta) / (1 - beta^n)``;
+    otherwise inverse square-root frequency, so rare classes count more without swamping the rest.
+    """
+    present = counts > 0
+    n = np.maximum(counts, 1)
+    w = (1 - beta) / (1 - beta**n) if loss == "balanced" else 1 / np.sqrt(n)
+    w = np.where(present, w, 0.0)
+    return w / w[present].mean()
+
+
+def consistency_loss(
+    img_logits: torch.Tensor, act_logits: torch.Tensor, hi: torch.Tensor, ha: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric KL divergence between the branch heads, on cells that have both inputs."""
+    both = (hi[:, 0] > 0) & (ha[:, 0] > 0)
+    if not both.any():
+        return img_logits.sum() * 0
+    li = nn.functional.log_softmax(img_logits[both], dim=1)
+    la = nn.functional.log_softmax(act_logits[both], dim=1)
+    kl = nn.functional.kl_div
+    return 0.5 * (
+        kl(li, la, log_target=True, reduction="batchmean")
+        + kl(la, li, log_target=True, reduction="batchmean")
+    )
 
 
 def band_statistics(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,10 +195,16 @@ def train(
     )
     model = FusionNet(net_cfg).to(device)
     counts = np.bincount(train_data.labels, minlength=len(class_names)).astype(np.float64)
-    # Inverse square-root frequency: rare classes count more without swamping the common ones.
-    weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0)
-    weights = weights / weights[counts > 0].mean()
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
+    weights = torch.tensor(class_weights(counts, cfg.loss), dtype=torch.float32, device=device)
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = nn.functional.cross_entropy(logits, y, weight=weights, reduction="none")
+        if cfg.loss == "focal":
+            # Focal loss (Lin et al. 2017): easy cells, predicted with confidence p, weigh (1-p)^g.
+            p = torch.exp(-nn.functional.cross_entropy(logits, y, reduction="none"))
+            ce = (1 - p) ** cfg.focal_gamma * ce
+        return ce.sum() / weights[y].sum()
+
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
 
@@ -186,6 +225,8 @@ def train(
                 image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
                 fused, img_logits, act_logits = model.heads(image, act, hi, ha)
                 loss = loss_fn(fused, y)
+                if cfg.consistency:
+                    loss = loss + cfg.consistency * consistency_loss(img_logits, act_logits, hi, ha)
                 if cfg.aux_weight:
                     # Deep supervision, each branch on the cells that have its input.
                     for logits, flag in ((img_logits, hi), (act_logits, ha)):

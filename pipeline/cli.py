@@ -162,6 +162,17 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 60,
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
     branches: Annotated[Branches, typer.Option(help="Inputs the model uses.")] = Branches.fusion,
+    image_encoder: Annotated[
+        str, typer.Option(help="Image encoder: resnet, resnext or vit.")
+    ] = "resnet",
+    activity_encoder: Annotated[
+        str, typer.Option(help="Activity encoder: conv, bilstm or mlp.")
+    ] = "conv",
+    fusion: Annotated[str, typer.Option(help="Fusion: concat, bottleneck or cross.")] = "concat",
+    loss: Annotated[str, typer.Option(help="Loss: ce, balanced or focal.")] = "ce",
+    consistency: Annotated[
+        float, typer.Option(help="Weight of the cross-modal consistency loss (0 = off).")
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a fusion model on labelled cities and export it to ONNX (needs the train extra)."""
@@ -176,11 +187,30 @@ def train_command(
     from models.network import NetworkConfig
     from pipeline.config import load_config
 
+    choices = {
+        "--image-encoder": (image_encoder, ("resnet", "resnext", "vit")),
+        "--activity-encoder": (activity_encoder, ("conv", "bilstm", "mlp")),
+        "--fusion": (fusion, ("concat", "bottleneck", "cross")),
+        "--loss": (loss, ("ce", "balanced", "focal")),
+    }
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UrbanFusionError(f"{option} {value!r}: use one of {', '.join(allowed)}")
     data = load_labelled_cities(configs, labels)
     net = NetworkConfig(
-        use_image=branches != Branches.signalling, use_activity=branches != Branches.image
+        use_image=branches != Branches.signalling,
+        use_activity=branches != Branches.image,
+        image_encoder=image_encoder,  # type: ignore[arg-type]
+        activity_encoder=activity_encoder,  # type: ignore[arg-type]
+        fusion=fusion,  # type: ignore[arg-type]
     )
-    cfg = TrainConfig(epochs=epochs, seed=seed, network=net)
+    cfg = TrainConfig(
+        epochs=epochs,
+        seed=seed,
+        network=net,
+        loss=loss,
+        consistency=consistency,  # type: ignore[arg-type]
+    )
     names = ", ".join(load_config(c).name for c in configs)
     result, diff = train_and_export(data, model_out, cfg, trained_on=names, quiet=quiet)
     v = result.validation

@@ -128,3 +128,54 @@ def test_inference_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) is False
+
+
+VARIANTS = [
+    ("resnext", "bilstm", "bottleneck"),
+    ("vit", "mlp", "cross"),
+    ("resnet", "bilstm", "cross"),
+    ("vit", "conv", "bottleneck"),
+]
+
+
+@pytest.mark.parametrize(("image", "activity", "fusion"), VARIANTS)
+def test_every_architecture_exports_with_parity_and_ignores_missing_inputs(
+    tmp_path, image, activity, fusion
+):
+    torch.manual_seed(0)
+    cfg = NetworkConfig(
+        chip_px=16,
+        image_width=16,
+        activity_width=8,
+        features=32,
+        image_encoder=image,
+        activity_encoder=activity,
+        fusion=fusion,
+    )
+    net = FusionNet(cfg).eval()
+    path = tmp_path / "m.onnx"
+    assert export_onnx(net, CONTRACT, path) < PARITY_TOLERANCE
+    image_in, act, _, has_act = (torch.from_numpy(a) for a in sample_inputs(CONTRACT, 8))
+    none = torch.zeros(8, 1)
+    with torch.no_grad():
+        a = net(image_in, act, none, has_act)
+        b = net(image_in * 3 + 1, act, none, has_act)
+    torch.testing.assert_close(a, b)  # a missing image does not leak into the prediction
+
+
+def test_class_weights_favour_rare_classes_with_mean_one():
+    from models.training import class_weights
+
+    counts = np.array([1000, 100, 10, 0])
+    for loss in ("ce", "balanced"):
+        w = class_weights(counts, loss)
+        assert w[3] == 0 and w[0] < w[1] < w[2] and abs(w[:3].mean() - 1) < 1e-9
+
+
+@pytest.mark.parametrize(("loss", "fusion"), [("focal", "bottleneck"), ("balanced", "cross")])
+def test_other_losses_and_fusions_train(loss, fusion):
+    data = _tiny_data()
+    net = NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16, fusion=fusion)
+    cfg = TrainConfig(epochs=15, batch=32, seed=1, network=net, loss=loss, consistency=0.1)
+    result = train(data, list(CLASS_NAMES), cfg, quiet=True)
+    assert result.validation["overall_accuracy"] > 0.8
