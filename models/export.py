@@ -54,13 +54,15 @@ def parity(model: FusionNet, path: Path, contract: ModelContract, n: int = PARIT
 
 @contextlib.contextmanager
 def _quiet_exporter_logs() -> Iterator[None]:
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
@@ -80,8 +82,9 @@ def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # The exporter warns about optional torchvision ops and internal deprecations, and its
+        # optimiser logs notes: none of it is for the user.
         with warnings.catch_warnings(), _quiet_exporter_logs():
-            # The exporter warns about optional torchvision ops and internal deprecations.
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
