@@ -43,6 +43,7 @@ class TrainConfig:
     aux_weight: float = 0.3
     modality_dropout: float = 0.2
     loss: Literal["ce", "balanced", "focal"] = "ce"
+    image_weights: str | None = None  # a pre-trained encoder file (pretrain-image)
     focal_gamma: float = 2.0
     consistency: float = 0.0
     val_fraction: float = 0.2
@@ -193,7 +194,12 @@ def train(
             "classes": len(class_names),
         }
     )
-    model = FusionNet(net_cfg).to(device)
+    model = FusionNet(net_cfg)
+    if cfg.image_weights:
+        from models.pretrain import load_into
+
+        load_into(model.image_encoder, net_cfg, Path(cfg.image_weights))
+    model = model.to(device)
     counts = np.bincount(train_data.labels, minlength=len(class_names)).astype(np.float64)
     weights = torch.tensor(class_weights(counts, cfg.loss), dtype=torch.float32, device=device)
 

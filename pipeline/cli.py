@@ -173,6 +173,9 @@ def train_command(
     consistency: Annotated[
         float, typer.Option(help="Weight of the cross-modal consistency loss (0 = off).")
     ] = 0.0,
+    image_weights: Annotated[
+        Path | None, typer.Option(help="Pre-trained image encoder (from pretrain-image).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a fusion model on labelled cities and export it to ONNX (needs the train extra)."""
@@ -208,8 +211,9 @@ def train_command(
         epochs=epochs,
         seed=seed,
         network=net,
-        loss=loss,
-        consistency=consistency,  # type: ignore[arg-type]
+        loss=loss,  # type: ignore[arg-type]
+        consistency=consistency,
+        image_weights=str(image_weights) if image_weights else None,
     )
     names = ", ".join(load_config(c).name for c in configs)
     result, diff = train_and_export(data, model_out, cfg, trained_on=names, quiet=quiet)
@@ -248,6 +252,54 @@ def evaluate_command(
     )
     for name, f1 in result["per_class_f1"].items():
         out.print(f"  F1 {name:<16} {f1:.3f}", highlight=False)
+
+
+@app.command("pretrain-image")
+@_one_line_errors
+def pretrain_image_command(
+    folder: Annotated[Path, typer.Argument(help="Labelled scenes: one sub-folder per class.")],
+    encoder_out: Annotated[Path, typer.Option("--out", help="Encoder file to write (.pt).")],
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
+    side: Annotated[int, typer.Option(help="Scenes are resized to this many pixels a side.")] = 64,
+    image_encoder: Annotated[str, typer.Option(help="resnet or resnext.")] = "resnet",
+    seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
+) -> None:
+    """Pre-train the image encoder on labelled scenes (needs the train extra)."""
+    from models.pretrain import PretrainConfig, pretrain, save_encoder
+    from models.scenes import load_scenes
+
+    cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
+    state = pretrain(load_scenes(folder, side), cfg)
+    save_encoder(encoder_out, state)
+    v = state["validation"]
+    out.print(
+        f"validation ({v['n']} scenes, stratified {cfg.val_fraction:.0%}): overall accuracy "
+        f"{v['overall_accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}; wrote {encoder_out}",
+        highlight=False,
+    )
+    for name, f1 in v["per_class_f1"].items():
+        out.print(f"  F1 {name:<16} {f1:.3f}", highlight=False)
+
+
+@app.command("evaluate-image")
+@_one_line_errors
+def evaluate_image_command(
+    encoder: Annotated[Path, typer.Argument(help="Encoder file from pretrain-image.")],
+    folder: Annotated[Path, typer.Argument(help="Labelled scenes with the same classes.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a pre-trained image encoder on a folder of labelled scenes."""
+    from models.pretrain import evaluate_encoder
+
+    result = evaluate_encoder(encoder, folder)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    out.print(
+        f"overall accuracy {result['overall_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f} "
+        f"({result['n']} scenes)",
+        highlight=False,
+    )
 
 
 @model_app.command("info")

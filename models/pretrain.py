@@ -1,0 +1,177 @@
+"""Pre-train the image encoder on labelled scenes, save it, score it, and load it into a model.
+
+The encoder is the one :class:`models.network.FusionNet` uses, with a linear head on top; the
+head is thrown away after pre-training. Convolutional encoders do not care about the image size,
+so scenes may be larger than the chips of a run. Files are ``torch.save`` dictionaries holding
+the encoder's weights, its :class:`~models.network.NetworkConfig` fields, the classes, the band
+statistics and the validation figures.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.metrics import scores
+from models.network import ImageEncoder, NetworkConfig
+from models.scenes import Scenes, load_scenes, stratified_split
+from models.training import _augment, pick_device
+from pipeline.errors import ModelError
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Hyper-parameters of image-encoder pre-training."""
+
+    side: int = 64
+    epochs: int = 30
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    seed: int = 0
+    val_fraction: float = 0.2
+    image_encoder: str = "resnet"
+    image_width: int = 32
+    features: int = 128
+
+
+class _Classifier(nn.Module):
+    def __init__(self, encoder: ImageEncoder, features: int, classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(features, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)[0])
+
+
+def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(
+        ((images - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+    )
+
+
+def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
+    """Fit encoder + head on a stratified split; returns what :func:`save_encoder` writes."""
+    if cfg.image_encoder == "vit":
+        raise ModelError(
+            "pre-training supports resnet and resnext encoders (a ViT's size is fixed)"
+        )
+    torch.manual_seed(cfg.seed)
+    device = pick_device()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    val = stratified_split(scenes.labels, cfg.val_fraction, cfg.seed)
+    mean = scenes.images[~val].mean(axis=(0, 2, 3))
+    std = np.maximum(scenes.images[~val].std(axis=(0, 2, 3)), 1e-3)
+    x_train, y_train = (
+        _normalise(scenes.images[~val], mean, std),
+        torch.from_numpy(scenes.labels[~val]),
+    )
+    x_val, y_val = _normalise(scenes.images[val], mean, std), scenes.labels[val]
+    net_cfg = NetworkConfig(
+        image_encoder=cfg.image_encoder,
+        image_width=cfg.image_width,
+        features=cfg.features,
+        chip_px=cfg.side,  # type: ignore[arg-type]
+    )
+    model = _Classifier(ImageEncoder(net_cfg), cfg.features, len(scenes.classes)).to(device)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
+    best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for s in range(0, len(order), cfg.batch):
+            idx = order[s : s + cfg.batch]
+            if len(idx) < 2:
+                continue
+            x = _augment(x_train[idx], generator).to(device)
+            loss = nn.functional.cross_entropy(model(x), y_train[idx].to(device))
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+        sched.step()
+        pred = _predict(model, x_val, device)
+        acc = float((pred == y_val).mean())
+        if acc > best_acc:
+            best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), acc, epoch + 1
+        if epoch + 1 - best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best)
+    result = scores(y_val, _predict(model, x_val, device), scenes.classes)
+    return {
+        "encoder": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
+        "head": {k: v.cpu() for k, v in model.head.state_dict().items()},
+        "network": asdict(net_cfg),
+        "classes": scenes.classes,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "side": cfg.side,
+        "validation": result,
+        "best_epoch": best_epoch,
+    }
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    model.eval()
+    out = [model(x[s : s + 256].to(device)).argmax(1).cpu().numpy() for s in range(0, len(x), 256)]
+    return np.concatenate(out)
+
+
+def save_encoder(path: Path, state: dict[str, object]) -> None:
+    """Write a pre-trained encoder file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
+def load_encoder(path: Path) -> dict[str, object]:
+    """Read a pre-trained encoder file.
+
+    Raises:
+        ModelError: the file is missing or not an urbanfusion encoder.
+    """
+    if not path.is_file():
+        raise ModelError(f"encoder file {path} does not exist; create it with pretrain-image")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a bad file
+        raise ModelError(f"{path}: not a torch file ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "encoder" not in state or "network" not in state:
+        raise ModelError(f"{path}: not an urbanfusion encoder; create it with pretrain-image")
+    return state
+
+
+def evaluate_encoder(path: Path, folder: Path) -> dict[str, object]:
+    """Score a pre-trained encoder (with its head) on a folder with the same class sub-folders."""
+    state = load_encoder(path)
+    scenes = load_scenes(folder, int(state["side"]), list(state["classes"]))  # type: ignore[arg-type]
+    net_cfg = NetworkConfig(**state["network"])  # type: ignore[arg-type]
+    model = _Classifier(ImageEncoder(net_cfg), net_cfg.features, len(scenes.classes))
+    model.encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]
+    model.head.load_state_dict(state["head"])  # type: ignore[arg-type]
+    x = _normalise(scenes.images, np.array(state["mean"]), np.array(state["std"]))
+    return scores(scenes.labels, _predict(model, x, torch.device("cpu")), scenes.classes)
+
+
+def load_into(model_encoder: ImageEncoder, cfg: NetworkConfig, path: Path) -> None:
+    """Initialise a fusion model's image encoder from a pre-trained file.
+
+    Raises:
+        ModelError: the file's encoder is not the same architecture.
+    """
+    state = load_encoder(path)
+    saved = state["network"]
+    for key in ("image_encoder", "image_width", "features"):
+        if saved[key] != getattr(cfg, key):  # type: ignore[index]
+            raise ModelError(
+                f"{path}: pre-trained {key} is {saved[key]!r} but the model uses "  # type: ignore[index]
+                f"{getattr(cfg, key)!r}; pre-train with the same settings"
+            )
+    model_encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]

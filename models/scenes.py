@@ -1,0 +1,75 @@
+"""Folders of labelled scenes (one sub-folder per class), for image-encoder pre-training.
+
+No weights can be downloaded, so the image encoder learns what ground looks like from labelled
+scenes instead (e.g. RSSCN7). Images are read with OpenCV, resized to a square side, and scaled
+to [0, 1] like uint8 tiles in a run. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.errors import InputFormatError, InputNotFoundError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass
+class Scenes:
+    """Images ``(n, 3, side, side)`` float32 in [0, 1], their labels and the class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    paths: list[str]
+
+
+def load_scenes(folder: Path, side: int, classes: list[str] | None = None) -> Scenes:
+    """Read every image under ``folder/<class>/``; ``classes`` fixes the order (else sorted).
+
+    Raises:
+        InputNotFoundError: the folder does not exist or holds no class sub-folder with images.
+        InputFormatError: an image cannot be read, or the class sub-folders differ from ``classes``.
+    """
+    if not folder.is_dir():
+        raise InputNotFoundError(f"scene folder {folder} does not exist; check the path")
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if classes is None:
+        classes = found
+    elif set(found) != set(classes):
+        raise InputFormatError(
+            f"{folder}: class sub-folders {found} differ from the encoder's classes {classes}"
+        )
+    images, labels, paths = [], [], []
+    for k, name in enumerate(classes):
+        for path in sorted((folder / name).iterdir()):
+            if path.suffix.lower() not in EXTENSIONS:
+                continue
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise InputFormatError(f"{path}: cannot read this image; remove or replace it")
+            rgb = cv2.cvtColor(
+                cv2.resize(bgr, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+            )
+            images.append(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0)
+            labels.append(k)
+            paths.append(str(path))
+    if not images:
+        raise InputNotFoundError(
+            f"{folder}: no images in class sub-folders; expect {folder}/<class>/<image>.jpg"
+        )
+    return Scenes(np.stack(images), np.asarray(labels, np.int64), list(classes), paths)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation rows: ``fraction`` of each class, chosen with ``seed``."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), dtype=bool)
+    for k in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        val[idx[: max(1, round(len(idx) * fraction))]] = True
+    return val

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="pre-training needs the train extra (torch)")
+
+from models.network import FusionNet, NetworkConfig  # noqa: E402
+from models.pretrain import (  # noqa: E402
+    PretrainConfig,
+    evaluate_encoder,
+    load_into,
+    pretrain,
+    save_encoder,
+)
+from models.scenes import load_scenes, stratified_split  # noqa: E402
+from pipeline.errors import InputFormatError, ModelError  # noqa: E402
+
+
+def _scene_folder(root, n=24, seed=0):
+    """Three classes a small encoder can tell apart: stripes, dots and flat colour."""
+    rng = np.random.default_rng(seed)
+    for name in ("stripes", "dots", "flat"):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            img = np.full((40, 40, 3), rng.integers(60, 200), np.uint8)
+            if name == "stripes":
+                img[:, :: 4 + i % 3] = 20
+            elif name == "dots":
+                for _ in range(12):
+                    cv2.circle(
+                        img, tuple(int(v) for v in rng.integers(0, 40, 2)), 2, (250, 250, 250), -1
+                    )
+            img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / name / f"{i}.png"), img)
+    return root
+
+
+def test_scenes_load_by_class_and_split_by_class(tmp_path):
+    scenes = load_scenes(_scene_folder(tmp_path / "s"), side=32)
+    assert scenes.images.shape == (72, 3, 32, 32) and scenes.classes == ["dots", "flat", "stripes"]
+    val = stratified_split(scenes.labels, 0.25, seed=0)
+    assert [int(val[scenes.labels == k].sum()) for k in range(3)] == [6, 6, 6]
+    with pytest.raises(InputFormatError, match="differ"):
+        load_scenes(tmp_path / "s", 32, ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    root = _scene_folder(tmp_path_factory.mktemp("scenes") / "s")
+    # Width 16: an 8-channel encoder at 32 px crashes torch 2.13's CPU backward on 2 threads.
+    cfg = PretrainConfig(side=32, epochs=12, batch=16, image_width=16, features=32, patience=12)
+    state = pretrain(load_scenes(root, 32), cfg)
+    path = tmp_path_factory.mktemp("enc") / "encoder.pt"
+    save_encoder(path, state)
+    return root, path, state
+
+
+def test_pretraining_learns_the_scenes_and_evaluate_image_prints_json(encoder_file):
+    root, path, state = encoder_file
+    assert state["validation"]["overall_accuracy"] > 0.8
+    assert evaluate_encoder(path, root)["overall_accuracy"] > 0.8
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "evaluate-image", str(path), str(root), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(proc.stdout)
+    assert {"overall_accuracy", "per_class_f1"} <= set(result)
+    assert set(result["per_class_f1"]) == {"dots", "flat", "stripes"}
+
+
+def test_a_pretrained_encoder_loads_into_a_fusion_model_of_the_same_kind(encoder_file):
+    _, path, state = encoder_file
+    cfg = NetworkConfig(chip_px=16, image_width=16, features=32)
+    net = FusionNet(cfg)
+    load_into(net.image_encoder, cfg, path)
+    for key, value in state["encoder"].items():
+        torch.testing.assert_close(net.image_encoder.state_dict()[key], value)
+    with pytest.raises(ModelError, match="image_width"):
+        load_into(
+            FusionNet(NetworkConfig(image_width=32, features=32)).image_encoder,
+            NetworkConfig(image_width=32, features=32),
+            path,
+        )
