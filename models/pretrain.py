@@ -20,7 +20,7 @@ from torch import nn
 from models.metrics import scores
 from models.network import ImageEncoder, NetworkConfig
 from models.scenes import Scenes, load_scenes, stratified_split
-from models.training import _augment, pick_device
+from models.training import augment_chips, pick_device
 from pipeline.errors import ModelError
 
 
@@ -91,7 +91,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
             idx = order[s : s + cfg.batch]
             if len(idx) < 2:
                 continue
-            x = _augment(x_train[idx], generator).to(device)
+            x = augment_chips(x_train[idx], generator).to(device)
             loss = nn.functional.cross_entropy(model(x), y_train[idx].to(device))
             optim.zero_grad(set_to_none=True)
             loss.backward()

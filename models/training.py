@@ -127,7 +127,7 @@ def _tensors(data: CellData, mean: np.ndarray, std: np.ndarray) -> list[torch.Te
     ]
 
 
-def _augment(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_chips(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random right-angle rotations and flips: imagery has no up or left."""
     k = int(torch.randint(0, 4, (1,), generator=generator))
     image = torch.rot90(image, k, dims=(2, 3))
@@ -226,7 +226,7 @@ def train(
                 if len(idx) < 2:
                     continue  # batch norm needs two samples
                 image, act, hi, ha, y = (t[idx] for t in train_t)
-                image = _augment(image, generator)
+                image = augment_chips(image, generator)
                 hi, ha = _drop_modalities(hi, ha, cfg.modality_dropout, generator)
                 image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
                 fused, img_logits, act_logits = model.heads(image, act, hi, ha)
