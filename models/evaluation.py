@@ -43,4 +43,5 @@ def evaluate(model: Path, data: CellData) -> dict[str, object]:
         )["overall_accuracy"],
     }
     result["provider"] = predictor.provider
+    result["classes"] = names
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -47,3 +49,51 @@ def scores(
         },
         "confusion": m.tolist(),
     }
+
+
+def write_confusion(
+    folder: Path, matrix: np.ndarray, class_names: list[str] | tuple[str, ...]
+) -> None:
+    """``confusion.csv`` (rows true, columns predicted) and ``confusion.png`` (row-normalised)."""
+    import cv2
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(class_names)
+    pd.DataFrame(matrix, index=pd.Index(names, name="true"), columns=names).to_csv(
+        folder / "confusion.csv"
+    )
+    k, cell, margin = len(names), 48, 170
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    img = np.full((margin + k * cell + 20, margin + k * cell + 20, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i in range(k):
+        y = margin + i * cell
+        cv2.putText(
+            img, names[i][:18], (5, y + cell // 2 + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
+        for j in range(k):
+            x = margin + j * cell
+            shade = int(255 - 200 * share[i, j])
+            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), (shade, shade, 255), -1)
+            text_colour = (255, 255, 255) if share[i, j] > 0.6 else (0, 0, 0)
+            cv2.putText(
+                img,
+                str(int(matrix[i, j])),
+                (x + 6, y + cell // 2 + 5),
+                font,
+                0.45,
+                text_colour,
+                1,
+                cv2.LINE_AA,
+            )
+    for j in range(k):
+        x = margin + j * cell + cell // 2
+        label = np.full((20, margin - 10, 3), 255, np.uint8)
+        cv2.putText(label, names[j][:18], (2, 15), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        rotated = cv2.rotate(label, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        img[5 : 5 + rotated.shape[0], x - 10 : x + 10] = rotated
+    cv2.putText(img, "true \\ predicted", (5, margin - 8), font, 0.45, (90, 90, 90), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(folder / "confusion.png"), img):
+        raise OSError(f"could not write {folder / 'confusion.png'}")

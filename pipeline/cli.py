@@ -233,12 +233,20 @@ def evaluate_command(
     configs: Annotated[list[Path], typer.Argument(help="Run configs of the labelled cities.")],
     labels: Annotated[list[Path], typer.Option("--labels", help="Zones per config, in order.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option("--out", help="Also write confusion.csv and confusion.png here.")
+    ] = None,
 ) -> None:
     """Score a model on labelled cities: accuracy, kappa, F1, confusion and the ablation."""
+    import numpy as np
+
     from models.dataset import load_labelled_cities
     from models.evaluation import evaluate
+    from models.metrics import write_confusion
 
     result = evaluate(model, load_labelled_cities(configs, labels))
+    if report_dir is not None:
+        write_confusion(report_dir, np.asarray(result["confusion"]), result["classes"])
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return

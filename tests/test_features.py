@@ -71,3 +71,16 @@ def test_cells_are_labelled_by_a_pure_enough_majority():
     np.testing.assert_allclose(purity, [1, 1, 0.6, 1])
     labels, _ = cell_labels(grid, zones, 9, min_purity=0.7)
     assert labels[2] == NO_LABEL
+
+
+def test_the_confusion_report_has_a_table_and_a_picture(tmp_path):
+    import cv2
+    import pandas as pd
+
+    from models.metrics import confusion, write_confusion
+
+    m = confusion(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
+    write_confusion(tmp_path, m, ["a", "b", "c"])
+    table = pd.read_csv(tmp_path / "confusion.csv", index_col=0)
+    assert table.to_numpy().tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert cv2.imread(str(tmp_path / "confusion.png")) is not None
