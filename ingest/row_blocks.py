@@ -39,11 +39,21 @@ class RowBlock:
     source: str
     line: np.ndarray  # int64
     columns: dict[str, np.ndarray]  # float64; datetime64[s] wall time for ``time``; object text
-    raw: list[str] | None = None  # the original text of every row (exact path only)
+    raw: np.ndarray | None = None  # (row, column) original text (exact path only)
     malformed: list[tuple[int, str]] = field(default_factory=list)  # (line, text)
 
     def __len__(self) -> int:
         return len(self.line)
+
+    def take(self, keep: np.ndarray, malformed: list[tuple[int, str]] | None = None) -> RowBlock:
+        """The rows where ``keep`` is true, with ``malformed`` lines (default: none)."""
+        return RowBlock(
+            self.source,
+            self.line[keep],
+            {k: v[keep] for k, v in self.columns.items()},
+            None if self.raw is None else self.raw[keep],
+            malformed or [],
+        )
 
     def blank(self) -> np.ndarray:
         """Rows with every field empty: blank lines, which are not data."""
@@ -60,7 +70,7 @@ class RowBlock:
     def text(self, index: np.ndarray) -> list[str]:
         """The rows at ``index`` as text, for the rejects table."""
         if self.raw is not None:
-            return [self.raw[i] for i in index]
+            return [",".join(row) for row in self.raw[index]]
         parts = [
             np.datetime_as_string(v[index], unit="s")
             if v.dtype.kind == "M"
@@ -226,7 +236,8 @@ def _csv_exact(
             else pd.to_numeric(frame[n], errors="coerce").to_numpy(np.float64)
             for n in names
         }
-        raw = [",".join(r) for r in frame.fillna("").astype(str).itertuples(index=False)]
+        # The text stays in columns; only rejected rows are ever joined back into lines.
+        raw = frame.fillna("").to_numpy(dtype=object)
         yield RowBlock(str(path), line, cols, raw, malformed[reported:])
         reported = len(malformed)
     if len(malformed) > reported:  # malformed lines after the last batch
@@ -234,7 +245,7 @@ def _csv_exact(
             str(path),
             np.zeros(0, np.int64),
             {n: _empty(n, text) for n in names},
-            [],
+            np.zeros((0, len(names)), dtype=object),
             malformed[reported:],
         )
 
@@ -254,18 +265,6 @@ def _parquet(
         line = np.arange(start, start + batch.num_rows, dtype=np.int64)
         start += batch.num_rows
         yield RowBlock(str(path), line, _typed_columns(batch, mapping, timezone, text))
-
-
-def _after(block: RowBlock, done: int) -> RowBlock:
-    """The part of an exact-path block past line ``done`` (what the fast path did not yield)."""
-    keep = block.line > done
-    return RowBlock(
-        block.source,
-        block.line[keep],
-        {k: v[keep] for k, v in block.columns.items()},
-        None if block.raw is None else [r for r, k in zip(block.raw, keep, strict=True) if k],
-        [(n, t) for n, t in block.malformed if n > done],
-    )
 
 
 def read_blocks(
@@ -295,7 +294,9 @@ def read_blocks(
                     done = int(block.line[-1])
         except pa.ArrowInvalid:
             for block in _csv_exact(path, mapping, timezone, text):
-                yield _after(block, done)
+                yield block.take(
+                    block.line > done, [(n, t) for n, t in block.malformed if n > done]
+                )
     except (pa.ArrowException, OSError) as err:
         detail = str(err).splitlines()[0]
         hint = "re-export it as UTF-8" if "UTF8" in detail else "check that it is a CSV file"

@@ -205,7 +205,7 @@ def _points(
         for block in read_blocks(path, mapping, cfg.timezone):
             ledger.malformed(block)
             keep = ~block.blank()
-            block = _subset(block, keep)
+            block = block.take(keep)
             ledger.report.rows_read += len(block)
             lon, lat = block.columns["lon"], block.columns["lat"]
             finite = np.isfinite(lon) & np.isfinite(lat)
@@ -225,17 +225,6 @@ def _points(
             totals.add(cell[inside], day[inside], hour[inside], count[inside])
     ledger.report.distinct_places = len(points)
     return totals
-
-
-def _subset(block: RowBlock, keep: np.ndarray) -> RowBlock:
-    if keep.all():
-        return RowBlock(block.source, block.line, block.columns, block.raw)
-    return RowBlock(
-        block.source,
-        block.line[keep],
-        {k: v[keep] for k, v in block.columns.items()},
-        None if block.raw is None else [r for r, k in zip(block.raw, keep, strict=True) if k],
-    )
 
 
 def _spread_days(platform: PlatformGrid, sums: HourlyTotals, n_cells: int) -> HourlyTotals:
@@ -289,7 +278,7 @@ def _grid_rows(
     for path in paths:
         for block in read_blocks(path, mapping, cfg.timezone, frozenset({"grid_id"})):
             ledger.malformed(block)
-            block = _subset(block, ~block.blank())
+            block = block.take(~block.blank())
             ledger.report.rows_read += len(block)
             place, reason = _platform_ids(block, platform)
             pid, day, hour, count = _timed_rows(block, ledger, place, reason, day_range, seen)
@@ -385,7 +374,7 @@ def _wide(
             )
         for block in read_blocks(path, mapping, cfg.timezone, frozenset(text)):
             ledger.malformed(block)
-            block = _subset(block, ~block.blank())
+            block = block.take(~block.blank())
             ledger.report.rows_read += len(block)
             place, reason = _platform_ids(block, platform)
             values = np.stack([block.columns[f"h{h}"] for h in range(24)], axis=1)

@@ -17,7 +17,6 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.labels import NO_LABEL, cell_labels, read_zones
 from pipeline.stages import ingest, plan, prepare
-from preprocess.chips import MIN_IMAGE_COVERAGE
 
 # Side of the square blocks of cells that splits keep together (neighbouring cells leak).
 BLOCK_CELLS = 4
@@ -71,12 +70,6 @@ class CellData:
             first.chip_px,
             first.cell_size_m,
         )
-
-
-def has_image(chips: np.ndarray) -> np.ndarray:
-    """Whether each chip has enough valid pixels to count as imagery (as at inference)."""
-    valid = ~np.isnan(chips).any(axis=1)
-    return valid.mean(axis=(1, 2)) >= MIN_IMAGE_COVERAGE
 
 
 def load_labelled_city(config_path: Path, zones_path: Path, city_index: int = 0) -> CellData:

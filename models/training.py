@@ -24,10 +24,10 @@ from torch import nn
 
 from models.classes import CLASS_NAMES
 from models.contract import ModelContract
-from models.dataset import CellData, has_image
+from models.dataset import CellData
 from models.metrics import scores
 from models.network import FusionNet, NetworkConfig
-from preprocess.chips import image_inputs
+from preprocess.chips import has_image, image_inputs
 
 
 @dataclass(frozen=True)

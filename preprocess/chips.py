@@ -42,6 +42,12 @@ def chips_dask(image: da.Array, chip: int) -> da.Array:
     )
 
 
+def has_image(chips: np.ndarray) -> np.ndarray:
+    """Whether each chip ``(n, band, chip, chip)`` has enough valid pixels to count as imagery."""
+    valid = ~np.isnan(chips).any(axis=1)
+    return valid.mean(axis=(1, 2)) >= MIN_IMAGE_COVERAGE
+
+
 def image_inputs(
     chips: np.ndarray, mean: np.ndarray, std: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -52,10 +58,9 @@ def image_inputs(
         image all 0) and ``has_image`` (n,) as float32 0/1.
     """
     chips = np.asarray(chips, dtype=np.float32)
-    valid = ~np.isnan(chips).any(axis=1)  # (n, chip, chip)
-    has_image = valid.mean(axis=(1, 2)) >= MIN_IMAGE_COVERAGE
+    with_image = has_image(chips)
     mean = np.asarray(mean, dtype=np.float32)[None, :, None, None]
     std = np.asarray(std, dtype=np.float32)[None, :, None, None]
     out = np.nan_to_num((chips - mean) / std, nan=0.0)
-    out[~has_image] = 0.0
-    return out.astype(np.float32, copy=False), has_image.astype(np.float32)
+    out[~with_image] = 0.0
+    return out.astype(np.float32, copy=False), with_image.astype(np.float32)
