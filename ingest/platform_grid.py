@@ -93,7 +93,11 @@ def _read_polygons(spec: PlatformGridSpec, datum: str) -> gpd.GeoSeries:
             frame.geometry.values, index=frame[spec.id_column].astype(str), crs=frame.crs
         )
 
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        detail = str(err).splitlines()[0]
+        raise InputFormatError(f"{path}: cannot read the grid CSV ({detail})") from None
     if spec.bounds is not None:
         needed = [spec.id_column, *spec.bounds]
     elif spec.centre is not None and spec.cell_size:

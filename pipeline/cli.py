@@ -44,6 +44,12 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             message = " ".join(str(e).split())
             err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as e:
+            # Disk full, no permission, a path through a file: the system's words, one line.
+            where = f": {e.filename}" if e.filename else ""
+            message = f"{e.strerror or e}{where}; check the path and free space"
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; no output was published")
             raise typer.Exit(130) from None

@@ -75,3 +75,18 @@ def test_run_prints_the_output_paths(tmp_path, small_city):
     assert proc.returncode == 0, proc.stderr
     assert "class_map.tif" in proc.stdout and (tmp_path / "out" / "cells.gpkg").is_file()
     assert proc.stderr == ""  # quiet, and no warnings leak
+
+
+def test_a_config_that_is_not_utf8(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"name: x\xff\xfe\n")
+    _assert_clean_failure(_run("run", cfg), "not UTF-8", tmp_path / "out")
+
+
+def test_an_output_path_through_a_file_is_one_line(tmp_path, small_city):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    tile = sorted((small_city.root / "tiles").glob("*.tif"))[0]
+    proc = _run("dehaze", tile, blocker / "out.tif")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr

@@ -288,3 +288,14 @@ def test_parquet_with_text_times_and_offsets_reads_like_csv(tmp_path):
     assert float(np.nansum(ds["activity"].isel(day=0, hour=8).values)) == 5
     assert float(np.nansum(ds["activity"].isel(day=0, hour=9).values)) == 7  # 01Z = 09 local
     assert rejects["line"].tolist() == [3] and rejects["reason"].tolist() == ["unparsable time"]
+
+
+def test_a_broken_platform_grid_csv_is_a_clear_error(tmp_path):
+    from ingest.platform_grid import PlatformGridSpec, read_platform_grid
+
+    bad = tmp_path / "grid.csv"
+    bad.write_text('cell,x,y\n"c1,113.6,34.7\nc2,113.6\n')
+    with pytest.raises(InputFormatError, match="cannot read the grid CSV"):
+        read_platform_grid(
+            PlatformGridSpec(bad, "cell", centre=("x", "y"), cell_size=0.0025), GRID, "wgs84"
+        )
