@@ -39,7 +39,7 @@ model: $(VENV)/.dev
 	for s in $(MODEL_SEEDS); do $(BIN)/urbanfusion demo-city $(MODEL_CITIES)/city-$$s --seed $$s >/dev/null || exit 1; done
 	$(BIN)/urbanfusion train $(foreach s,$(MODEL_SEEDS),$(MODEL_CITIES)/city-$(s)/city.yaml) \
 		$(foreach s,$(MODEL_SEEDS),--labels $(MODEL_CITIES)/city-$(s)/zones.gpkg) \
-		--out $(MODEL) --seed 0
+		--out $(MODEL) --checkpoint $(MODEL_CITIES)/model.ckpt --seed 0
 
 # Swap the CPU onnxruntime for onnxruntime-gpu (both provide the same module).
 gpu: $(VENV)/.runtime

@@ -1,81 +1,126 @@
-"""Fusion against image-only and signalling-only on a demo city no model saw in training.
+"""Fusion variants against single-source models on a demo city no model saw in training.
 
-Trains three models with the same recipe on demo cities of the training seeds (the Makefile's
-MODEL_SEEDS), then scores each on the demo city (seed 7), together with the fused model's
-ablation (one input masked at inference). Prints a table; takes ~15 minutes on 2 CPU cores.
+Trains every model with the same recipe (seed 0, the Makefile's MODEL_SEEDS as training cities)
+and scores each on the demo city (seed 7):
 
-    .venv/bin/python benchmarks/demo_accuracy.py [--seeds 101 102 ...] [--epochs 60]
+- the fusion variants (concatenation, attention bottleneck, cross-attention) with their
+  parameters, overall accuracy, macro-F1 and onnxruntime CPU cells per second;
+- image-only and signalling-only models, and each fused model with one input masked at inference
+  (modality dropout should keep those within 3 points of the single-source models);
+- with ``--image-weights ENCODER.pt`` (from ``urbanfusion pretrain-image``), the concatenation
+  model again with its image encoder initialised from those weights.
+
+Takes about 6 minutes per model on 2 CPU cores. ``--keep DIR`` keeps the ONNX files.
+
+    .venv/bin/python benchmarks/demo_accuracy.py [--variants concat bottleneck cross]
+        [--image-weights /tmp/rsscn7_resnet.pt] [--epochs 60] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+from model_speed import best_of
+
 from models.dataset import load_labelled_cities, load_labelled_city
 from models.evaluation import evaluate
+from models.export import sample_inputs
+from models.inference import Predictor
 from models.network import NetworkConfig
 from models.training import TrainConfig, train_and_export
 from pipeline.democity.city import DEMO_SEED, generate_demo_city
+
+SPEED_CELLS = 2048
+
+
+def cells_per_second(path: Path) -> float:
+    """onnxruntime CPU cells per second at the default inference batch, best of 5 runs."""
+    predictor = Predictor(path, ["CPUExecutionProvider"])
+    inputs = sample_inputs(predictor.contract, SPEED_CELLS)
+    return SPEED_CELLS / best_of(lambda: predictor.predict(*inputs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument(
+        "--variants", nargs="+", default=["concat", "bottleneck", "cross"], help="fusions"
+    )
+    parser.add_argument("--single", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--image-weights", type=Path, help="pre-trained image encoder (.pt)")
+    parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
+    models = args.keep or work
+    models.mkdir(parents=True, exist_ok=True)
     cities = [generate_demo_city(work / f"city-{s}", s) for s in args.seeds]
     train_data = load_labelled_cities([c.config for c in cities], [c.zones for c in cities])
     demo = generate_demo_city(work / "demo", DEMO_SEED)
     test_data = load_labelled_city(demo.config, demo.zones)
     print(
-        f"training cells {len(train_data)} (seeds {args.seeds}); "
-        f"unseen demo city cells {len(test_data)}"
+        f"training cells {len(train_data)} (seeds {args.seeds}); unseen demo city cells "
+        f"{len(test_data)}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
 
+    runs: list[tuple[str, NetworkConfig, str | None]] = [
+        (f"fusion {f}", NetworkConfig(fusion=f), None) for f in args.variants
+    ]
+    if args.image_weights:
+        runs.append(("fusion concat, pre-trained", NetworkConfig(), str(args.image_weights)))
+    if args.single:
+        runs += [
+            ("image-only", NetworkConfig(use_activity=False), None),
+            ("signalling-only", NetworkConfig(use_image=False), None),
+        ]
     rows = []
-    for name, image, activity in (
-        ("fusion", True, True),
-        ("image-only", True, False),
-        ("signalling-only", False, True),
-    ):
+    for name, net, weights in runs:
         start = time.perf_counter()
-        cfg = TrainConfig(
-            epochs=args.epochs, network=NetworkConfig(use_image=image, use_activity=activity)
-        )
-        path = work / f"{name}.onnx"
+        cfg = TrainConfig(epochs=args.epochs, network=net, image_weights=weights)
+        path = models / f"{name.replace(' ', '-').replace(',', '')}.onnx"
         result, _ = train_and_export(train_data, path, cfg, trained_on=name, quiet=True)
-        scored = evaluate(path, test_data)
-        rows.append(
-            (name, result.validation["overall_accuracy"], scored, time.perf_counter() - start)
-        )
+        seconds = time.perf_counter() - start
+        row = {
+            "model": name,
+            "params": sum(p.numel() for p in result.model.parameters()),
+            "val_oa": result.validation["overall_accuracy"],
+            "best_epoch": result.best_epoch,
+            "train_s": round(seconds),
+            "cells_per_s": round(cells_per_second(path)),
+            **{k: v for k, v in evaluate(path, test_data).items() if k != "confusion"},
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
     print(
-        f"\n{'model':<17} {'val OA':>7} {'demo OA':>8} {'kappa':>6} {'macro-F1':>9} {'train s':>8}"
+        f"\n{'model':<28} {'params':>9} {'demo OA':>8} {'kappa':>6} {'macro-F1':>9} "
+        f"{'masked: img':>12} {'sig':>6} {'ORT cells/s':>12} {'train s':>8}"
     )
-    for name, val, s, secs in rows:
+    for r in rows:
+        a = r["ablation"]
         print(
-            f"{name:<17} {val:>7.3f} {s['overall_accuracy']:>8.3f} {s['kappa']:>6.3f} "
-            f"{s['macro_f1']:>9.3f} {secs:>8.0f}"
+            f"{r['model']:<28} {r['params']:>9,} {r['overall_accuracy']:>8.3f} "
+            f"{r['kappa']:>6.3f} {r['macro_f1']:>9.3f} {a['image_only']:>12.3f} "
+            f"{a['signalling_only']:>6.3f} {r['cells_per_s']:>12,} {r['train_s']:>8}"
         )
-    fusion = rows[0][2]
-    best_single = max(rows[1][2]["overall_accuracy"], rows[2][2]["overall_accuracy"])
-    print(
-        "\nfusion minus the better single-source model: "
-        f"{fusion['overall_accuracy'] - best_single:+.3f}"
-    )
-    a = fusion["ablation"]
-    print(
-        f"fusion model with one input masked: image only {a['image_only']:.3f}, "
-        f"signalling only {a['signalling_only']:.3f}, both {a['fusion']:.3f}"
-    )
-    print(
-        "per-class F1 (fusion):",
-        ", ".join(f"{k} {v:.2f}" for k, v in fusion["per_class_f1"].items()),
-    )
+    single = {r["model"]: r["overall_accuracy"] for r in rows if "only" in r["model"]}
+    if len(single) == 2:
+        best_single = max(single.values())
+        print(f"\nbetter single-source model: {best_single:.3f}")
+        for r in rows:
+            if r["model"].startswith("fusion"):
+                a = r["ablation"]
+                print(
+                    f"{r['model']:<28} fusion {r['overall_accuracy'] - best_single:+.3f} over it; "
+                    f"imagery missing {a['signalling_only'] - single['signalling-only']:+.3f} "
+                    f"vs signalling-only, signalling missing "
+                    f"{a['image_only'] - single['image-only']:+.3f} vs image-only"
+                )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ ARCHITECTURES = [
 ]
 
 
-def _best(fn: object, repeat: int = 5) -> float:
+def best_of(fn: object, repeat: int = 5) -> float:
+    """The shortest of ``repeat`` timed calls of ``fn``, after one warm-up call."""
     fn()  # type: ignore[operator]
     best = float("inf")
     for _ in range(repeat):
@@ -67,8 +68,8 @@ def main() -> None:
             with torch.inference_mode():
                 net(*tensors)
 
-        t_torch = _best(run_torch)
-        t_ort = _best(lambda: predictor.predict(*inputs, batch=args.batch))  # noqa: B023
+        t_torch = best_of(run_torch)
+        t_ort = best_of(lambda: predictor.predict(*inputs, batch=args.batch))  # noqa: B023
         name = f"{image}+{activity}+{fusion}"
         print(
             f"{name:<28} {params:>8,} {args.batch / t_torch:>14,.0f} {args.batch / t_ort:>20,.0f} "

@@ -2,7 +2,8 @@
 
 A :class:`CellData` holds, per labelled cell, the raw chip, the activity features, the presence
 flags, the label, and a spatial block key for blocked splits. It is built from a run config and
-a zones file through ``plan``, ``ingest`` and ``prepare``: the exact inputs inference sees.
+a zones file through ``plan``, ``ingest`` and ``prepare``: the exact inputs inference sees, or
+from a URFC-layout folder (one area image and visit file per labelled area).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.rgb_images import read_rgb
+from ingest.urfc import N_DAYS, read_visit_counts, scan_urfc_folder
 from models.classes import CLASS_NAMES
 from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputFormatError
 from pipeline.labels import NO_LABEL, cell_labels, read_zones
 from pipeline.stages import ingest, plan, prepare
+from preprocess.activity import activity_inputs
 
 # Side of the square blocks of cells that splits keep together (neighbouring cells leak).
 BLOCK_CELLS = 4
@@ -59,7 +63,8 @@ class CellData:
         first = parts[0]
         if any(p.bands != first.bands or p.chip_px != first.chip_px for p in parts):
             raise ConfigError(
-                "cities differ in imagery.bands or grid.chip_px; train them separately"
+                "training sources differ in bands or chip size (grid.chip_px, or the URFC image "
+                "size); train them separately"
             )
         return CellData(
             *(
@@ -101,12 +106,83 @@ def load_labelled_city(config_path: Path, zones_path: Path, city_index: int = 0)
     )
 
 
-def load_labelled_cities(configs: list[Path], zones: list[Path]) -> CellData:
-    """Several cities, config i labelled by zones i."""
+# URFC images are 1 m a pixel.
+URFC_PIXEL_M = 1.0
+# Areas whose activity features are computed at once (bounds memory on the 40,000-area set).
+_ACTIVITY_BATCH = 4096
+
+
+def load_urfc_folder(folder: Path, city_index: int = 0) -> CellData:
+    """The labelled areas of a URFC-layout folder as cells.
+
+    Each area is a cell: its image is the chip (all images must share one square size) and its
+    visits become the weekly activity profile inference uses for signalling, Monday first like
+    the data set's 2018-10-01. An area without an image or visit file has that input missing,
+    flagged as such. Each area is its own spatial block (the data set has no locations).
+
+    Raises:
+        InputNotFoundError: the folder does not exist or holds no URFC files.
+        InputFormatError: a badly named file, an unreadable image, or images of different sizes.
+    """
+    areas = scan_urfc_folder(folder, len(CLASS_NAMES))
+    first = next((a.image for a in areas if a.image is not None), None)
+    side = read_rgb(first).shape[1] if first is not None else 100
+    chips = np.full((len(areas), 3, side, side), np.nan, dtype=np.float32)
+    for i, area in enumerate(areas):
+        if area.image is None:
+            continue
+        image = read_rgb(area.image)
+        if image.shape[1:] != (side, side):
+            raise InputFormatError(
+                f"{area.image}: image is {image.shape[2]}x{image.shape[1]} px but the folder's "
+                f"are {side}x{side} ({first}); resize all to one square size"
+            )
+        chips[i] = image
+    with_visits = np.array([a.visits is not None for a in areas])
+    visits = [a.visits for a in areas if a.visits is not None]
+    counts, _ = read_visit_counts(visits)  # type: ignore[arg-type]
+    activity = np.zeros((len(areas), 7, 24), dtype=np.float32)
+    has_activity = np.zeros(len(areas), dtype=np.float32)
+    rows = np.flatnonzero(with_visits)
+    weekdays = np.arange(N_DAYS) % 7  # the data set starts on a Monday
+    for s in range(0, len(rows), _ACTIVITY_BATCH):
+        batch = counts[s : s + _ACTIVITY_BATCH]
+        # Every hour of the 182 days was observed: an hour without visits is a true zero.
+        features, _ = activity_inputs(batch, np.ones(batch.shape, bool), weekdays)
+        activity[rows[s : s + _ACTIVITY_BATCH]] = features
+        has_activity[rows[s : s + _ACTIVITY_BATCH]] = 1.0
+    ids = np.array([a.area_id for a in areas], dtype=np.int64)
+    return CellData(
+        chips=chips,
+        activity=activity,
+        has_activity=has_activity,
+        labels=np.array([a.category - 1 for a in areas], dtype=np.int64),
+        blocks=ids + city_index * 10**13,
+        city=np.full(len(areas), city_index, dtype=np.int64),
+        bands=[1, 2, 3],
+        chip_px=side,
+        cell_size_m=side * URFC_PIXEL_M,
+    )
+
+
+def load_labelled_cities(sources: list[Path], zones: list[Path]) -> CellData:
+    """Labelled cells of several sources, in order.
+
+    A source is a run config, labelled by the next zones file, or a URFC-layout folder, which
+    is labelled by its file names.
+
+    Raises:
+        ConfigError: the number of zones files is not the number of configs.
+    """
+    configs = [s for s in sources if not s.is_dir()]
     if len(configs) != len(zones):
         raise ConfigError(
-            f"got {len(configs)} configs but {len(zones)} --labels files; give one per config"
+            f"got {len(configs)} run configs but {len(zones)} --labels files; give one zones "
+            "file per config (URFC folders need none)"
         )
-    return CellData.concat(
-        [load_labelled_city(c, z, i) for i, (c, z) in enumerate(zip(configs, zones, strict=True))]
-    )
+    remaining = iter(zones)
+    parts = [
+        load_urfc_folder(src, i) if src.is_dir() else load_labelled_city(src, next(remaining), i)
+        for i, src in enumerate(sources)
+    ]
+    return CellData.concat(parts)

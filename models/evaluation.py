@@ -9,6 +9,7 @@ import numpy as np
 from models.dataset import CellData
 from models.inference import Predictor
 from models.metrics import scores
+from pipeline.errors import ModelError
 from preprocess.chips import image_inputs
 
 
@@ -29,9 +30,19 @@ def evaluate(model: Path, data: CellData) -> dict[str, object]:
 
     The ablation masks one input for every cell: ``image_only`` hides the signalling,
     ``signalling_only`` hides the imagery.
+
+    Raises:
+        ModelError: the model reads chips of another size or band count than ``data``'s.
     """
     predictor = Predictor(model)
-    names = list(predictor.contract.classes)
+    c = predictor.contract
+    if (data.chip_px, len(data.bands)) != (c.chip_px, len(c.bands)):
+        raise ModelError(
+            f"{model} reads {len(c.bands)}-band chips of {c.chip_px} px but the data has "
+            f"{len(data.bands)}-band chips of {data.chip_px} px; evaluate a model trained on "
+            "data like it"
+        )
+    names = list(c.classes)
     result = scores(data.labels, predict_cells(predictor, data).argmax(1), names)
     result["ablation"] = {
         "fusion": result["overall_accuracy"],

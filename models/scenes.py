@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ingest.rgb_images import EXTENSIONS, read_rgb
 from pipeline.errors import InputFormatError, InputNotFoundError
-
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
 @dataclass
@@ -49,13 +47,7 @@ def load_scenes(folder: Path, side: int, classes: list[str] | None = None) -> Sc
         for path in sorted((folder / name).iterdir()):
             if path.suffix.lower() not in EXTENSIONS:
                 continue
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise InputFormatError(f"{path}: cannot read this image; remove or replace it")
-            rgb = cv2.cvtColor(
-                cv2.resize(bgr, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
-            )
-            images.append(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0)
+            images.append(read_rgb(path, side))
             labels.append(k)
             paths.append(str(path))
     if not images:

@@ -4,15 +4,15 @@ Splits are spatial blocks of cells (:data:`models.dataset.BLOCK_CELLS` a side), 
 fixed seed, so that validation cells are not neighbours of training cells. The loss is deep
 supervision: fused cross-entropy plus ``aux_weight`` times each branch head's. Modalities are
 dropped at random so the model copes with a missing input. Early stopping keeps the weights of
-the best validation accuracy.
+the best validation accuracy. A checkpoint after every epoch lets an interrupted run resume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +22,14 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
+from models.checkpoint import (
+    check_resumable,
+    contract_of,
+    data_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.classes import CLASS_NAMES
-from models.contract import ModelContract
 from models.dataset import CellData
 from models.metrics import scores
 from models.network import FusionNet, NetworkConfig
@@ -61,6 +67,7 @@ class TrainResult:
     history: list[dict[str, float]]
     validation: dict[str, object]
     best_epoch: int
+    state: dict[str, object]  # what a checkpoint holds after the last epoch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -170,9 +177,31 @@ def _progress(total: int, show: bool) -> Iterator[tuple[Progress | None, int | N
 
 
 def train(
-    data: CellData, class_names: list[str], cfg: TrainConfig = TrainConfig(), quiet: bool = False
+    data: CellData,
+    class_names: list[str],
+    cfg: TrainConfig = TrainConfig(),
+    quiet: bool = False,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    trained_on: str = "",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Fit a network on ``data`` with a blocked validation split; deterministic for a seed."""
+    """Fit a network on ``data`` with a blocked validation split; deterministic for a seed.
+
+    Args:
+        data: labelled cells; a blocked ``cfg.val_fraction`` of them validates.
+        class_names: the classes, in label order.
+        cfg: hyper-parameters and the network.
+        quiet: no progress bar (there is none either when stderr is not a terminal).
+        checkpoint: written after every epoch (see :mod:`models.checkpoint`).
+        resume: continue from ``checkpoint`` when it exists; the result is the same as an
+            uninterrupted run's.
+        trained_on: what the data is, for the model contract.
+        on_epoch: called with each epoch's history entry, after the checkpoint is written.
+
+    Raises:
+        ModelError: resuming from a checkpoint of another config or other data.
+    """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device = pick_device(cfg.device)
@@ -214,10 +243,54 @@ def train(
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
 
+    config_dict, fingerprint = asdict(cfg), data_fingerprint(data)
     best, best_acc, best_epoch, history = copy.deepcopy(model.state_dict()), -1.0, 0, []
+    best_validation: dict[str, object] = {}
+    first_epoch = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        check_resumable(state, config_dict, fingerprint)
+        model.load_state_dict(state["model"])  # type: ignore[arg-type]
+        optim.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
+        generator.set_state(state["generator"])  # type: ignore[arg-type]
+        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        best = state["best"]  # type: ignore[assignment]
+        best_acc, best_epoch = float(state["best_acc"]), int(state["best_epoch"])  # type: ignore[arg-type]
+        best_validation = dict(state["best_validation"])  # type: ignore[call-overload]
+        history = list(state["history"])  # type: ignore[call-overload]
+        first_epoch = int(state["epoch"])  # type: ignore[call-overload]
+
+    def state_now(epoch: int) -> dict[str, object]:
+        return {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optim.state_dict(),
+            "scheduler": sched.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best": best,
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+            "best_validation": best_validation,
+            "history": history,
+            "train_config": config_dict,
+            "data": fingerprint,
+            "network": asdict(net_cfg),
+            "image_mean": mean.tolist(),
+            "image_std": std.tolist(),
+            "bands": list(data.bands),
+            "chip_px": data.chip_px,
+            "cell_size_m": data.cell_size_m,
+            "trained_on": trained_on,
+        }
+
     n = len(train_t[0])
+    finished = first_epoch >= cfg.epochs or (first_epoch - best_epoch >= cfg.patience > 0)
     with _progress(cfg.epochs, not quiet and Console(stderr=True).is_terminal) as (bar, task):
-        for epoch in range(cfg.epochs):
+        if bar is not None:
+            bar.update(task, completed=first_epoch)
+        for epoch in range(first_epoch, first_epoch if finished else cfg.epochs):
             model.train()
             order = torch.randperm(n, generator=generator)
             total = 0.0
@@ -249,20 +322,26 @@ def train(
             history.append({"epoch": epoch + 1, "loss": total / n, "val_accuracy": acc})
             if acc > best_acc:
                 best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), acc, epoch + 1
+                best_validation = scores(val_data.labels, pred, class_names)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, state_now(epoch + 1))
             if bar is not None:
                 bar.update(task, advance=1, description=f"epoch {epoch + 1} val acc {acc:.3f}")
+            if on_epoch is not None:
+                on_epoch(history[-1])
             if epoch + 1 - best_epoch >= cfg.patience:
                 break
     model.load_state_dict(best)
     model.eval()
-    pred = predict_proba(model, val_t, device).argmax(axis=1)
+    final = state_now(len(history))
     return TrainResult(
         model.cpu(),
         mean.tolist(),
         std.tolist(),
         history,
-        scores(val_data.labels, pred, class_names),
+        best_validation,
         best_epoch,
+        final,
     )
 
 
@@ -272,23 +351,19 @@ def train_and_export(
     cfg: TrainConfig = TrainConfig(),
     trained_on: str = "",
     quiet: bool = False,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> tuple[TrainResult, float]:
     """Train on ``data``, export to ``out`` with its contract; returns the result and the parity."""
     from models.export import export_onnx  # onnx is only needed here
 
-    result = train(data, list(CLASS_NAMES), cfg, quiet=quiet)
-    contract = ModelContract.for_urfc(
-        bands=data.bands,
-        image_mean=result.image_mean,
-        image_std=result.image_std,
-        chip_px=data.chip_px,
-        cell_size_m=data.cell_size_m,
-        architecture=result.model.cfg.describe(),
+    result = train(
+        data,
+        list(CLASS_NAMES),
+        cfg,
+        quiet=quiet,
+        checkpoint=checkpoint,
+        resume=resume,
         trained_on=trained_on,
-        metrics={
-            "val_overall_accuracy": float(result.validation["overall_accuracy"]),
-            "val_macro_f1": float(result.validation["macro_f1"]),
-            "best_epoch": float(result.best_epoch),
-        },
     )
-    return result, export_onnx(result.model, contract, out)
+    return result, export_onnx(result.model, contract_of(result.state), out)

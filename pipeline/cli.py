@@ -157,15 +157,25 @@ class Branches(StrEnum):
     signalling = "signalling"
 
 
+_SOURCES_HELP = (
+    "Run configs of labelled cities (each with a --labels zones file), or URFC-layout folders "
+    "(AreaID_CategoryID.jpg images and .txt visits, labelled by their names)."
+)
+
+
 @app.command("train")
 @_one_line_errors
 def train_command(
-    configs: Annotated[list[Path], typer.Argument(help="Run configs of the training cities.")],
-    labels: Annotated[
-        list[Path], typer.Option("--labels", help="Zones GeoPackage per config, in order.")
-    ],
+    sources: Annotated[list[Path], typer.Argument(help=_SOURCES_HELP)],
     model_out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 60,
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option("--labels", help="Zones GeoPackage per run config, in order."),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs (early stopping may end sooner).")
+    ] = 60,
+    batch: Annotated[int, typer.Option(min=2, help="Cells per training step.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
     branches: Annotated[Branches, typer.Option(help="Inputs the model uses.")] = Branches.fusion,
     image_encoder: Annotated[
@@ -182,9 +192,16 @@ def train_command(
     image_weights: Annotated[
         Path | None, typer.Option(help="Pre-trained image encoder (from pretrain-image).")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint written after every epoch (default: OUT with .ckpt)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the checkpoint if it exists.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Train a fusion model on labelled cities and export it to ONNX (needs the train extra)."""
+    """Train a fusion model on labelled data and export it to ONNX (needs the train extra)."""
     try:
         from models.training import TrainConfig, train_and_export
     except ImportError as e:
@@ -205,7 +222,7 @@ def train_command(
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise UrbanFusionError(f"{option} {value!r}: use one of {', '.join(allowed)}")
-    data = load_labelled_cities(configs, labels)
+    data = load_labelled_cities(sources, labels or [])
     net = NetworkConfig(
         use_image=branches != Branches.signalling,
         use_activity=branches != Branches.image,
@@ -215,19 +232,58 @@ def train_command(
     )
     cfg = TrainConfig(
         epochs=epochs,
+        batch=batch,
         seed=seed,
         network=net,
         loss=loss,  # type: ignore[arg-type]
         consistency=consistency,
         image_weights=str(image_weights) if image_weights else None,
     )
-    names = ", ".join(load_config(c).name for c in configs)
-    result, diff = train_and_export(data, model_out, cfg, trained_on=names, quiet=quiet)
+    names = ", ".join(
+        f"URFC folder {s.name}" if s.is_dir() else load_config(s).name for s in sources
+    )
+    checkpoint = checkpoint or model_out.with_suffix(".ckpt")
+    try:
+        result, diff = train_and_export(
+            data, model_out, cfg, names, quiet, checkpoint=checkpoint, resume=resume
+        )
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted; finished epochs are in {checkpoint}: add --resume to continue",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     v = result.validation
     out.print(
         f"trained on {len(data)} labelled cells; best epoch {result.best_epoch}; blocked "
         f"validation: overall {v['overall_accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f} "
-        f"({v['n']} cells); parity torch vs onnxruntime {diff:.1e}\nwrote {model_out}",
+        f"({v['n']} cells); parity torch vs onnxruntime {diff:.1e}\nwrote {model_out} "
+        f"(checkpoint {checkpoint})",
+        highlight=False,
+    )
+
+
+@app.command("export")
+@_one_line_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.ckpt).")],
+    model_out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
+) -> None:
+    """Export a checkpoint's best model to ONNX, checked against torch (needs the train extra)."""
+    try:
+        from models.checkpoint import best_model, contract_of, load_checkpoint
+        from models.export import export_onnx
+    except ImportError as e:
+        raise UrbanFusionError(
+            f"export needs torch and onnx ({e.name} is missing); install them with "
+            "`pip install torch==2.13.0` then `pip install -e .[train]`"
+        ) from None
+    state = load_checkpoint(checkpoint)
+    diff = export_onnx(best_model(state), contract_of(state), model_out)
+    out.print(
+        f"wrote {model_out} (best epoch {state['best_epoch']} of {state['epoch']}); "
+        f"parity torch vs onnxruntime {diff:.1e}",
         highlight=False,
     )
 
@@ -236,21 +292,23 @@ def train_command(
 @_one_line_errors
 def evaluate_command(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
-    configs: Annotated[list[Path], typer.Argument(help="Run configs of the labelled cities.")],
-    labels: Annotated[list[Path], typer.Option("--labels", help="Zones per config, in order.")],
+    sources: Annotated[list[Path], typer.Argument(help=_SOURCES_HELP)],
+    labels: Annotated[
+        list[Path] | None, typer.Option("--labels", help="Zones per run config, in order.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report_dir: Annotated[
         Path | None, typer.Option("--out", help="Also write confusion.csv and confusion.png here.")
     ] = None,
 ) -> None:
-    """Score a model on labelled cities: accuracy, kappa, F1, confusion and the ablation."""
+    """Score a model on labelled data: accuracy, kappa, F1, confusion and the ablation."""
     import numpy as np
 
     from models.dataset import load_labelled_cities
     from models.evaluation import evaluate
     from models.metrics import write_confusion
 
-    result = evaluate(model, load_labelled_cities(configs, labels))
+    result = evaluate(model, load_labelled_cities(sources, labels or []))
     if report_dir is not None:
         write_confusion(report_dir, np.asarray(result["confusion"]), result["classes"])
     if as_json:

@@ -1,0 +1,79 @@
+import pytest
+
+torch = pytest.importorskip("torch", reason="checkpoint tests need the train extra (torch)")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from models.checkpoint import load_checkpoint  # noqa: E402
+from models.classes import CLASS_NAMES  # noqa: E402
+from models.export import PARITY_TOLERANCE, parity  # noqa: E402
+from models.inference import Predictor  # noqa: E402
+from models.network import NetworkConfig  # noqa: E402
+from models.training import TrainConfig, train  # noqa: E402
+from pipeline.cli import app  # noqa: E402
+from pipeline.errors import ModelError  # noqa: E402
+from tests.test_model import _tiny_data  # noqa: E402
+
+NET = NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16)
+CFG = TrainConfig(epochs=5, batch=32, seed=2, patience=100, network=NET)
+
+
+def _stop_after(epochs: int):
+    def on_epoch(entry: dict[str, float]) -> None:
+        if entry["epoch"] == epochs:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    data = _tiny_data()
+    whole = train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=tmp_path / "a.ckpt")
+    ckpt = tmp_path / "b.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    resumed = train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert resumed.history == whole.history
+    for (name, a), (_, b) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert load_checkpoint(ckpt)["epoch"] == 5
+
+
+def test_resuming_with_other_settings_or_data_is_refused(tmp_path):
+    data = _tiny_data()
+    ckpt = tmp_path / "c.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(1))
+    other = TrainConfig(**{**CFG.__dict__, "lr": 1e-2})
+    with pytest.raises(ModelError, match=r"lr was 0\.002"):
+        train(data, list(CLASS_NAMES), other, quiet=True, checkpoint=ckpt, resume=True)
+    with pytest.raises(ModelError, match="training cells differ"):
+        train(_tiny_data(seed=5), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+
+
+def test_export_writes_the_checkpoints_best_model_with_parity(tmp_path):
+    ckpt = tmp_path / "d.ckpt"
+    result = train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt)
+    model = tmp_path / "m.onnx"
+    out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(model)])
+    assert out.exit_code == 0, out.output
+    assert "parity" in out.output and model.is_file()
+    contract = Predictor(model).contract
+    assert contract.chip_px == 16 and contract.image_mean == result.image_mean
+    assert contract.metrics["best_epoch"] == result.best_epoch
+    assert parity(result.model, model, contract) < PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_export_of_a_bad_or_missing_checkpoint_is_one_line(tmp_path, content):
+    ckpt = tmp_path / "bad.ckpt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx")])
+    assert out.exit_code == 2
+    assert len(out.output.strip().splitlines()) == 1 and str(ckpt) in out.output
+    assert not (tmp_path / "m.onnx").exists()
