@@ -7,13 +7,14 @@ and scores each on the demo city (seed 7):
   parameters, overall accuracy, macro-F1 and onnxruntime CPU cells per second;
 - image-only and signalling-only models, and each fused model with one input masked at inference
   (modality dropout should keep those within 3 points of the single-source models);
-- with ``--image-weights ENCODER.pt`` (from ``urbanfusion pretrain-image``), the concatenation
-  model again with its image encoder initialised from those weights.
+- with ``--image-weights ENCODER.pt`` (from ``urbanfusion pretrain-image``), the first variant
+  again with its image encoder initialised from those weights.
 
 Takes about 6 minutes per model on 2 CPU cores. ``--keep DIR`` keeps the ONNX files.
 
     .venv/bin/python benchmarks/demo_accuracy.py [--variants concat bottleneck cross]
-        [--image-weights /tmp/rsscn7_resnet.pt] [--epochs 60] [--keep DIR]
+        [--image-encoder resnet|resnext|vit] [--image-weights ENCODER.pt] [--epochs 60]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,10 +52,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument(
-        "--variants", nargs="+", default=["concat", "bottleneck", "cross"], help="fusions"
+        "--variants", nargs="+", default=["cross", "concat", "bottleneck"], help="fusions"
     )
     parser.add_argument("--single", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--image-encoder",
+        default=NetworkConfig.image_encoder,
+        choices=["resnet", "resnext", "vit"],
+    )
     parser.add_argument("--image-weights", type=Path, help="pre-trained image encoder (.pt)")
+    parser.add_argument("--modality-dropout", type=float, default=TrainConfig.modality_dropout)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
@@ -68,22 +77,33 @@ def main() -> None:
         f"{len(test_data)}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
 
+    base = NetworkConfig(image_encoder=args.image_encoder)
     runs: list[tuple[str, NetworkConfig, str | None]] = [
-        (f"fusion {f}", NetworkConfig(fusion=f), None) for f in args.variants
+        (f"fusion {f}", replace(base, fusion=f), None) for f in args.variants
     ]
-    if args.image_weights:
-        runs.append(("fusion concat, pre-trained", NetworkConfig(), str(args.image_weights)))
+    weights_arg = str(args.image_weights) if args.image_weights else None
+    if weights_arg:
+        first = args.variants[0]
+        runs.append((f"fusion {first}, pre-trained", replace(base, fusion=first), weights_arg))
     if args.single:
         runs += [
-            ("image-only", NetworkConfig(use_activity=False), None),
-            ("signalling-only", NetworkConfig(use_image=False), None),
+            ("image-only", replace(base, use_activity=False), None),
+            ("signalling-only", replace(base, use_image=False), None),
         ]
     rows = []
     for name, net, weights in runs:
         start = time.perf_counter()
-        cfg = TrainConfig(epochs=args.epochs, network=net, image_weights=weights)
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            network=net,
+            image_weights=weights,
+            modality_dropout=args.modality_dropout,
+            seed=args.seed,
+        )
         path = models / f"{name.replace(' ', '-').replace(',', '')}.onnx"
-        result, _ = train_and_export(train_data, path, cfg, trained_on=name, quiet=True)
+        result, _ = train_and_export(
+            train_data, path, cfg, name, quiet=True, checkpoint=path.with_suffix(".ckpt")
+        )
         seconds = time.perf_counter() - start
         row = {
             "model": name,

@@ -36,7 +36,7 @@ class PretrainConfig:
     patience: int = 8
     seed: int = 0
     val_fraction: float = 0.2
-    image_encoder: str = "resnet"
+    image_encoder: str = "resnext"
     image_width: int = 32
     features: int = 128
 

@@ -71,10 +71,15 @@ class TrainResult:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA when asked or available (``auto``), else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """CUDA when asked or available (``auto``), else CPU; cuDNN set to be deterministic."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
+    if device.type == "cuda":
+        # Same seed, same weights on a GPU too: no autotuned (run-dependent) convolution choice.
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device
 
 
 def block_split(blocks: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -179,12 +179,12 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
     branches: Annotated[Branches, typer.Option(help="Inputs the model uses.")] = Branches.fusion,
     image_encoder: Annotated[
-        str, typer.Option(help="Image encoder: resnet, resnext or vit.")
-    ] = "resnet",
+        str, typer.Option(help="Image encoder: resnext, resnet or vit.")
+    ] = "resnext",
     activity_encoder: Annotated[
         str, typer.Option(help="Activity encoder: conv, bilstm or mlp.")
     ] = "conv",
-    fusion: Annotated[str, typer.Option(help="Fusion: concat, bottleneck or cross.")] = "concat",
+    fusion: Annotated[str, typer.Option(help="Fusion: cross, concat or bottleneck.")] = "cross",
     loss: Annotated[str, typer.Option(help="Loss: ce, balanced or focal.")] = "ce",
     consistency: Annotated[
         float, typer.Option(help="Weight of the cross-modal consistency loss (0 = off).")
@@ -333,7 +333,7 @@ def pretrain_image_command(
     encoder_out: Annotated[Path, typer.Option("--out", help="Encoder file to write (.pt).")],
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
     side: Annotated[int, typer.Option(help="Scenes are resized to this many pixels a side.")] = 64,
-    image_encoder: Annotated[str, typer.Option(help="resnet or resnext.")] = "resnet",
+    image_encoder: Annotated[str, typer.Option(help="resnext or resnet.")] = "resnext",
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
 ) -> None:
     """Pre-train the image encoder on labelled scenes (needs the train extra)."""
