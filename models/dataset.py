@@ -8,13 +8,13 @@ from a URFC-layout folder (one area image and visit file per labelled area).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ingest.rgb_images import read_rgb
-from ingest.urfc import N_DAYS, read_visit_counts, scan_urfc_folder
+from ingest.urfc import FIRST_DAY, N_DAYS, read_visit_counts, scan_urfc_folder
 from models.classes import CLASS_NAMES
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, InputFormatError
@@ -39,6 +39,7 @@ class CellData:
     bands: list[int]
     chip_px: int
     cell_size_m: float
+    notes: list[str] = field(default_factory=list)  # what a user should know about the data
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,6 +56,7 @@ class CellData:
             self.bands,
             self.chip_px,
             self.cell_size_m,
+            self.notes,
         )
 
     @staticmethod
@@ -74,6 +76,7 @@ class CellData:
             first.bands,
             first.chip_px,
             first.cell_size_m,
+            [note for p in parts for note in p.notes],
         )
 
 
@@ -140,7 +143,19 @@ def load_urfc_folder(folder: Path, city_index: int = 0) -> CellData:
         chips[i] = image
     with_visits = np.array([a.visits is not None for a in areas])
     visits = [a.visits for a in areas if a.visits is not None]
-    counts, _ = read_visit_counts(visits)  # type: ignore[arg-type]
+    counts, bad = read_visit_counts(visits)  # type: ignore[arg-type]
+    notes = []
+    if bad:
+        notes.append(
+            f"{folder}: {bad} visit entries were malformed or outside the 182 days from "
+            f"{FIRST_DAY} and were not counted"
+        )
+    no_image, no_visits = sum(a.image is None for a in areas), sum(a.visits is None for a in areas)
+    if no_image or no_visits:
+        notes.append(
+            f"{folder}: {no_image} areas have no image and {no_visits} no visit file; "
+            "that input is flagged missing for them"
+        )
     activity = np.zeros((len(areas), 7, 24), dtype=np.float32)
     has_activity = np.zeros(len(areas), dtype=np.float32)
     rows = np.flatnonzero(with_visits)
@@ -162,6 +177,7 @@ def load_urfc_folder(folder: Path, city_index: int = 0) -> CellData:
         bands=[1, 2, 3],
         chip_px=side,
         cell_size_m=side * URFC_PIXEL_M,
+        notes=notes,
     )
 
 

@@ -260,6 +260,8 @@ def train(
         sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
         generator.set_state(state["generator"])  # type: ignore[arg-type]
         torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)  # type: ignore[arg-type]
         best = state["best"]  # type: ignore[assignment]
         best_acc, best_epoch = float(state["best_acc"]), int(state["best_epoch"])  # type: ignore[arg-type]
         best_validation = dict(state["best_validation"])  # type: ignore[call-overload]
@@ -274,6 +276,8 @@ def train(
             "scheduler": sched.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # Dropout on a GPU draws from the device's generator.
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "best": best,
             "best_acc": best_acc,
             "best_epoch": best_epoch,

@@ -57,6 +57,11 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
 def _print_outputs(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
         out.print(f"  {name:<18} {path}", highlight=False, soft_wrap=True)
@@ -223,6 +228,7 @@ def train_command(
         if value not in allowed:
             raise UrbanFusionError(f"{option} {value!r}: use one of {', '.join(allowed)}")
     data = load_labelled_cities(sources, labels or [])
+    _print_notes(data.notes)
     net = NetworkConfig(
         use_image=branches != Branches.signalling,
         use_activity=branches != Branches.image,
@@ -308,7 +314,9 @@ def evaluate_command(
     from models.evaluation import evaluate
     from models.metrics import write_confusion
 
-    result = evaluate(model, load_labelled_cities(sources, labels or []))
+    data = load_labelled_cities(sources, labels or [])
+    _print_notes(data.notes)
+    result = evaluate(model, data)
     if report_dir is not None:
         write_confusion(report_dir, np.asarray(result["confusion"]), result["classes"])
     if as_json:

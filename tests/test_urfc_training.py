@@ -63,9 +63,16 @@ def test_a_urfc_folder_becomes_labelled_cells_paired_by_name(tmp_path):
     # One area with only an image, one with only visits.
     cv2.imwrite(str(root / "999001_005.jpg"), _image(np.random.default_rng(1), 5))
     (root / "999002_007.txt").write_text(_visits(np.random.default_rng(2), 7, 4))
+    (root / "999003_002.txt").write_text("u\t20181001&08,20190401&10,2018x&1\n")
     data = load_urfc_folder(root)
-    assert len(data) == 2 * CLASSES + 2 and data.chip_px == 100 and data.bands == [1, 2, 3]
-    assert np.bincount(data.labels).tolist() == [2, 2, 2, 2, 3, 2, 3, 2, 2]
+    assert data.notes == [
+        f"{root}: 2 visit entries were malformed or outside the 182 days from 2018-10-01 and "
+        "were not counted",
+        f"{root}: 2 areas have no image and 1 no visit file; that input is flagged missing for "
+        "them",
+    ]
+    assert len(data) == 2 * CLASSES + 3 and data.chip_px == 100 and data.bands == [1, 2, 3]
+    assert np.bincount(data.labels).tolist() == [2, 3, 2, 2, 3, 2, 3, 2, 2]
     row = int(np.flatnonzero(data.blocks == 999001)[0])
     assert data.has_activity[row] == 0 and not np.isnan(data.chips[row]).any()
     row = int(np.flatnonzero(data.blocks == 999002)[0])
