@@ -142,3 +142,14 @@ def test_images_of_different_sizes_are_refused(tmp_path):
     cv2.imwrite(str(root / "777777_003.jpg"), np.zeros((80, 100, 3), np.uint8))
     out = CliRunner().invoke(app, ["evaluate", "x.onnx", str(root)])
     assert out.exit_code == 2 and "777777_003.jpg: image is 100x80 px" in out.output
+
+
+def test_evaluating_a_model_of_another_chip_size_is_one_line(tmp_path):
+    from models.inference import SHIPPED_MODEL
+
+    root = write_urfc_folder(tmp_path / "urfc", per_class=1, seed=0)
+    out = CliRunner().invoke(app, ["evaluate", str(SHIPPED_MODEL), str(root)])
+    assert out.exit_code == 2 and "chips of 32 px but the data has 3-band chips of 100 px" in (
+        out.output
+    )
+    assert len(out.output.strip().splitlines()) == 1
