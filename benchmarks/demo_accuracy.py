@@ -62,6 +62,7 @@ def main() -> None:
     )
     parser.add_argument("--image-weights", type=Path, help="pre-trained image encoder (.pt)")
     parser.add_argument("--modality-dropout", type=float, default=TrainConfig.modality_dropout)
+    parser.add_argument("--aux-weight", type=float, default=TrainConfig.aux_weight)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
     args = parser.parse_args()
@@ -98,6 +99,7 @@ def main() -> None:
             network=net,
             image_weights=weights,
             modality_dropout=args.modality_dropout,
+            aux_weight=args.aux_weight,
             seed=args.seed,
         )
         path = models / f"{name.replace(' ', '-').replace(',', '')}.onnx"
