@@ -6,17 +6,19 @@ exit with status 2; there is never a traceback for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from pipeline.errors import UrbanFusionError
 
@@ -28,8 +30,15 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Inspect model files.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-out = Console()
-err = Console(stderr=True)
+# No markup: messages hold paths and install hints like `.[train]` that rich would eat as tags.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
+
+
+def _flagged(label: str, style: str, message: str) -> Text:
+    """``label`` in ``style``, then ``message`` as it is."""
+    return Text.assemble((label, style), " ", message)
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,13 +51,13 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except UrbanFusionError as e:
             message = " ".join(str(e).split())
-            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(_flagged("error:", "bold red", message), soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as e:
             # Disk full, no permission, a path through a file: the system's words, one line.
             where = f": {e.filename}" if e.filename else ""
             message = f"{e.strerror or e}{where}; check the path and free space"
-            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(_flagged("error:", "bold red", message), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; no output was published")
@@ -57,9 +66,26 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+@contextlib.contextmanager
+def _needs_train_extra(what: str) -> Iterator[None]:
+    """Wrap the imports of a command that needs torch: without it, a one-line install hint."""
+    try:
+        yield
+    except ImportError as e:
+        raise UrbanFusionError(
+            f"{what} needs torch and onnx ({e.name} is missing); install them with "
+            "`pip install torch==2.13.0` then `pip install -e .[train]`"
+        ) from None
+
+
+def _print_per_class_f1(f1: dict[str, float]) -> None:
+    for name, value in f1.items():
+        out.print(f"  F1 {name:<16} {value:.3f}", highlight=False)
+
+
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err.print(_flagged("note:", "yellow", note), soft_wrap=True)
 
 
 def _print_outputs(paths: dict[str, Path]) -> None:
@@ -207,13 +233,8 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a fusion model on labelled data and export it to ONNX (needs the train extra)."""
-    try:
+    with _needs_train_extra("training"):
         from models.training import TrainConfig, train_and_export
-    except ImportError as e:
-        raise UrbanFusionError(
-            f"training needs torch and onnx ({e.name} is missing); install them with "
-            "`pip install torch==2.13.0` then `pip install -e .[train]`"
-        ) from None
     from models.dataset import load_labelled_cities
     from models.network import NetworkConfig
     from pipeline.config import load_config
@@ -277,14 +298,9 @@ def export_command(
     model_out: Annotated[Path, typer.Option("--out", help="ONNX file to write.")],
 ) -> None:
     """Export a checkpoint's best model to ONNX, checked against torch (needs the train extra)."""
-    try:
+    with _needs_train_extra("export"):
         from models.checkpoint import best_model, contract_of, load_checkpoint
         from models.export import export_onnx
-    except ImportError as e:
-        raise UrbanFusionError(
-            f"export needs torch and onnx ({e.name} is missing); install them with "
-            "`pip install torch==2.13.0` then `pip install -e .[train]`"
-        ) from None
     state = load_checkpoint(checkpoint)
     diff = export_onnx(best_model(state), contract_of(state), model_out)
     out.print(
@@ -330,8 +346,7 @@ def evaluate_command(
         f"signalling only {a['signalling_only']:.3f}",
         highlight=False,
     )
-    for name, f1 in result["per_class_f1"].items():
-        out.print(f"  F1 {name:<16} {f1:.3f}", highlight=False)
+    _print_per_class_f1(result["per_class_f1"])
 
 
 @app.command("pretrain-image")
@@ -345,7 +360,8 @@ def pretrain_image_command(
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
 ) -> None:
     """Pre-train the image encoder on labelled scenes (needs the train extra)."""
-    from models.pretrain import PretrainConfig, pretrain, save_encoder
+    with _needs_train_extra("pre-training"):
+        from models.pretrain import PretrainConfig, pretrain, save_encoder
     from models.scenes import load_scenes
 
     cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
@@ -357,8 +373,7 @@ def pretrain_image_command(
         f"{v['overall_accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}; wrote {encoder_out}",
         highlight=False,
     )
-    for name, f1 in v["per_class_f1"].items():
-        out.print(f"  F1 {name:<16} {f1:.3f}", highlight=False)
+    _print_per_class_f1(v["per_class_f1"])
 
 
 @app.command("evaluate-image")
@@ -369,7 +384,8 @@ def evaluate_image_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a pre-trained image encoder on a folder of labelled scenes."""
-    from models.pretrain import evaluate_encoder
+    with _needs_train_extra("evaluate-image"):
+        from models.pretrain import evaluate_encoder
 
     result = evaluate_encoder(encoder, folder)
     if as_json:
@@ -380,6 +396,7 @@ def evaluate_image_command(
         f"({result['n']} scenes)",
         highlight=False,
     )
+    _print_per_class_f1(result["per_class_f1"])
 
 
 @model_app.command("info")
@@ -395,5 +412,7 @@ def model_info_command(
     out.print(f"providers requested: {default_providers()}; in use: {p.session.get_providers()}")
     if "CUDAExecutionProvider" in p.requested_providers and p.provider != "CUDAExecutionProvider":
         err.print(
-            "[bold yellow]warning:[/] CUDA was requested but onnxruntime fell back to the CPU"
+            _flagged(
+                "warning:", "bold yellow", "CUDA was requested but onnxruntime fell back to the CPU"
+            )
         )

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 
 class StageTimer:
@@ -22,7 +23,9 @@ class StageTimer:
     def stage(self, name: str, what: str) -> Iterator[None]:
         """Time ``name`` and, on a terminal, show ``what`` with a spinner until it finishes."""
         start = time.perf_counter()
-        status = self.console.status(f"[bold]{name}[/]: {what}") if self.show else None
+        status = (
+            self.console.status(f"[bold]{escape(name)}[/]: {escape(what)}") if self.show else None
+        )
         with status if status is not None else contextlib.nullcontext():
             yield
         self.timings[name] = round(time.perf_counter() - start, 3)

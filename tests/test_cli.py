@@ -1,7 +1,11 @@
 """Bad input through the real command line: one line, non-zero exit, no traceback, no output."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import write_config
 
@@ -90,3 +94,27 @@ def test_an_output_path_through_a_file_is_one_line(tmp_path, small_city):
     proc = _run("dehaze", tile, blocker / "out.tif")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["train", "city.yaml", "--labels", "z.gpkg", "--out", "m.onnx"], "training"),
+        (["export", "m.ckpt", "--out", "m.onnx"], "export"),
+        (["pretrain-image", "scenes", "--out", "e.pt"], "pre-training"),
+        (["evaluate-image", "e.pt", "scenes"], "evaluate-image"),
+    ],
+)
+def test_commands_that_need_torch_say_how_to_install_it(tmp_path, args, what):
+    # None in sys.modules makes `import torch` fail, as on an install without the train extra.
+    code = "import sys; sys.modules['torch'] = None; from pipeline.cli import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    _assert_clean_failure(proc, f"{what} needs torch and onnx (torch is missing)", tmp_path / "o")
+    assert "`pip install torch==2.13.0` then `pip install -e .[train]`" in proc.stderr
