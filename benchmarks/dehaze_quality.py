@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocess.dehaze import dehaze as ours_chw
+from urbanfusion.preprocess.dehaze import dehaze as ours_chw
 
 RICE1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "haze" / "rice1"
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 from model_speed import best_of
 
-from models.dataset import load_labelled_cities, load_labelled_city
-from models.evaluation import evaluate
-from models.export import sample_inputs
-from models.inference import Predictor
-from models.network import NetworkConfig
-from models.training import TrainConfig, train_and_export
-from pipeline.democity.city import DEMO_SEED, generate_demo_city
+from urbanfusion.models.evaluation import evaluate
+from urbanfusion.models.inference import Predictor
+from urbanfusion.models.training.export import sample_inputs
+from urbanfusion.models.training.network import NetworkConfig
+from urbanfusion.models.training.train import TrainConfig, train_and_export
+from urbanfusion.workflows.democity.city import DEMO_SEED, generate_demo_city
+from urbanfusion.workflows.labelled import load_labelled_cities, load_labelled_city
 
 SPEED_CELLS = 2048
 

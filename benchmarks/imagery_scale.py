@@ -84,8 +84,8 @@ RUN = (
 import json, sys, time
 from pathlib import Path
 import dask, dask.array as da
-from ingest.imagery import load_imagery
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.imagery import load_imagery
+from urbanfusion.pipeline.grid import CityGrid
 side, tiles = int(sys.argv[1]), json.loads(sys.argv[2])
 x0, y1 = {origin}
 grid = CityGrid.from_bounds((x0, y1 - side, x0 + side, y1), 32.0, 32, "EPSG:32649")

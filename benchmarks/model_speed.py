@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.contract import ModelContract
-from models.export import export_onnx, sample_inputs
-from models.inference import Predictor
-from models.network import FusionNet, NetworkConfig
+from urbanfusion.models.contract import ModelContract
+from urbanfusion.models.inference import Predictor
+from urbanfusion.models.training.export import export_onnx, sample_inputs
+from urbanfusion.models.training.network import FusionNet, NetworkConfig
 
 ARCHITECTURES = [
     ("resnet", "conv", "concat"),

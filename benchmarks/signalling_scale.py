@@ -76,9 +76,9 @@ OURS = (
     + """
 import sys, json, time
 from pathlib import Path
-from pipeline.config import SignallingConfig
-from pipeline.grid import CityGrid
-from ingest.signalling import load_signalling
+from urbanfusion.pipeline.config import SignallingConfig
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.ingest.signalling import load_signalling
 ext = tuple(json.loads(sys.argv[2]))
 grid = CityGrid.from_extent(ext, 250, 8)
 t = time.perf_counter()
@@ -96,7 +96,7 @@ PANDAS = (
 import sys, json, time
 import numpy as np, pandas as pd
 from pyproj import Transformer
-from pipeline.grid import CityGrid
+from urbanfusion.pipeline.grid import CityGrid
 ext = tuple(json.loads(sys.argv[2]))
 grid = CityGrid.from_extent(ext, 250, 8)
 t = time.perf_counter()

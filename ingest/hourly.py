@@ -12,8 +12,8 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
-from ingest.coords import to_wgs84
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.coords import to_wgs84
+from urbanfusion.pipeline.grid import CityGrid
 
 _EPOCH = np.datetime64("1970-01-01", "D")
 

@@ -31,10 +31,10 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from ingest.tile_index import tile_index
-from pipeline.errors import InputFormatError, NoCoverageError
-from pipeline.grid import CityGrid
-from preprocess.dehaze import (
+from urbanfusion.ingest.tile_index import tile_index
+from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
+from urbanfusion.pipeline.grid import CityGrid, Window
+from urbanfusion.preprocess.dehaze import (
     DehazeParams,
     atmospheric_light,
     dehaze_with_light,
@@ -91,11 +91,6 @@ class _Tile:
     path: Path
     bands: tuple[int, ...]
     scale: tuple[tuple[float, float], ...]
-
-
-def chunk_px(grid: CityGrid) -> int:
-    """Chunk side in pixels: about :data:`CHUNK_TARGET_PX`, a whole number of cells."""
-    return grid.chip_px * max(1, CHUNK_TARGET_PX // grid.chip_px)
 
 
 def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tuple[float, float]]:
@@ -175,30 +170,21 @@ class _Layer:
 def _read_dehazed(
     tile: _Tile,
     crs: object,
-    px: float,
-    origin: tuple[float, float],
-    window: tuple[int, int, int, int],
-    inner: tuple[int, int, int, int],
+    transform: Affine,
+    shape: tuple[int, int],
+    inner: Window,
     light: np.ndarray,
     params: DehazeParams,
 ) -> np.ndarray:
     """Warp a chunk with its halo, dehaze it, keep the chunk: no task depends on another.
 
-    ``window`` is (row, col, height, width) in grid pixels, the chunk grown by the halo and
-    clipped to the layer; ``inner`` is the chunk inside it. Warped pixels do not depend on the
-    window they are read in, so this equals dehazing the whole layer.
+    ``transform`` and ``shape`` place the chunk grown by the halo (clipped to the layer);
+    ``inner`` is the chunk inside it. Warped pixels do not depend on the window they are read
+    in, so this equals dehazing the whole layer.
     """
-    r, c, h, w = window
-    data = read_window(
-        tile.path,
-        tile.bands,
-        tile.scale,
-        crs,
-        Affine(px, 0, origin[0] + c * px, 0, -px, origin[1] - r * px),
-        (h, w),
-    )
-    ir, ic, ih, iw = inner
-    return dehaze_with_light(data, light, params)[:, ir : ir + ih, ic : ic + iw]
+    data = read_window(tile.path, tile.bands, tile.scale, crs, transform, shape)
+    r, c = inner.row, inner.col
+    return dehaze_with_light(data, light, params)[:, r : r + inner.height, c : c + inner.width]
 
 
 def _tile_on_grid(
@@ -212,52 +198,40 @@ def _tile_on_grid(
 
     With ``light`` (the scene's airlight) every chunk is dehazed as it is read.
     """
-    size = chunk_px(grid)
-    height, width = grid.pixel_shape
-    px = grid.pixel_size
-    gx0, _, _, gy1 = grid.bounds
-    fx0, fy0, fx1, fy1 = footprint
-    # Chunk rows and columns the footprint overlaps (clipped to the grid).
-    c_first = max(0, int((fx0 - gx0) // (px * size)))
-    c_last = min((width - 1) // size, int((fx1 - gx0) // (px * size)))
-    r_first = max(0, int((gy1 - fy1) // (px * size)))
-    r_last = min((height - 1) // size, int((gy1 - fy0) // (px * size)))
+    chunks = grid.chunks(CHUNK_TARGET_PX)
+    rows, cols = grid.chunks_touching(chunks, footprint)
     # The layer's pixel extent: a halo never reaches past it, as with map_overlap on the layer.
-    top, left = r_first * size, c_first * size
-    bottom = min(height, (r_last + 1) * size)
-    right = min(width, (c_last + 1) * size)
+    layer = chunks.span(rows, cols)
     margin = halo(params)
-    rows = []
-    for r in range(r_first, r_last + 1):
-        r0, h = r * size, min(size, height - r * size)
+    blocks = []
+    for r in rows:
         row = []
-        for c in range(c_first, c_last + 1):
-            c0, w = c * size, min(size, width - c * size)
+        for c in cols:
+            window = chunks.window(r, c)
             if light is None:
                 block = dask.delayed(read_window)(
                     tile.path,
                     tile.bands,
                     tile.scale,
                     grid.crs,
-                    Affine(px, 0, gx0 + c0 * px, 0, -px, gy1 - r0 * px),
-                    (h, w),
+                    grid.window_transform(window),
+                    window.shape,
                 )
             else:
-                wr0, wc0 = max(top, r0 - margin), max(left, c0 - margin)
-                wr1, wc1 = min(bottom, r0 + h + margin), min(right, c0 + w + margin)
+                outer = window.grow(margin, within=layer)
                 block = dask.delayed(_read_dehazed)(
                     tile,
                     grid.crs,
-                    px,
-                    (gx0, gy1),
-                    (wr0, wc0, wr1 - wr0, wc1 - wc0),
-                    (r0 - wr0, c0 - wc0, h, w),
+                    grid.window_transform(outer),
+                    outer.shape,
+                    window.relative_to(outer),
                     light,
                     params,
                 )
-            row.append(da.from_delayed(block, (len(tile.bands), h, w), dtype=np.float32))
-        rows.append(row)
-    return _Layer(da.block(rows), r_first, c_first)
+            shape = (len(tile.bands), *window.shape)
+            row.append(da.from_delayed(block, shape, dtype=np.float32))
+        blocks.append(row)
+    return _Layer(da.block(blocks), rows[0], cols[0])
 
 
 def first_valid(*blocks: np.ndarray) -> np.ndarray:
@@ -273,30 +247,24 @@ def first_valid(*blocks: np.ndarray) -> np.ndarray:
 
 def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> da.Array:
     """Each output chunk from only the layers that cover it, in mosaic order."""
-    size = chunk_px(grid)
-    height, width = grid.pixel_shape
+    chunks = grid.chunks(CHUNK_TARGET_PX)
     parts = [(layer, layer.array.to_delayed()) for layer in layers]
-    rows = []
-    for r in range(-(-height // size)):
-        h = min(size, height - r * size)
-        row = []
-        for c in range(-(-width // size)):
-            w = min(size, width - c * size)
-            covering = [
-                d[0, r - layer.row0, c - layer.col0]
-                for layer, d in parts
-                if 0 <= r - layer.row0 < d.shape[1] and 0 <= c - layer.col0 < d.shape[2]
-            ]
-            shape = (n_bands, h, w)
-            if not covering:
-                row.append(da.full(shape, np.nan, dtype=np.float32))
-            elif len(covering) == 1:
-                row.append(da.from_delayed(covering[0], shape, dtype=np.float32))
-            else:
-                block = dask.delayed(first_valid)(*covering)
-                row.append(da.from_delayed(block, shape, dtype=np.float32))
-        rows.append(row)
-    return da.block(rows)
+    blocks: list[list[da.Array]] = [[] for _ in range(chunks.shape[0])]
+    for (r, c), window in chunks:
+        covering = [
+            d[0, r - layer.row0, c - layer.col0]
+            for layer, d in parts
+            if 0 <= r - layer.row0 < d.shape[1] and 0 <= c - layer.col0 < d.shape[2]
+        ]
+        shape = (n_bands, *window.shape)
+        if not covering:
+            blocks[r].append(da.full(shape, np.nan, dtype=np.float32))
+        elif len(covering) == 1:
+            blocks[r].append(da.from_delayed(covering[0], shape, dtype=np.float32))
+        else:
+            block = dask.delayed(first_valid)(*covering)
+            blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
+    return da.block(blocks)
 
 
 def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.ndarray:
@@ -350,9 +318,9 @@ def load_imagery(
 ) -> tuple[xr.DataArray, list[TileReport]]:
     """Align, dehaze and mosaic tiles onto the grid's pixels (lazily, with dask).
 
-    Footprints come from the tile index (:mod:`ingest.tile_index`), so tiles off the extent are
-    not opened. Mosaic rule: the newest acquisition first (date from the file's tags or name),
-    then tiles without a date, each group in the order of ``imagery.paths``.
+    Footprints come from the tile index (:mod:`urbanfusion.ingest.tile_index`), so tiles off
+    the extent are not opened. Mosaic rule: the newest acquisition first (date from the file's
+    tags or name), then tiles without a date, each group in the order of ``imagery.paths``.
 
     Returns:
         The imagery as float32 ``(band, y, x)`` in [0, 1] with NaN for nodata, and one report per

@@ -19,22 +19,10 @@ import pyogrio
 import shapely
 from pyproj import CRS
 
-from ingest.coords import to_wgs84
-from pipeline.errors import CRSError, InputFormatError, InputNotFoundError
-from pipeline.grid import CityGrid
-
-
-@dataclass(frozen=True)
-class PlatformGridSpec:
-    """Where a platform grid is and how to read it (see ``signalling.grid`` in the config)."""
-
-    path: Path
-    id_column: str = "id"
-    layer: str | None = None
-    crs: str = "EPSG:4326"  # of CSV coordinates; vector files carry their own
-    bounds: tuple[str, str, str, str] | None = None  # CSV extent columns xmin, ymin, xmax, ymax
-    centre: tuple[str, str] | None = None  # CSV centre columns x, y
-    cell_size: float | None = None  # side of a square cell around a centre, in ``crs`` units
+from urbanfusion.ingest.coords import to_wgs84
+from urbanfusion.pipeline.config import PlatformGridConfig
+from urbanfusion.pipeline.errors import CRSError, InputFormatError, InputNotFoundError
+from urbanfusion.pipeline.grid import CityGrid
 
 
 @dataclass(frozen=True)
@@ -73,8 +61,8 @@ class PlatformGrid:
         return out, seen
 
 
-def _read_polygons(spec: PlatformGridSpec, datum: str) -> gpd.GeoSeries:
-    path = spec.path
+def _read_polygons(spec: PlatformGridConfig, datum: str) -> gpd.GeoSeries:
+    path = Path(spec.path)
     if not path.is_file():
         raise InputNotFoundError(f"signalling.grid.path {path} does not exist; check the path")
     if path.suffix.lower() != ".csv":
@@ -130,7 +118,7 @@ def _read_polygons(spec: PlatformGridSpec, datum: str) -> gpd.GeoSeries:
     return gpd.GeoSeries(polygons, index=frame[spec.id_column].astype(str), crs=crs)
 
 
-def read_platform_grid(spec: PlatformGridSpec, grid: CityGrid, datum: str) -> PlatformGrid:
+def read_platform_grid(spec: PlatformGridConfig, grid: CityGrid, datum: str) -> PlatformGrid:
     """Read a platform grid and compute its area weights onto ``grid``.
 
     Raises:

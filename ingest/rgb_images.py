@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import InputFormatError
+from urbanfusion.pipeline.errors import InputFormatError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputFormatError
+from urbanfusion.pipeline.errors import InputFormatError
 
 # Small blocks: the threaded reader parses several ahead, so the block size bounds memory.
 BLOCK_BYTES = 8 << 20

@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ingest.activity_store import stored_blocks
-from ingest.hourly import HourlyTotals, PointIndex, SeenHours, day_and_hour
-from ingest.platform_grid import PlatformGrid, PlatformGridSpec, read_platform_grid
-from ingest.row_blocks import RowBlock, read_blocks
-from pipeline.config import SignallingConfig
-from pipeline.errors import InputFormatError, NoCoverageError
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.activity_store import stored_blocks
+from urbanfusion.ingest.hourly import HourlyTotals, PointIndex, SeenHours, day_and_hour
+from urbanfusion.ingest.platform_grid import PlatformGrid, read_platform_grid
+from urbanfusion.ingest.row_blocks import RowBlock, read_blocks
+from urbanfusion.pipeline.config import SignallingConfig
+from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
+from urbanfusion.pipeline.grid import CityGrid
 
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
@@ -423,9 +423,11 @@ def load_signalling(
     paths: list[Path],
     grid: CityGrid,
     cfg: SignallingConfig,
-    platform_grid: PlatformGridSpec | None = None,
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport]:
     """Read every file and build activity ``(cell, day, hour)`` on ``grid``.
+
+    ``cfg.grid.path`` (the platform grid) is read as it is: give it absolute, as
+    :attr:`~urbanfusion.pipeline.config.RunConfig.resolved_signalling` does.
 
     Returns:
         A dataset with ``activity`` (float32, NaN where not observed) and ``observed`` (bool),
@@ -444,9 +446,9 @@ def load_signalling(
     elif cfg.format == "activity":
         totals = _stored(paths, grid, cfg, ledger)
     else:
-        if platform_grid is None:
+        if cfg.grid is None:  # the config's validator already says so; callers may skip it
             raise InputFormatError(f"signalling format '{cfg.format}' needs signalling.grid")
-        platform = read_platform_grid(platform_grid, grid, cfg.coords)
+        platform = read_platform_grid(cfg.grid, grid, cfg.coords)
         if cfg.format == "grid":
             totals = _grid_rows(paths, grid, cfg, platform, ledger)
         else:

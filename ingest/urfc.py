@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.rgb_images import EXTENSIONS
-from pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.ingest.rgb_images import EXTENSIONS
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 
 FIRST_DAY = dt.date(2018, 10, 1)
 N_DAYS = 182

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from models.classes import URFC_CLASSES
-from pipeline.errors import ModelError
+from urbanfusion.models.classes import URFC_CLASSES
+from urbanfusion.pipeline.errors import ModelError
 
 METADATA_KEY = "urbanfusion.contract"
 CONTRACT_VERSION = 1

@@ -1,9 +1,9 @@
-"""Labelled cells for training and evaluation, built by the run's own stages (no torch here).
+"""Labelled cells for training and evaluation (no torch here).
 
 A :class:`CellData` holds, per labelled cell, the raw chip, the activity features, the presence
-flags, the label, and a spatial block key for blocked splits. It is built from a run config and
-a zones file through ``plan``, ``ingest`` and ``prepare``: the exact inputs inference sees, or
-from a URFC-layout folder (one area image and visit file per labelled area).
+flags, the label, and a spatial block key for blocked splits. This module builds it from a
+URFC-layout folder (one area image and visit file per labelled area); labelled cities go through
+the run's own stages (:mod:`urbanfusion.workflows.labelled`), the exact inputs inference sees.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.rgb_images import read_rgb
-from ingest.urfc import FIRST_DAY, N_DAYS, read_visit_counts, scan_urfc_folder
-from models.classes import CLASS_NAMES
-from pipeline.config import load_config
-from pipeline.errors import ConfigError, InputFormatError
-from pipeline.labels import NO_LABEL, cell_labels, read_zones
-from pipeline.stages import ingest, plan, prepare
-from preprocess.activity import activity_inputs
+from urbanfusion.ingest.rgb_images import read_rgb
+from urbanfusion.ingest.urfc import FIRST_DAY, N_DAYS, read_visit_counts, scan_urfc_folder
+from urbanfusion.models.classes import CLASS_NAMES
+from urbanfusion.pipeline.errors import ConfigError, InputFormatError
+from urbanfusion.preprocess.activity import activity_inputs
 
 # Side of the square blocks of cells that splits keep together (neighbouring cells leak).
 BLOCK_CELLS = 4
@@ -78,35 +75,6 @@ class CellData:
             first.cell_size_m,
             [note for p in parts for note in p.notes],
         )
-
-
-def load_labelled_city(config_path: Path, zones_path: Path, city_index: int = 0) -> CellData:
-    """Ingest and prepare one city and keep its labelled cells.
-
-    Raises:
-        UrbanFusionError: bad config, inputs or zones (the same errors as a run).
-    """
-    config = load_config(config_path)
-    p = plan(config)
-    zones = read_zones(zones_path, CLASS_NAMES)
-    labels, _ = cell_labels(p.grid, zones, len(CLASS_NAMES))
-    prepared = prepare(p, ingest(p))
-    chips = prepared.chips.compute()
-    chips = chips.reshape(p.grid.n_cells, *chips.shape[2:])
-    rows, cols = p.grid.rowcol()
-    blocks = ((rows + p.grid.row0) // BLOCK_CELLS) * 1_000_003 + (cols + p.grid.col0) // BLOCK_CELLS
-    keep = labels != NO_LABEL
-    return CellData(
-        chips=chips[keep],
-        activity=prepared.activity[keep],
-        has_activity=prepared.has_activity[keep],
-        labels=labels[keep].astype(np.int64),
-        blocks=blocks[keep].astype(np.int64) + city_index * 10**13,
-        city=np.full(int(keep.sum()), city_index, dtype=np.int64),
-        bands=list(config.imagery.bands),
-        chip_px=config.grid.chip_px,
-        cell_size_m=config.grid.cell_size_m,
-    )
 
 
 # URFC images are 1 m a pixel.
@@ -179,26 +147,3 @@ def load_urfc_folder(folder: Path, city_index: int = 0) -> CellData:
         cell_size_m=side * URFC_PIXEL_M,
         notes=notes,
     )
-
-
-def load_labelled_cities(sources: list[Path], zones: list[Path]) -> CellData:
-    """Labelled cells of several sources, in order.
-
-    A source is a run config, labelled by the next zones file, or a URFC-layout folder, which
-    is labelled by its file names.
-
-    Raises:
-        ConfigError: the number of zones files is not the number of configs.
-    """
-    configs = [s for s in sources if not s.is_dir()]
-    if len(configs) != len(zones):
-        raise ConfigError(
-            f"got {len(configs)} run configs but {len(zones)} --labels files; give one zones "
-            "file per config (URFC folders need none)"
-        )
-    remaining = iter(zones)
-    parts = [
-        load_urfc_folder(src, i) if src.is_dir() else load_labelled_city(src, next(remaining), i)
-        for i, src in enumerate(sources)
-    ]
-    return CellData.concat(parts)

@@ -7,26 +7,18 @@ worker share it, onnxruntime sessions are safe to run from several threads.
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from models.contract import METADATA_KEY, ModelContract
-from pipeline.errors import InputNotFoundError, ModelError
+from urbanfusion.models.contract import METADATA_KEY, ModelContract
+from urbanfusion.pipeline.errors import InputNotFoundError, ModelError
+from urbanfusion.preprocess.chips import image_inputs
 
 SHIPPED_MODEL = Path(__file__).with_name("weights") / "urbanfusion-demo.onnx"
 BATCH = 1024
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_providers() -> list[str]:
@@ -74,6 +66,19 @@ class Predictor:
                 f"{path}: inputs {names} differ from its contract {self.contract.inputs}"
             )
 
+    def check_chips(self, chip_px: int, n_bands: int, fix: str) -> None:
+        """The one check that this model can read the data: chips of that size and band count.
+
+        Raises:
+            ModelError: it reads other chips; the message ends with ``fix``, what to change.
+        """
+        c = self.contract
+        if (chip_px, n_bands) != (c.chip_px, len(c.bands)):
+            raise ModelError(
+                f"{self.path} reads {len(c.bands)}-band chips of {c.chip_px} px but the data has "
+                f"{n_bands}-band chips of {chip_px} px; {fix}"
+            )
+
     @property
     def provider(self) -> str:
         """The execution provider onnxruntime actually uses (it may fall back to CPU silently)."""
@@ -107,6 +112,31 @@ class Predictor:
             )
             out[s:e] = self.session.run([self.contract.output], feeds)[0]
         return out
+
+    def predict_cells(
+        self,
+        chips: np.ndarray,
+        activity: np.ndarray,
+        has_activity: np.ndarray,
+        hide: Literal["image", "activity"] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(n, classes)`` and ``has_image`` ``(n,)`` for cells' raw inputs.
+
+        The one way cells reach the model, for runs and evaluation alike: ``chips``
+        ``(n, band, chip, chip)`` in [0, 1] with NaN for nodata are normalised with the model's
+        own band statistics; ``activity`` ``(n, days, hours)`` are the prepared features.
+        ``hide`` withholds one input from every cell (the single-source ablation).
+        """
+        c = self.contract
+        image, has_image = image_inputs(chips, np.array(c.image_mean), np.array(c.image_std))
+        activity = activity.reshape(len(activity), c.days, c.hours)
+        has_activity = has_activity.reshape(len(has_activity))
+        fed_image, fed_activity = has_image, has_activity
+        if hide == "image":
+            image, fed_image = np.zeros_like(image), np.zeros_like(has_image)
+        elif hide == "activity":
+            activity, fed_activity = np.zeros_like(activity), np.zeros_like(has_activity)
+        return self.predict(image, activity, fed_image, fed_activity), has_image > 0.5
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,3 +1,5 @@
-"""urbanfusion: urban function maps from satellite imagery fused with mobile-phone signalling."""
+"""The ground floor: what every stage needs (grid, config, errors, progress, fingerprints).
 
-__version__ = "0.1.0"
+Nothing here imports another urbanfusion package; ``ingest``, ``preprocess``, ``models`` and
+``workflows`` stand on it.
+"""

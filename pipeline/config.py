@@ -25,7 +25,7 @@ from pydantic import (
 from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 
-from pipeline.errors import ConfigError, InputNotFoundError
+from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
 
 
 class _Strict(BaseModel):
@@ -215,6 +215,15 @@ class RunConfig(_Strict):
     def output_dir(self) -> Path:
         """The absolute output directory."""
         return self.resolve(self.output.dir)
+
+    @property
+    def resolved_signalling(self) -> SignallingConfig:
+        """``signalling`` with the platform grid's path made absolute (what the reader takes)."""
+        g = self.signalling.grid
+        if g is None:
+            return self.signalling
+        grid = g.model_copy(update={"path": str(self.resolve(g.path))})
+        return self.signalling.model_copy(update={"grid": grid})
 
     @property
     def model_path(self) -> Path | None:

@@ -8,20 +8,27 @@ across runs and extents for the same CRS and cell size.
 
 The pixel grid has ``chip_px`` pixels per cell side, so a band of shape
 ``(nrows * chip_px, ncols * chip_px)`` reshapes to per-cell chips without any windowing.
+
+Chunked work goes through :class:`ChunkGrid` (square chunks over any raster, the last row and
+column clipped) and :class:`Window` (a rectangle of pixels): :meth:`CityGrid.chunks` gives chunks
+of whole cells, :meth:`CityGrid.window_transform` the georeferencing of any pixel window, so no
+caller does chunk or window arithmetic by hand.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
+import rasterio.windows
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 
-from pipeline.errors import ConfigError
+from urbanfusion.pipeline.errors import ConfigError
 
 # Offsets that make absolute rows/cols non-negative before packing: 2**27 cells of 1 m cover
 # +-134,000 km, well past any projected CRS's domain.
@@ -50,6 +57,85 @@ def abs_rowcol_of(cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unpack cell ids into absolute rows and columns (inverse of :func:`cell_ids_for`)."""
     ids = np.asarray(cell_ids, dtype=np.int64)
     return ids // _ID_SPAN - _ID_OFFSET, ids % _ID_SPAN - _ID_OFFSET
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of pixels: first row and column, height and width."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
+
+    def grow(self, margin: int, within: Window) -> Window:
+        """The window grown by ``margin`` pixels on every side, clipped to ``within``."""
+        top, left = max(within.row, self.row - margin), max(within.col, self.col - margin)
+        bottom = min(within.row + within.height, self.row + self.height + margin)
+        right = min(within.col + within.width, self.col + self.width + margin)
+        return Window(top, left, bottom - top, right - left)
+
+    def relative_to(self, outer: Window) -> Window:
+        """The window in the pixel coordinates of ``outer`` (which contains it)."""
+        return Window(self.row - outer.row, self.col - outer.col, self.height, self.width)
+
+    def to_rasterio(self) -> rasterio.windows.Window:
+        """The same window as rasterio reads and writes it (column first)."""
+        return rasterio.windows.Window(self.col, self.row, self.width, self.height)
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """Square chunks of ``size`` pixels over a ``height`` x ``width`` raster.
+
+    Chunk ``(r, c)`` starts at pixel ``(r * size, c * size)``; the last row and column of chunks
+    are clipped to the raster.
+    """
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Number of chunk rows and columns."""
+        return -(-self.height // self.size), -(-self.width // self.size)
+
+    @property
+    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The chunk heights and widths, as dask writes an array's chunks."""
+        rows, cols = self.shape
+        return (
+            tuple(self.window(r, 0).height for r in range(rows)),
+            tuple(self.window(0, c).width for c in range(cols)),
+        )
+
+    def window(self, r: int, c: int) -> Window:
+        """The pixels of chunk ``(r, c)``."""
+        row, col = r * self.size, c * self.size
+        return Window(row, col, min(self.size, self.height - row), min(self.size, self.width - col))
+
+    def span(self, rows: range, cols: range) -> Window:
+        """The pixels of a block of chunks."""
+        first, last = self.window(rows[0], cols[0]), self.window(rows[-1], cols[-1])
+        return Window(
+            first.row,
+            first.col,
+            last.row + last.height - first.row,
+            last.col + last.width - first.col,
+        )
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, int], Window]]:
+        """Every chunk's ``(r, c)`` and window, row by row."""
+        rows, cols = self.shape
+        for r in range(rows):
+            for c in range(cols):
+                yield (r, c), self.window(r, c)
 
 
 @dataclass(frozen=True)
@@ -162,6 +248,33 @@ class CityGrid:
     def pixel_shape(self) -> tuple[int, int]:
         """Shape ``(height, width)`` of the pixel grid."""
         return self.nrows * self.chip_px, self.ncols * self.chip_px
+
+    def chunks(self, target_px: int) -> ChunkGrid:
+        """Chunks of the pixel grid about ``target_px`` a side, each a whole number of cells.
+
+        Whole cells per chunk means no cell straddles two chunks, so chips are a reshape.
+        """
+        size = self.chip_px * max(1, target_px // self.chip_px)
+        return ChunkGrid(*self.pixel_shape, size)
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a window of the pixel grid."""
+        x0, _, _, y1 = self.bounds
+        px = self.pixel_size
+        return Affine(px, 0.0, x0 + window.col * px, 0.0, -px, y1 - window.row * px)
+
+    def chunks_touching(self, chunks: ChunkGrid, bounds: tuple[float, ...]) -> tuple[range, range]:
+        """Rows and columns of the chunks that projected ``bounds`` overlap (maybe none)."""
+        px = self.pixel_size
+        gx0, _, _, gy1 = self.bounds
+        fx0, fy0, fx1, fy1 = bounds
+        rows, cols = chunks.shape
+        step = px * chunks.size
+        c_first = max(0, int((fx0 - gx0) // step))
+        c_last = min(cols - 1, int((fx1 - gx0) // step))
+        r_first = max(0, int((gy1 - fy1) // step))
+        r_last = min(rows - 1, int((gy1 - fy0) // step))
+        return range(r_first, r_last + 1), range(c_first, c_last + 1)
 
     def pixel_coords(self) -> tuple[np.ndarray, np.ndarray]:
         """Centre coordinates ``(y, x)`` of the pixel rows and columns."""

@@ -1,7 +1,7 @@
-"""Chunked dehazing on dask arrays, equal to the whole-array result of :mod:`preprocess.dehaze`.
+"""Chunked dehazing on dask arrays, equal to the whole-array result of :mod:`.dehaze`.
 
 The airlight is a global reduction over the scene (per-chunk airlight makes seams); the dark
-channel and guided filter run per chunk with an overlap of :func:`preprocess.dehaze.halo`.
+channel and guided filter run per chunk with an overlap of :func:`.dehaze.halo`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from preprocess.dehaze import DehazeParams, dark_channel, dehaze_with_light, halo
+from urbanfusion.preprocess.dehaze import DehazeParams, dark_channel, dehaze_with_light, halo
 
 
 def _spatial_depth(pixels: int) -> dict[int, int]:

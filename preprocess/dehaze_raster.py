@@ -25,11 +25,11 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
-from rasterio.windows import Window
 
-from pipeline.errors import InputFormatError, InputNotFoundError
-from preprocess.dehaze import DehazeParams, haze_score, haze_strength
-from preprocess.dehaze_dask import dehaze_dask, scene_light
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.pipeline.grid import ChunkGrid, Window
+from urbanfusion.preprocess.dehaze import DehazeParams, haze_score, haze_strength
+from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
 
 CHUNK = 2048
 _WRITABLE = {"GTiff"}  # drivers that write window by window; others go through a memory copy
@@ -44,8 +44,9 @@ class DehazeResult:
     haze_score: float
 
 
-def _read_block(path: Path, band: tuple[int, ...], window: Window) -> np.ndarray:
+def _read_block(path: Path, band: tuple[int, ...], chunk: Window) -> np.ndarray:
     # The dataset mask, not per-band masks: a 0 in one band of a valid pixel is data.
+    window = chunk.to_rasterio()
     with rasterio.open(path) as src:
         data = src.read(list(band), window=window).astype(np.float64)
         data[:, src.dataset_mask(window=window) == 0] = np.nan
@@ -97,19 +98,18 @@ def _dehaze_raster(
                 f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
             )
         lo, hi = _scene_range(src, bands)
-        h, w = src.height, src.width
+        chunks = ChunkGrid(src.height, src.width, CHUNK)
+        rows, cols = chunks.shape
         blocks = [
             [
                 da.from_delayed(
-                    dask.delayed(_read_block)(
-                        src_path, tuple(bands), Window(c, r, min(CHUNK, w - c), min(CHUNK, h - r))
-                    ),
-                    (len(bands), min(CHUNK, h - r), min(CHUNK, w - c)),
+                    dask.delayed(_read_block)(src_path, tuple(bands), chunks.window(r, c)),
+                    (len(bands), *chunks.window(r, c).shape),
                     dtype=np.float64,
                 )
-                for c in range(0, w, CHUNK)
+                for c in range(cols)
             ]
-            for r in range(0, h, CHUNK)
+            for r in range(rows)
         ]
         scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
         light = scene_light(scaled, params)
@@ -172,8 +172,8 @@ def _write(
     if src.driver in _WRITABLE:
         with rasterio.open(path, "w", **profile) as dst:
             _copy_meta(src, dst)
-            for (r, c), block in _blocks(out):
-                window = Window(c, r, block.shape[2], block.shape[1])
+            for chunk, block in _blocks(out):
+                window = chunk.to_rasterio()
                 kept = src.read(others, window=window) if others else None
                 dst.write(_to_dtype(block, lo, hi, dtype, nodata, kept), bands, window=window)
                 if kept is not None:
@@ -202,12 +202,16 @@ def _copy_meta(src: rasterio.DatasetReader, dst: rasterio.io.DatasetWriter) -> N
     dst.colorinterp = src.colorinterp
 
 
-def _blocks(arr: da.Array) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
-    """Computed chunks of ``arr`` with their (row, col) offsets, a row of chunks at a time."""
-    offsets_r = np.cumsum((0, *arr.chunks[1]))[:-1]
-    offsets_c = np.cumsum((0, *arr.chunks[2]))[:-1]
+def _blocks(arr: da.Array) -> Iterator[tuple[Window, np.ndarray]]:
+    """Computed chunks of ``arr`` with their windows, a row of chunks at a time.
+
+    The windows come from ``arr``'s own chunks: ``map_overlap`` may rechunk when the halo is
+    wider than a chunk, so they need not be the chunks the raster was read in.
+    """
+    tops = np.cumsum((0, *arr.chunks[1]))[:-1]
+    lefts = np.cumsum((0, *arr.chunks[2]))[:-1]
     delayed = arr.to_delayed()
-    for i, r in enumerate(offsets_r):
-        row = dask.compute(*[delayed[0, i, j] for j in range(len(offsets_c))])
-        for j, c in enumerate(offsets_c):
-            yield (int(r), int(c)), row[j]
+    for i, top in enumerate(tops):
+        row = dask.compute(*[delayed[0, i, j] for j in range(len(lefts))])
+        for left, block in zip(lefts, row, strict=True):
+            yield Window(int(top), int(left), *block.shape[1:]), block

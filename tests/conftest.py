@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.democity.city import DemoCity, generate_demo_city
+from urbanfusion.workflows.democity.city import DemoCity, generate_demo_city
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -4,15 +4,15 @@ torch = pytest.importorskip("torch", reason="checkpoint tests need the train ext
 
 from typer.testing import CliRunner  # noqa: E402
 
-from models.checkpoint import load_checkpoint  # noqa: E402
-from models.classes import CLASS_NAMES  # noqa: E402
-from models.export import PARITY_TOLERANCE, parity  # noqa: E402
-from models.inference import Predictor  # noqa: E402
-from models.network import NetworkConfig  # noqa: E402
-from models.training import TrainConfig, train  # noqa: E402
-from pipeline.cli import app  # noqa: E402
-from pipeline.errors import ModelError  # noqa: E402
 from tests.test_model import _tiny_data  # noqa: E402
+from urbanfusion.models.classes import CLASS_NAMES  # noqa: E402
+from urbanfusion.models.inference import Predictor  # noqa: E402
+from urbanfusion.models.training.checkpoint import load_checkpoint  # noqa: E402
+from urbanfusion.models.training.export import PARITY_TOLERANCE, parity  # noqa: E402
+from urbanfusion.models.training.network import NetworkConfig  # noqa: E402
+from urbanfusion.models.training.train import TrainConfig, train  # noqa: E402
+from urbanfusion.pipeline.errors import ModelError  # noqa: E402
+from urbanfusion.workflows.cli import app  # noqa: E402
 
 NET = NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16)
 CFG = TrainConfig(epochs=5, batch=32, seed=2, patience=100, network=NET)

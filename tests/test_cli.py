@@ -12,7 +12,7 @@ from tests.conftest import write_config
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
+        [sys.executable, "-m", "urbanfusion.workflows", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -107,7 +107,9 @@ def test_an_output_path_through_a_file_is_one_line(tmp_path, small_city):
 )
 def test_commands_that_need_torch_say_how_to_install_it(tmp_path, args, what):
     # None in sys.modules makes `import torch` fail, as on an install without the train extra.
-    code = "import sys; sys.modules['torch'] = None; from pipeline.cli import app; app()"
+    code = (
+        "import sys; sys.modules['torch'] = None; from urbanfusion.workflows.cli import app; app()"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,

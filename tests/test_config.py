@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import expand_paths, load_config, parse_config
-from pipeline.errors import ConfigError, InputNotFoundError
+from urbanfusion.pipeline.config import expand_paths, load_config, parse_config
+from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
 
 BASE = {
     "name": "t",

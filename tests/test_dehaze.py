@@ -2,10 +2,10 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.democity.layout import make_layout
-from pipeline.democity.render import add_haze, render_city
-from preprocess.dehaze import DehazeParams, atmospheric_light, dehaze, haze_score
-from preprocess.dehaze_dask import dehaze_dask, scene_light
+from urbanfusion.preprocess.dehaze import DehazeParams, atmospheric_light, dehaze, haze_score
+from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
+from urbanfusion.workflows.democity.layout import make_layout
+from urbanfusion.workflows.democity.render import add_haze, render_city
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,11 +6,11 @@ import pytest
 import rasterio
 from affine import Affine
 
-import preprocess.dehaze_raster as dr
-from pipeline.democity.layout import make_layout
-from pipeline.democity.render import add_haze, render_city
-from pipeline.errors import InputFormatError, InputNotFoundError
-from preprocess.dehaze import dehaze
+import urbanfusion.preprocess.dehaze_raster as dr
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.preprocess.dehaze import dehaze
+from urbanfusion.workflows.democity.layout import make_layout
+from urbanfusion.workflows.democity.render import add_haze, render_city
 
 
 def test_a_real_geotiff_keeps_profile_georeferencing_and_nodata(shared_data, tmp_path):
@@ -89,7 +89,14 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
     with pytest.raises(InputFormatError, match="GDAL cannot read"):
         dr.dehaze_raster(junk, tmp_path / "o.tif")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "dehaze", str(junk), str(tmp_path / "o.tif")],
+        [
+            sys.executable,
+            "-m",
+            "urbanfusion.workflows",
+            "dehaze",
+            str(junk),
+            str(tmp_path / "o.tif"),
+        ],
         capture_output=True,
         text=True,
     )

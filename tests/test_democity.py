@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from models.classes import CLASS_NAMES
-from pipeline.democity.curves import derive_archetypes, load_archetypes
+from urbanfusion.models.classes import CLASS_NAMES
+from urbanfusion.workflows.democity.curves import derive_archetypes, load_archetypes
 
 
 def test_builtin_archetypes_are_the_ones_derived_from_the_real_helsinki_data(shared_data):
@@ -44,7 +44,7 @@ def test_the_demo_city_has_what_the_pipeline_must_cope_with(small_city):
 
 
 def test_a_six_km_demo_city_has_zones_of_all_nine_classes(tmp_path):
-    from pipeline.democity.city import generate_demo_city
+    from urbanfusion.workflows.democity.city import generate_demo_city
 
     city = generate_demo_city(tmp_path / "c", seed=7)
     zones = gpd.read_file(city.zones, layer="zones")
@@ -52,7 +52,7 @@ def test_a_six_km_demo_city_has_zones_of_all_nine_classes(tmp_path):
 
 
 def test_the_same_seed_makes_the_same_city(tmp_path):
-    from pipeline.democity.city import generate_demo_city
+    from urbanfusion.workflows.democity.city import generate_demo_city
 
     a = generate_demo_city(tmp_path / "a", seed=3, size_km=2.0)
     b = generate_demo_city(tmp_path / "b", seed=3, size_km=2.0)

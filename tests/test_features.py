@@ -2,10 +2,10 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from pipeline.grid import CityGrid
-from pipeline.labels import NO_LABEL, cell_labels
-from preprocess.activity import activity_inputs
-from preprocess.chips import image_inputs, to_chips
+from urbanfusion.ingest.labels import NO_LABEL, cell_labels
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.preprocess.activity import activity_inputs
+from urbanfusion.preprocess.chips import image_inputs, to_chips
 
 WEEKDAYS = np.array([0, 1, 2, 3, 4, 5, 6, 0])  # 8 days from a Monday
 
@@ -77,7 +77,7 @@ def test_the_confusion_report_has_a_table_and_a_picture(tmp_path):
     import cv2
     import pandas as pd
 
-    from models.metrics import confusion, write_confusion
+    from urbanfusion.models.metrics import confusion, write_confusion
 
     m = confusion(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
     write_confusion(tmp_path, m, ["a", "b", "c"])

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from pyproj import CRS
 
-from pipeline.errors import ConfigError
-from pipeline.grid import CityGrid, abs_rowcol_of, cell_ids_for, utm_crs_for
+from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.grid import CityGrid, abs_rowcol_of, cell_ids_for, utm_crs_for
 
 ZHENGZHOU = (113.55, 34.70, 113.80, 34.85)
 

@@ -3,9 +3,9 @@ import pytest
 import rasterio
 from affine import Affine
 
-from ingest.imagery import load_imagery
-from pipeline.errors import InputFormatError, NoCoverageError
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.imagery import load_imagery
+from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
+from urbanfusion.pipeline.grid import CityGrid
 
 
 def _grid_over(path, cell=2400.0, chip=8, crs=None):
@@ -97,8 +97,8 @@ def test_asking_for_a_band_a_tile_lacks_is_an_error(tmp_path):
 
 
 def test_the_demo_city_hazy_tile_is_detected_and_dehazed(small_city):
-    from pipeline.config import load_config
-    from pipeline.stages import ingest, plan
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.stages import ingest, plan
 
     p = plan(load_config(small_city.config))
     ingested = ingest(p)
@@ -110,8 +110,8 @@ def test_the_demo_city_hazy_tile_is_detected_and_dehazed(small_city):
 
 
 def test_chunks_dehazed_as_they_are_read_equal_the_whole_layer_dehazed(small_city, monkeypatch):
-    import ingest.imagery as im
-    from preprocess.dehaze import DehazeParams, dehaze_with_light
+    import urbanfusion.ingest.imagery as im
+    from urbanfusion.preprocess.dehaze import DehazeParams, dehaze_with_light
 
     hazy = small_city.root / "tiles" / "c_sw_utm_hazy.tif"
     with rasterio.open(hazy) as src:

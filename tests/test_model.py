@@ -7,14 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra (torch)")
 
-from models.classes import CLASS_NAMES  # noqa: E402
-from models.contract import METADATA_KEY, ModelContract  # noqa: E402
-from models.dataset import CellData  # noqa: E402
-from models.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
-from models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
-from models.network import FusionNet, NetworkConfig  # noqa: E402
-from models.training import TrainConfig, block_split, train  # noqa: E402
-from pipeline.errors import ModelError  # noqa: E402
+from urbanfusion.models.classes import CLASS_NAMES  # noqa: E402
+from urbanfusion.models.contract import METADATA_KEY, ModelContract  # noqa: E402
+from urbanfusion.models.dataset import CellData  # noqa: E402
+from urbanfusion.models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
+from urbanfusion.models.training.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
+from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
+from urbanfusion.models.training.train import TrainConfig, block_split, train  # noqa: E402
+from urbanfusion.pipeline.errors import ModelError  # noqa: E402
 
 CONTRACT = ModelContract.for_urfc(
     bands=[1, 2, 3], image_mean=[0.5] * 3, image_std=[0.2] * 3, chip_px=16, cell_size_m=250.0
@@ -118,8 +118,8 @@ def test_the_shipped_model_is_small_self_describing_and_not_trained_on_the_demo_
 def test_inference_does_not_import_torch():
     code = (
         "import sys, numpy as np, json\n"
-        "from models.inference import Predictor, SHIPPED_MODEL\n"
-        "import pipeline.run, pipeline.demo, pipeline.cli\n"
+        "from urbanfusion.models.inference import Predictor, SHIPPED_MODEL\n"
+        "import urbanfusion.workflows.run, urbanfusion.workflows.demo, urbanfusion.workflows.cli\n"
         "p = Predictor(SHIPPED_MODEL)\n"
         "z, o = np.zeros, np.ones\n"
         "x = [z((2, 3, 32, 32), 'f4'), z((2, 7, 24), 'f4'), o((2, 1), 'f4'), o((2, 1), 'f4')]\n"
@@ -164,7 +164,7 @@ def test_every_architecture_exports_with_parity_and_ignores_missing_inputs(
 
 
 def test_class_weights_favour_rare_classes_with_mean_one():
-    from models.training import class_weights
+    from urbanfusion.models.training.train import class_weights
 
     counts = np.array([1000, 100, 10, 0])
     for loss in ("ce", "balanced"):

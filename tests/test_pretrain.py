@@ -8,16 +8,16 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="pre-training needs the train extra (torch)")
 
-from models.network import FusionNet, NetworkConfig  # noqa: E402
-from models.pretrain import (  # noqa: E402
+from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
+from urbanfusion.models.training.pretrain import (  # noqa: E402
     PretrainConfig,
     evaluate_encoder,
     load_into,
     pretrain,
     save_encoder,
 )
-from models.scenes import load_scenes, stratified_split  # noqa: E402
-from pipeline.errors import InputFormatError, ModelError  # noqa: E402
+from urbanfusion.models.training.scenes import load_scenes, stratified_split  # noqa: E402
+from urbanfusion.pipeline.errors import InputFormatError, ModelError  # noqa: E402
 
 
 def _scene_folder(root, n=24, seed=0):
@@ -64,7 +64,15 @@ def test_pretraining_learns_the_scenes_and_evaluate_image_prints_json(encoder_fi
     assert state["validation"]["overall_accuracy"] > 0.8
     assert evaluate_encoder(path, root)["overall_accuracy"] > 0.8
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "evaluate-image", str(path), str(root), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "urbanfusion.workflows",
+            "evaluate-image",
+            str(path),
+            str(root),
+            "--json",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from models.classes import CLASS_NAMES, NO_CLASS
-from pipeline.config import load_config
-from pipeline.grid import CityGrid
-from pipeline.run import NO_INPUT_REASON, run
 from tests.conftest import write_config
+from urbanfusion.models.classes import CLASS_NAMES, NO_CLASS
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.manifest import NO_INPUT_REASON
+from urbanfusion.workflows.run import run
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_quicklook_is_a_picture(result):
 
 
 def test_the_shipped_model_maps_an_unseen_city_well(result, small_city):
-    from models.metrics import scores
-    from pipeline.labels import NO_LABEL, cell_labels, read_zones
+    from urbanfusion.ingest.labels import NO_LABEL, cell_labels, read_zones
+    from urbanfusion.models.metrics import scores
 
     res, cfg = result
     grid = CityGrid.from_extent(cfg.extent, 250, 32, cfg.crs)

@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from ingest.coords import gcj02_to_bd09, gcj02_to_wgs84, wgs84_to_gcj02
-from ingest.signalling import DUPLICATE
-from ingest.signalling import load_signalling as _load
-from pipeline.config import SignallingConfig
-from pipeline.errors import InputFormatError
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.coords import gcj02_to_bd09, gcj02_to_wgs84, wgs84_to_gcj02
+from urbanfusion.ingest.signalling import DUPLICATE
+from urbanfusion.ingest.signalling import load_signalling as _load
+from urbanfusion.pipeline.config import SignallingConfig
+from urbanfusion.pipeline.errors import InputFormatError
+from urbanfusion.pipeline.grid import CityGrid
 
 GRID = CityGrid.from_extent((113.60, 34.72, 113.70, 34.80), crs="EPSG:32649")
 
@@ -234,14 +234,16 @@ def test_a_platform_lattice_in_gcj02_is_spread_by_area_and_conserves_counts(tmp_
             "count": counts,
         }
     ).assign(grid_id=lambda f: f.grid_id.where(f.index != 0, "nope")).to_csv(rows, index=False)
-    from ingest.platform_grid import PlatformGridSpec
-
-    spec = PlatformGridSpec(grid_csv, id_column="cell", centre=("x", "y"), cell_size=0.0025)
+    platform = {"path": str(grid_csv), "id_column": "cell", "centre": ("x", "y")}
     ds, rejects, report = _load(
         [rows],
         GRID,
-        SignallingConfig(paths=["x"], format="grid", coords="gcj02", grid={"path": str(grid_csv)}),
-        spec,
+        SignallingConfig(
+            paths=["x"],
+            format="grid",
+            coords="gcj02",
+            grid={**platform, "cell_size": 0.0025},
+        ),
     )
     assert rejects["reason"].tolist() == ["unknown grid id (not in signalling.grid)"]
     total = float(np.nansum(ds["activity"].values))
@@ -254,7 +256,7 @@ def test_a_platform_lattice_in_gcj02_is_spread_by_area_and_conserves_counts(tmp_
 
 
 def test_a_stored_activity_table_reads_back_onto_an_overlapping_grid(tmp_path):
-    from ingest.activity_store import write_activity
+    from urbanfusion.ingest.activity_store import write_activity
 
     path = tmp_path / "rows.csv"
     _clean_rows(30).to_csv(path, index=False)
@@ -291,11 +293,16 @@ def test_parquet_with_text_times_and_offsets_reads_like_csv(tmp_path):
 
 
 def test_a_broken_platform_grid_csv_is_a_clear_error(tmp_path):
-    from ingest.platform_grid import PlatformGridSpec, read_platform_grid
+    from urbanfusion.ingest.platform_grid import read_platform_grid
+    from urbanfusion.pipeline.config import PlatformGridConfig
 
     bad = tmp_path / "grid.csv"
     bad.write_text('cell,x,y\n"c1,113.6,34.7\nc2,113.6\n')
     with pytest.raises(InputFormatError, match="cannot read the grid CSV"):
         read_platform_grid(
-            PlatformGridSpec(bad, "cell", centre=("x", "y"), cell_size=0.0025), GRID, "wgs84"
+            PlatformGridConfig(
+                path=str(bad), id_column="cell", centre=("x", "y"), cell_size=0.0025
+            ),
+            GRID,
+            "wgs84",
         )

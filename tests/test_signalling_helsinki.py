@@ -5,10 +5,9 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from ingest.platform_grid import PlatformGridSpec
-from ingest.signalling import load_signalling
-from pipeline.config import SignallingConfig
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.signalling import load_signalling
+from urbanfusion.pipeline.config import SignallingConfig
+from urbanfusion.pipeline.grid import CityGrid
 
 EXTENT = (24.49, 60.10, 25.26, 60.41)  # the whole metropolitan area
 
@@ -26,7 +25,7 @@ def helsinki(shared_data):
         grid={"path": str(gpkg), "id_column": "id"},
     )
     files = sorted(folder.glob("HMA_Dynamic_population_24H_*.csv"))
-    ds, rejects, report = load_signalling(files, grid, cfg, PlatformGridSpec(gpkg, "id"))
+    ds, rejects, report = load_signalling(files, grid, cfg)
     return folder, grid, ds, rejects, report
 
 

@@ -5,10 +5,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-import ingest.tile_index as ti
-from ingest.imagery import load_imagery
-from pipeline.errors import InputFormatError
-from pipeline.grid import CityGrid
+import urbanfusion.ingest.tile_index as ti
+from urbanfusion.ingest.imagery import load_imagery
+from urbanfusion.pipeline.errors import InputFormatError
+from urbanfusion.pipeline.grid import CityGrid
 
 GRID = CityGrid.from_bounds((740000, 3849000, 741000, 3850000), 250, 8, "EPSG:32649")
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ingest.urfc import FIRST_DAY, N_DAYS, parse_visits
-from models.dataset import load_urfc_folder
-from pipeline.cli import app
-from preprocess.activity import activity_inputs
+from urbanfusion.ingest.urfc import FIRST_DAY, N_DAYS, parse_visits
+from urbanfusion.models.dataset import load_urfc_folder
+from urbanfusion.preprocess.activity import activity_inputs
+from urbanfusion.workflows.cli import app
 
 CLASSES = 9
 
@@ -145,7 +145,7 @@ def test_images_of_different_sizes_are_refused(tmp_path):
 
 
 def test_evaluating_a_model_of_another_chip_size_is_one_line(tmp_path):
-    from models.inference import SHIPPED_MODEL
+    from urbanfusion.models.inference import SHIPPED_MODEL
 
     root = write_urfc_folder(tmp_path / "urfc", per_class=1, seed=0)
     out = CliRunner().invoke(app, ["evaluate", str(SHIPPED_MODEL), str(root)])

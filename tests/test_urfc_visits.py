@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ingest.urfc import N_DAYS, parse_visits, read_visits
-from pipeline.errors import InputFormatError
+from urbanfusion.ingest.urfc import N_DAYS, parse_visits, read_visits
+from urbanfusion.pipeline.errors import InputFormatError
 
 
 def test_visits_add_one_per_user_date_and_hour(tmp_path):

@@ -1,7 +1,7 @@
 """Hourly signalling rows for a demo city: class-typical rhythms from real archetypes, made messy.
 
-Each lattice point draws its own mixture of the archetypes (:mod:`pipeline.democity.curves`)
-around its class's recipe, so classes overlap: schools, offices and factories all work by day;
+Each lattice point draws its own mixture of the archetypes (:mod:`.curves`) around its
+class's recipe, so classes overlap: schools, offices and factories all work by day;
 parks and homes are both busy at night on workdays. Counts are Poisson around a lognormal
 level, some hours are missing, and a few rows are malformed on purpose.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.democity.curves import ARCHETYPES
-from pipeline.democity.layout import CLS
+from urbanfusion.workflows.democity.curves import ARCHETYPES
+from urbanfusion.workflows.democity.layout import CLS
 
 # Mixture weights over (home, work, leisure, transit, steady) and mean people per point-hour.
 RECIPES: dict[int, tuple[tuple[float, float, float, float, float], float]] = {

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import dask
 
-from pipeline.config import DaskConfig
-from pipeline.errors import ConfigError
+from urbanfusion.pipeline.config import DaskConfig
+from urbanfusion.pipeline.errors import ConfigError
 
 
 @contextlib.contextmanager

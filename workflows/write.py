@@ -1,12 +1,19 @@
-"""Writers of the run outputs: one function per file, each writing exactly one path.
+"""The write stage: every output of a run, published as one set.
 
-The caller (:mod:`pipeline.run`) writes into a staging directory and moves finished files into
-place, so no reader ever sees half a file.
+One writer per file, each writing exactly one path, all into a staging directory beside ``OUT``
+that moves into place only when every file (the manifest last) is complete; on any failure the
+staging directory is removed, so no reader ever sees half a file or a folder of two runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,9 +24,24 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
 
-from models.classes import NO_CLASS
-from models.contract import ModelContract
-from pipeline.grid import CityGrid
+from urbanfusion.ingest.activity_store import write_activity
+from urbanfusion.models.classes import NO_CLASS
+from urbanfusion.models.contract import ModelContract
+from urbanfusion.models.inference import Predictor
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
+from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+
+OUTPUT_FILES = (
+    "class_map.tif",
+    "probabilities.tif",
+    "cells.gpkg",
+    "activity.parquet",
+    "rejects.parquet",
+    "quicklook.png",
+    "manifest.json",
+)
 
 
 def _cog_blocksize(grid: CityGrid) -> int:
@@ -119,27 +141,19 @@ def write_probabilities(
     )
 
 
-def cells_table(
-    grid: CityGrid,
-    prob: np.ndarray,
-    class_id: np.ndarray,
-    has_imagery: np.ndarray,
-    has_signalling: np.ndarray,
-    reason: np.ndarray,
-    contract: ModelContract,
-) -> gpd.GeoDataFrame:
+def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> gpd.GeoDataFrame:
     """The per-cell table of ``cells.gpkg`` (every cell of the grid, predicted or not)."""
     cells = grid.cells()
-    predicted = class_id != NO_CLASS
+    prob, class_id, predicted = result.prob, result.class_id, result.predicted
     names = np.array([*contract.classes, ""], dtype=object)
     cells["class_id"] = class_id.astype(np.int16)
     cells["class_name"] = names[np.where(predicted, class_id, len(contract.classes))]
     cells["confidence"] = np.where(predicted, prob.max(axis=1), np.nan).astype(np.float32)
     for i, name in enumerate(contract.classes):
         cells[f"p_{name}"] = np.where(predicted, prob[:, i], np.nan).astype(np.float32)
-    cells["has_imagery"] = has_imagery.astype(bool)
-    cells["has_signalling"] = has_signalling.astype(bool)
-    cells["no_data_reason"] = reason.astype(str)
+    cells["has_imagery"] = result.has_image.astype(bool)
+    cells["has_signalling"] = result.has_activity.astype(bool)
+    cells["no_data_reason"] = np.where(predicted, "", NO_INPUT_REASON).astype(str)
     return cells[[c for c in cells.columns if c != "geometry"] + ["geometry"]]
 
 
@@ -187,3 +201,57 @@ def write_json(path: Path, payload: dict[str, object]) -> None:
 def write_rejects(path: Path, rejects: pd.DataFrame) -> None:
     """``rejects.parquet``: every rejected signalling row with its reason, file and line."""
     rejects.to_parquet(path, index=False)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A staging directory beside ``out`` whose files move into ``out`` when the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write(
+    p: Plan,
+    ingested: Ingested,
+    predicted: Predicted,
+    predictor: Predictor,
+    *,
+    started: dt.datetime,
+    scheduler: str,
+    timer: StageTimer,
+) -> tuple[dict[str, Path], dict[str, object]]:
+    """Write every output of a run into ``output.dir`` at once.
+
+    Returns:
+        The path of each output by name (:data:`OUTPUT_FILES`) and the manifest written.
+    """
+    out, grid, contract = p.config.output_dir, p.grid, predictor.contract
+    with timer.stage("write", str(out)), staged_output(out) as staging:
+        class_id = predicted.class_id
+        write_class_map(staging / "class_map.tif", grid, class_id, contract)
+        write_probabilities(
+            staging / "probabilities.tif", grid, predicted.prob, predicted.predicted, contract
+        )
+        write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
+        write_rejects(staging / "rejects.parquet", ingested.rejects)
+        write_activity(staging / "activity.parquet", ingested.activity)
+        write_quicklook(staging / "quicklook.png", grid, class_id, contract, p.config.name)
+        manifest = build_manifest(
+            p,
+            ingested,
+            predicted,
+            predictor,
+            started=started,
+            scheduler=scheduler,
+            timings=timer.timings,
+            rejects_file="rejects.parquet",
+        )
+        write_json(staging / "manifest.json", manifest)
+    return {name: out / name for name in OUTPUT_FILES}, manifest

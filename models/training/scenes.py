@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.rgb_images import EXTENSIONS, read_rgb
-from pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.ingest.rgb_images import EXTENSIONS, read_rgb
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 
 
 @dataclass

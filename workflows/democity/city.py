@@ -20,12 +20,17 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
-from models.classes import CLASS_NAMES
-from pipeline.democity.activity import hourly_counts, lattice, malformed_lines, signalling_rows
-from pipeline.democity.curves import load_archetypes
-from pipeline.democity.layout import make_layout, zone_polygons
-from pipeline.democity.render import add_haze, render_city
-from pipeline.grid import CityGrid
+from urbanfusion.models.classes import CLASS_NAMES
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.democity.activity import (
+    hourly_counts,
+    lattice,
+    malformed_lines,
+    signalling_rows,
+)
+from urbanfusion.workflows.democity.curves import load_archetypes
+from urbanfusion.workflows.democity.layout import make_layout, zone_polygons
+from urbanfusion.workflows.democity.render import add_haze, render_city
 
 DEMO_SEED = 7
 CENTRE = (113.66, 34.76)  # central Zhengzhou
@@ -94,11 +99,18 @@ def _write_tile(path: Path, data: np.ndarray, transform: Affine, dst_crs: str | 
         dst.write(out)
 
 
-def generate_demo_city(out_dir: Path, seed: int = DEMO_SEED, size_km: float = 6.0) -> DemoCity:
+def generate_demo_city(
+    out_dir: Path,
+    seed: int = DEMO_SEED,
+    size_km: float = 6.0,
+    helsinki_dir: Path | None = None,
+) -> DemoCity:
     """Generate a demo city under ``out_dir`` (created) and return its paths.
 
     Layout: ``tiles/`` four overlapping GeoTIFFs (UTM, Web Mercator, a hazy UTM one, WGS84),
-    ``signalling/`` one CSV per day, ``zones.gpkg`` (layer ``zones``) and ``city.yaml``.
+    ``signalling/`` one CSV per day, ``zones.gpkg`` (layer ``zones``) and ``city.yaml``. The daily
+    rhythms come from the built-in archetypes, or are derived from the Helsinki dynamic-population
+    folder ``helsinki_dir`` when given (the same numbers; a test checks it).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
@@ -144,7 +156,7 @@ def generate_demo_city(out_dir: Path, seed: int = DEMO_SEED, size_km: float = 6.
     col = np.clip(((px - bounds[0]) / PIXEL_M).astype(int), 0, w - 1)
     row = np.clip(((bounds[3] - py) / PIXEL_M).astype(int), 0, h - 1)
     days = pd.date_range(FIRST_DAY, periods=N_DAYS, freq="D")
-    counts = hourly_counts(pixel_class[row, col], load_archetypes(), days, activity_rng)
+    counts = hourly_counts(pixel_class[row, col], load_archetypes(helsinki_dir), days, activity_rng)
     rows = signalling_rows(points, counts, days, activity_rng)
     sig = out_dir / "signalling"
     sig.mkdir(exist_ok=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.classes import NO_CLASS
-from models.metrics import scores
-from pipeline.config import load_config
-from pipeline.democity.city import DEMO_SEED, generate_demo_city
-from pipeline.grid import CityGrid
-from pipeline.labels import NO_LABEL, cell_labels, read_zones
-from pipeline.progress import StageTimer
-from pipeline.run import RunResult, run
+from urbanfusion.ingest.labels import NO_LABEL, cell_labels, read_zones
+from urbanfusion.models.classes import NO_CLASS
+from urbanfusion.models.metrics import scores
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.democity.city import DEMO_SEED, generate_demo_city
+from urbanfusion.workflows.run import RunResult, run
 
 
 @dataclass

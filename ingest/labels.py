@@ -9,8 +9,8 @@ import numpy as np
 import pyogrio
 import shapely
 
-from pipeline.errors import InputFormatError, InputNotFoundError
-from pipeline.grid import CityGrid
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.pipeline.grid import CityGrid
 
 # A cell is labelled only when one class covers at least this share of it.
 MIN_PURITY = 0.6

@@ -1,8 +1,8 @@
 """The stages of a run, in the order data flows: plan, ingest, prepare, predict.
 
-Each stage takes and returns the contracts of ``design.md``. ``train`` uses plan, ingest and
-prepare unchanged, so what a model sees in training is what it sees in production. Writing the
-outputs is :mod:`pipeline.write`; running the stages together is :mod:`pipeline.run`.
+Each stage takes and returns the contracts of ``design.md``. Training data is made by plan,
+ingest and prepare unchanged (:mod:`.labelled`), so what a model sees in training is what it sees
+in production. The last stage, write, is :mod:`.write`; :mod:`.run` runs them all together.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ingest.imagery import TileReport, load_imagery
-from ingest.platform_grid import PlatformGridSpec
-from ingest.signalling import SignallingReport, load_signalling
-from models.inference import load_predictor
-from pipeline.config import RunConfig, expand_paths
-from pipeline.grid import CityGrid
-from preprocess.activity import activity_inputs
-from preprocess.chips import chips_dask, image_inputs
+from urbanfusion.ingest.imagery import TileReport, load_imagery
+from urbanfusion.ingest.signalling import SignallingReport, load_signalling
+from urbanfusion.models.classes import NO_CLASS
+from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
+from urbanfusion.pipeline.config import RunConfig, expand_paths
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.preprocess.activity import activity_inputs
+from urbanfusion.preprocess.chips import chips_dask
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,19 @@ class Prepared:
     has_activity: np.ndarray  # (cell,) float32 0/1
 
 
-def platform_grid_spec(config: RunConfig) -> PlatformGridSpec | None:
-    """The platform grid of ``signalling.grid`` with its path resolved, if there is one."""
-    g = config.signalling.grid
-    if g is None:
-        return None
-    return PlatformGridSpec(
-        path=config.resolve(g.path),
-        id_column=g.id_column,
-        layer=g.layer,
-        crs=g.crs,
-        bounds=g.bounds,
-        centre=g.centre,
-        cell_size=g.cell_size,
-    )
+@dataclass
+class Predicted:
+    """The model's output per cell, and which cells it could predict."""
+
+    prob: np.ndarray  # (cell, class) float32
+    class_id: np.ndarray  # (cell,) uint8, NO_CLASS (255) where the cell has no input at all
+    has_image: np.ndarray  # (cell,) bool
+    has_activity: np.ndarray  # (cell,) bool
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """Cells with at least one input, so with a prediction."""
+        return self.class_id != NO_CLASS
 
 
 def plan(config: RunConfig) -> Plan:
@@ -86,15 +85,31 @@ def plan(config: RunConfig) -> Plan:
     return Plan(config, grid, tiles, signalling)
 
 
+def open_model(config: RunConfig) -> Predictor:
+    """The run's model (``model``, else the shipped one), checked to read the config's chips.
+
+    Raises:
+        InputNotFoundError: the model file does not exist.
+        ModelError: it is not an urbanfusion model, or it reads other chips than the config makes.
+    """
+    predictor = load_predictor(str(config.model_path or SHIPPED_MODEL))
+    c = predictor.contract
+    predictor.check_chips(
+        config.grid.chip_px,
+        len(config.imagery.bands),
+        f"set grid.chip_px: {c.chip_px} and list {len(c.bands)} bands in imagery.bands, or give "
+        "a model trained on chips like these",
+    )
+    return predictor
+
+
 def ingest(p: Plan) -> Ingested:
     """Align imagery to the grid (lazily) and aggregate signalling (computed, it is small)."""
     cfg = p.config
     imagery, tiles = load_imagery(
         p.tiles, p.grid, cfg.imagery.bands, cfg.imagery.dehaze, strict=cfg.imagery.strict
     )
-    activity, rejects, report = load_signalling(
-        p.signalling_files, p.grid, cfg.signalling, platform_grid_spec(cfg)
-    )
+    activity, rejects, report = load_signalling(p.signalling_files, p.grid, cfg.resolved_signalling)
     return Ingested(imagery, tiles, activity, rejects, report)
 
 
@@ -115,25 +130,20 @@ def _predict_block(
     providers: tuple[str, ...] | None,
 ) -> np.ndarray:
     predictor = load_predictor(model, providers)
-    c = predictor.contract
     r, k = chips.shape[:2]
     n = r * k
-    image, has_image = image_inputs(
-        chips.reshape(n, *chips.shape[2:]), np.array(c.image_mean), np.array(c.image_std)
-    )
-    prob = predictor.predict(
-        image, activity.reshape(n, c.days, c.hours), has_image, has_activity.reshape(n)
+    prob, has_image = predictor.predict_cells(
+        chips.reshape(n, *chips.shape[2:]), activity.reshape(n, -1), has_activity.reshape(n)
     )
     return np.concatenate([prob, has_image[:, None]], axis=1).reshape(r, k, -1)
 
 
 def predict(
     p: Plan, prepared: Prepared, model: Path, providers: tuple[str, ...] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Predicted:
     """Run the model over every cell, chunk by chunk (one session per worker process).
 
-    Returns:
-        Probabilities ``(cell, class)`` float32 and ``has_image`` ``(cell,)`` bool.
+    A cell with neither imagery nor signalling gets no class (``NO_CLASS``).
     """
     grid = p.grid
     n_classes = len(load_predictor(str(model), providers).contract.classes)
@@ -163,4 +173,7 @@ def predict(
         providers=providers,
     ).compute()
     out = out.reshape(grid.n_cells, n_classes + 1)
-    return out[:, :n_classes], out[:, n_classes] > 0.5
+    prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
+    with_activity = prepared.has_activity > 0.5
+    class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
+    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.contract import ModelContract
-from models.dataset import CellData
-from models.network import FusionNet, NetworkConfig
-from pipeline.errors import ModelError
+from urbanfusion.models.contract import ModelContract
+from urbanfusion.models.dataset import CellData
+from urbanfusion.models.training.network import FusionNet, NetworkConfig
+from urbanfusion.pipeline.errors import ModelError
 
 FORMAT = "urbanfusion.checkpoint/1"
 

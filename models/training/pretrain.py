@@ -1,15 +1,15 @@
 """Pre-train the image encoder on labelled scenes, save it, score it, and load it into a model.
 
-The encoder is the one :class:`models.network.FusionNet` uses, with a linear head on top; the
-head is thrown away after pre-training. Convolutional encoders do not care about the image size,
-so scenes may be larger than the chips of a run. Files are ``torch.save`` dictionaries holding
-the encoder's weights, its :class:`~models.network.NetworkConfig` fields, the classes, the band
+The encoder is the one :class:`~urbanfusion.models.training.network.FusionNet` uses, with a
+linear head on top; the head is thrown away after pre-training. Convolutional encoders do not
+care about the image size, so scenes may be larger than the chips of a run. Files are
+``torch.save`` dictionaries holding the encoder's weights, its
+:class:`~urbanfusion.models.training.network.NetworkConfig` fields, the classes, the band
 statistics and the validation figures.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.metrics import scores
-from models.network import ImageEncoder, NetworkConfig
-from models.scenes import Scenes, load_scenes, stratified_split
-from models.training import augment_chips, pick_device
-from pipeline.errors import ModelError
+from urbanfusion.models.metrics import scores
+from urbanfusion.models.training.loop import TrainingLoop, augment_chips, pick_device, seeded
+from urbanfusion.models.training.network import ImageEncoder, NetworkConfig
+from urbanfusion.models.training.scenes import Scenes, load_scenes, stratified_split
+from urbanfusion.pipeline.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,8 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
         raise ModelError(
             "pre-training supports resnet and resnext encoders (a ViT's size is fixed)"
         )
-    torch.manual_seed(cfg.seed)
+    generator = seeded(cfg.seed)
     device = pick_device()
-    generator = torch.Generator().manual_seed(cfg.seed)
     val = stratified_split(scenes.labels, cfg.val_fraction, cfg.seed)
     mean = scenes.images[~val].mean(axis=(0, 2, 3))
     std = np.maximum(scenes.images[~val].std(axis=(0, 2, 3)), 1e-3)
@@ -81,29 +80,25 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
         chip_px=cfg.side,  # type: ignore[arg-type]
     )
     model = _Classifier(ImageEncoder(net_cfg), cfg.features, len(scenes.classes)).to(device)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
-    best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        for s in range(0, len(order), cfg.batch):
-            idx = order[s : s + cfg.batch]
-            if len(idx) < 2:
-                continue
-            x = augment_chips(x_train[idx], generator).to(device)
-            loss = nn.functional.cross_entropy(model(x), y_train[idx].to(device))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-        sched.step()
-        pred = _predict(model, x_val, device)
-        acc = float((pred == y_val).mean())
-        if acc > best_acc:
-            best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), acc, epoch + 1
-        if epoch + 1 - best_epoch >= cfg.patience:
-            break
-    model.load_state_dict(best)
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        x = augment_chips(x_train[idx], generator).to(device)
+        return nn.functional.cross_entropy(model(x), y_train[idx].to(device))
+
+    def validate() -> float:
+        return float((_predict(model, x_val, device) == y_val).mean())
+
+    loop = TrainingLoop(
+        model,
+        generator,
+        epochs=cfg.epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        patience=cfg.patience,
+    )
+    loop.run(len(x_train), loss_of, validate)
+    best_epoch = loop.best_epoch
     result = scores(y_val, _predict(model, x_val, device), scenes.classes)
     return {
         "encoder": {k: v.cpu() for k, v in model.encoder.state_dict().items()},

@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import torch
 
-from models.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, ModelContract
-from models.inference import Predictor
-from models.network import FusionNet
-from pipeline.errors import ModelError
+from urbanfusion.models.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, ModelContract
+from urbanfusion.models.inference import Predictor
+from urbanfusion.models.training.network import FusionNet
+from urbanfusion.pipeline.errors import ModelError
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from models.classes import CLASS_NAMES
+from urbanfusion.models.classes import CLASS_NAMES
 
 CLS = {name: i for i, name in enumerate(CLASS_NAMES)}
 BLOCK_M = 750.0

@@ -1,16 +1,16 @@
-"""Train a :class:`models.network.FusionNet` on labelled cells (torch; CPU or CUDA).
+"""Train a :class:`~.network.FusionNet` on labelled cells (CPU or CUDA).
 
-Splits are spatial blocks of cells (:data:`models.dataset.BLOCK_CELLS` a side), chosen with a
-fixed seed, so that validation cells are not neighbours of training cells. The loss is deep
-supervision: fused cross-entropy plus ``aux_weight`` times each branch head's. Modalities are
-dropped at random so the model copes with a missing input. Early stopping keeps the weights of
-the best validation accuracy. A checkpoint after every epoch lets an interrupted run resume.
+Splits are spatial blocks of cells (:data:`~urbanfusion.models.dataset.BLOCK_CELLS` a side),
+chosen with a fixed seed, so that validation cells are not neighbours of training cells. The
+loss is deep supervision: fused cross-entropy plus ``aux_weight`` times each branch head's.
+Modalities are dropped at random so the model copes with a missing input. The epochs are
+:class:`~.loop.TrainingLoop`'s (early stopping keeps the weights of the best validation
+accuracy); a checkpoint after every epoch lets an interrupted run resume.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,18 +22,20 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from models.checkpoint import (
+from urbanfusion.models.classes import CLASS_NAMES
+from urbanfusion.models.dataset import CellData
+from urbanfusion.models.metrics import scores
+from urbanfusion.models.training.checkpoint import (
     check_resumable,
     contract_of,
     data_fingerprint,
     load_checkpoint,
     save_checkpoint,
 )
-from models.classes import CLASS_NAMES
-from models.dataset import CellData
-from models.metrics import scores
-from models.network import FusionNet, NetworkConfig
-from preprocess.chips import has_image, image_inputs
+from urbanfusion.models.training.loop import TrainingLoop, augment_chips, pick_device, seeded
+from urbanfusion.models.training.network import FusionNet, NetworkConfig
+from urbanfusion.models.training.pretrain import load_into
+from urbanfusion.preprocess.chips import has_image, image_inputs
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,6 @@ class TrainResult:
     validation: dict[str, object]
     best_epoch: int
     state: dict[str, object]  # what a checkpoint holds after the last epoch
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA when asked or available (``auto``), else CPU; cuDNN set to be deterministic."""
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-    )
-    if device.type == "cuda":
-        # Same seed, same weights on a GPU too: no autotuned (run-dependent) convolution choice.
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    return device
 
 
 def block_split(blocks: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -139,15 +129,6 @@ def _tensors(data: CellData, mean: np.ndarray, std: np.ndarray) -> list[torch.Te
     ]
 
 
-def augment_chips(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random right-angle rotations and flips: imagery has no up or left."""
-    k = int(torch.randint(0, 4, (1,), generator=generator))
-    image = torch.rot90(image, k, dims=(2, 3))
-    if bool(torch.randint(0, 2, (1,), generator=generator)):
-        image = torch.flip(image, dims=(3,))
-    return image
-
-
 def _drop_modalities(
     has_image: torch.Tensor, has_activity: torch.Tensor, p: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +179,7 @@ def train(
         class_names: the classes, in label order.
         cfg: hyper-parameters and the network.
         quiet: no progress bar (there is none either when stderr is not a terminal).
-        checkpoint: written after every epoch (see :mod:`models.checkpoint`).
+        checkpoint: written after every epoch (see :mod:`urbanfusion.models.training.checkpoint`).
         resume: continue from ``checkpoint`` when it exists; the result is the same as an
             uninterrupted run's.
         trained_on: what the data is, for the model contract.
@@ -207,10 +188,8 @@ def train(
     Raises:
         ModelError: resuming from a checkpoint of another config or other data.
     """
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    generator = seeded(cfg.seed)
     device = pick_device(cfg.device)
-    generator = torch.Generator().manual_seed(cfg.seed)
     val_mask = block_split(data.blocks, cfg.val_fraction, cfg.seed)
     train_data, val_data = (
         data.subset(np.flatnonzero(~val_mask)),
@@ -230,8 +209,6 @@ def train(
     )
     model = FusionNet(net_cfg)
     if cfg.image_weights:
-        from models.pretrain import load_into
-
         load_into(model.image_encoder, net_cfg, Path(cfg.image_weights))
     model = model.to(device)
     counts = np.bincount(train_data.labels, minlength=len(class_names)).astype(np.float64)
@@ -245,44 +222,44 @@ def train(
             ce = (1 - p) ** cfg.focal_gamma * ce
         return ce.sum() / weights[y].sum()
 
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.epochs)
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        image, act, hi, ha, y = (t[idx] for t in train_t)
+        image = augment_chips(image, generator)
+        hi, ha = _drop_modalities(hi, ha, cfg.modality_dropout, generator)
+        image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
+        fused, img_logits, act_logits = model.heads(image, act, hi, ha)
+        loss = loss_fn(fused, y)
+        if cfg.consistency:
+            loss = loss + cfg.consistency * consistency_loss(img_logits, act_logits, hi, ha)
+        if cfg.aux_weight:
+            # Deep supervision, each branch on the cells that have its input.
+            for logits, flag in ((img_logits, hi), (act_logits, ha)):
+                sel = flag[:, 0] > 0
+                if sel.any():
+                    loss = loss + cfg.aux_weight * loss_fn(logits[sel], y[sel])
+        return loss
 
+    loop = TrainingLoop(
+        model,
+        generator,
+        epochs=cfg.epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        patience=cfg.patience,
+    )
     config_dict, fingerprint = asdict(cfg), data_fingerprint(data)
-    best, best_acc, best_epoch, history = copy.deepcopy(model.state_dict()), -1.0, 0, []
     best_validation: dict[str, object] = {}
-    first_epoch = 0
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         check_resumable(state, config_dict, fingerprint)
-        model.load_state_dict(state["model"])  # type: ignore[arg-type]
-        optim.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
-        generator.set_state(state["generator"])  # type: ignore[arg-type]
-        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)  # type: ignore[arg-type]
-        best = state["best"]  # type: ignore[assignment]
-        best_acc, best_epoch = float(state["best_acc"]), int(state["best_epoch"])  # type: ignore[arg-type]
+        loop.restore(state, device)
         best_validation = dict(state["best_validation"])  # type: ignore[call-overload]
-        history = list(state["history"])  # type: ignore[call-overload]
-        first_epoch = int(state["epoch"])  # type: ignore[call-overload]
 
-    def state_now(epoch: int) -> dict[str, object]:
+    def state_now() -> dict[str, object]:
         return {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optim.state_dict(),
-            "scheduler": sched.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            # Dropout on a GPU draws from the device's generator.
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "best": best,
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
+            **loop.state(device),
             "best_validation": best_validation,
-            "history": history,
             "train_config": config_dict,
             "data": fingerprint,
             "network": asdict(net_cfg),
@@ -294,63 +271,43 @@ def train(
             "trained_on": trained_on,
         }
 
-    n = len(train_t[0])
-    finished = first_epoch >= cfg.epochs or (first_epoch - best_epoch >= cfg.patience > 0)
+    last_pred = np.zeros(0, dtype=np.int64)
+
+    def validate() -> float:
+        nonlocal last_pred
+        last_pred = predict_proba(model, val_t, device).argmax(axis=1)
+        return float((last_pred == val_data.labels).mean()) if len(last_pred) else 0.0
+
     with _progress(cfg.epochs, not quiet and Console(stderr=True).is_terminal) as (bar, task):
         if bar is not None:
-            bar.update(task, completed=first_epoch)
-        for epoch in range(first_epoch, first_epoch if finished else cfg.epochs):
-            model.train()
-            order = torch.randperm(n, generator=generator)
-            total = 0.0
-            for s in range(0, n, cfg.batch):
-                idx = order[s : s + cfg.batch]
-                if len(idx) < 2:
-                    continue  # batch norm needs two samples
-                image, act, hi, ha, y = (t[idx] for t in train_t)
-                image = augment_chips(image, generator)
-                hi, ha = _drop_modalities(hi, ha, cfg.modality_dropout, generator)
-                image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
-                fused, img_logits, act_logits = model.heads(image, act, hi, ha)
-                loss = loss_fn(fused, y)
-                if cfg.consistency:
-                    loss = loss + cfg.consistency * consistency_loss(img_logits, act_logits, hi, ha)
-                if cfg.aux_weight:
-                    # Deep supervision, each branch on the cells that have its input.
-                    for logits, flag in ((img_logits, hi), (act_logits, ha)):
-                        sel = flag[:, 0] > 0
-                        if sel.any():
-                            loss = loss + cfg.aux_weight * loss_fn(logits[sel], y[sel])
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                total += loss.item() * len(idx)
-            sched.step()
-            pred = predict_proba(model, val_t, device).argmax(axis=1)
-            acc = float((pred == val_data.labels).mean()) if len(pred) else 0.0
-            history.append({"epoch": epoch + 1, "loss": total / n, "val_accuracy": acc})
-            if acc > best_acc:
-                best, best_acc, best_epoch = copy.deepcopy(model.state_dict()), acc, epoch + 1
-                best_validation = scores(val_data.labels, pred, class_names)
+            bar.update(task, completed=loop.epoch)
+
+        def after_epoch(improved: bool) -> None:
+            nonlocal best_validation
+            if improved:
+                best_validation = scores(val_data.labels, last_pred, class_names)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, state_now(epoch + 1))
+                save_checkpoint(checkpoint, state_now())
+            entry = loop.history[-1]
             if bar is not None:
-                bar.update(task, advance=1, description=f"epoch {epoch + 1} val acc {acc:.3f}")
+                bar.update(
+                    task,
+                    advance=1,
+                    description=f"epoch {loop.epoch} val acc {entry['val_accuracy']:.3f}",
+                )
             if on_epoch is not None:
-                on_epoch(history[-1])
-            if epoch + 1 - best_epoch >= cfg.patience:
-                break
-    model.load_state_dict(best)
+                on_epoch(entry)
+
+        loop.run(len(train_t[0]), loss_of, validate, after_epoch)
     model.eval()
-    final = state_now(len(history))
     return TrainResult(
         model.cpu(),
         mean.tolist(),
         std.tolist(),
-        history,
+        loop.history,
         best_validation,
-        best_epoch,
-        final,
+        loop.best_epoch,
+        state_now(),
     )
 
 
@@ -364,7 +321,7 @@ def train_and_export(
     resume: bool = False,
 ) -> tuple[TrainResult, float]:
     """Train on ``data``, export to ``out`` with its contract; returns the result and the parity."""
-    from models.export import export_onnx  # onnx is only needed here
+    from urbanfusion.models.training.export import export_onnx  # onnx is only needed here
 
     result = train(
         data,

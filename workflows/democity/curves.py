@@ -11,9 +11,9 @@ averaging the shapes of the cells that score highest on a simple criterion gives
 - ``steady``: lowest variation across all 72 hours (round-the-clock places).
 
 Only cells above the median population take part, so that near-empty cells do not dominate.
-The demo city mixes these archetypes per class. :func:`load_archetypes` derives them from the
-real files when ``../shared/data/mobility`` is present and otherwise reads ``archetypes.json``,
-the copy of exactly those numbers written by :func:`write_builtin`.
+The demo city mixes these archetypes per class. :func:`load_archetypes` reads ``archetypes.json``,
+the copy of exactly those numbers written by :func:`write_builtin`, or derives them from the real
+files in a folder it is given (the package never looks for data outside itself).
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ import pandas as pd
 DAY_TYPES = ("workdays", "sat", "sun")
 ARCHETYPES = ("home", "work", "leisure", "transit", "steady")
 BUILTIN = Path(__file__).with_name("archetypes.json")
-# The Helsinki folder, where the repository sits beside ../shared (developers and CI).
-HELSINKI_DIR = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "mobility" / "helsinki_dynpop"
-)
 _TOP_CELLS = 150
 
 
@@ -70,8 +66,8 @@ def derive_archetypes(helsinki_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def write_builtin(helsinki_dir: Path = HELSINKI_DIR, path: Path = BUILTIN) -> None:
-    """Refresh the built-in copy from the real data (run when the derivation changes)."""
+def write_builtin(helsinki_dir: Path, path: Path = BUILTIN) -> None:
+    """Refresh the built-in copy from the Helsinki folder (run when the derivation changes)."""
     shapes = derive_archetypes(helsinki_dir)
     payload = {
         "source": "Bergroth et al. 2022, Helsinki dynamic population (CC BY 4.0)",
@@ -81,9 +77,9 @@ def write_builtin(helsinki_dir: Path = HELSINKI_DIR, path: Path = BUILTIN) -> No
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
-def load_archetypes(helsinki_dir: Path | None = HELSINKI_DIR) -> dict[str, np.ndarray]:
-    """The archetypes: derived from the real data when present, else the built-in copy."""
-    if helsinki_dir is not None and (helsinki_dir / "HMA_Dynamic_population_24H_sun.csv").is_file():
+def load_archetypes(helsinki_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """The archetypes: derived from ``helsinki_dir`` when given, else the built-in copy."""
+    if helsinki_dir is not None:
         return derive_archetypes(helsinki_dir)
     data = json.loads(BUILTIN.read_text(encoding="utf-8"))
     return {k: np.asarray(v, dtype=np.float64) for k, v in data["archetypes"].items()}

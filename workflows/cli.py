@@ -1,7 +1,7 @@
 """The ``urbanfusion`` command line: parses arguments, calls one function, prints the result.
 
-Errors caused by input (:class:`pipeline.errors.UrbanFusionError`) print one line on stderr and
-exit with status 2; there is never a traceback for bad input.
+Errors caused by input (:class:`~urbanfusion.pipeline.errors.UrbanFusionError`) print one line on
+stderr and exit with status 2; there is never a traceback for bad input.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from pipeline.errors import UrbanFusionError
+from urbanfusion.pipeline.errors import UrbanFusionError
 
 app = typer.Typer(
     help="Urban function maps from satellite imagery fused with mobile-phone signalling.",
@@ -103,9 +103,9 @@ def run_command(
     ] = False,
 ) -> None:
     """Map urban function over a city extent from its tiles and signalling files."""
-    from pipeline.config import load_config
-    from pipeline.progress import StageTimer
-    from pipeline.run import run
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.pipeline.progress import StageTimer
+    from urbanfusion.workflows.run import run
 
     cfg = load_config(config)
     if strict:
@@ -125,8 +125,8 @@ def demo_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Generate the built-in demo city, map it with the shipped model, and score the map."""
-    from pipeline.demo import run_demo
-    from pipeline.progress import StageTimer
+    from urbanfusion.pipeline.progress import StageTimer
+    from urbanfusion.workflows.demo import run_demo
 
     start = time.perf_counter()
     result = run_demo(out_dir, seed, StageTimer(quiet=quiet or None))
@@ -148,11 +148,18 @@ def demo_city_command(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the city into.")],
     seed: Annotated[int, typer.Option(help="Seed of the city.")] = 7,
     size_km: Annotated[float, typer.Option(help="Side of the city in km.")] = 6.0,
+    activity_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Derive the daily rhythms from this Helsinki dynamic-population folder "
+            "instead of the built-in copy of the same numbers."
+        ),
+    ] = None,
 ) -> None:
     """Only generate a demo city (tiles, signalling, zones.gpkg, city.yaml)."""
-    from pipeline.democity.city import generate_demo_city
+    from urbanfusion.workflows.democity.city import generate_demo_city
 
-    city = generate_demo_city(out_dir, seed, size_km)
+    city = generate_demo_city(out_dir, seed, size_km, activity_from)
     out.print(f"config {city.config}\nzones  {city.zones}", highlight=False)
 
 
@@ -166,7 +173,7 @@ def dehaze_command(
     ] = None,
 ) -> None:
     """Dehaze one raster, keeping its georeferencing, dtype, nodata and profile."""
-    from preprocess.dehaze_raster import dehaze_raster
+    from urbanfusion.preprocess.dehaze_raster import dehaze_raster
 
     try:
         chosen = [int(b) for b in bands.split(",")] if bands else None
@@ -234,10 +241,10 @@ def train_command(
 ) -> None:
     """Train a fusion model on labelled data and export it to ONNX (needs the train extra)."""
     with _needs_train_extra("training"):
-        from models.training import TrainConfig, train_and_export
-    from models.dataset import load_labelled_cities
-    from models.network import NetworkConfig
-    from pipeline.config import load_config
+        from urbanfusion.models.training.train import TrainConfig, train_and_export
+    from urbanfusion.models.training.network import NetworkConfig
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.labelled import load_labelled_cities
 
     choices = {
         "--image-encoder": (image_encoder, ("resnet", "resnext", "vit")),
@@ -299,8 +306,8 @@ def export_command(
 ) -> None:
     """Export a checkpoint's best model to ONNX, checked against torch (needs the train extra)."""
     with _needs_train_extra("export"):
-        from models.checkpoint import best_model, contract_of, load_checkpoint
-        from models.export import export_onnx
+        from urbanfusion.models.training.checkpoint import best_model, contract_of, load_checkpoint
+        from urbanfusion.models.training.export import export_onnx
     state = load_checkpoint(checkpoint)
     diff = export_onnx(best_model(state), contract_of(state), model_out)
     out.print(
@@ -326,9 +333,9 @@ def evaluate_command(
     """Score a model on labelled data: accuracy, kappa, F1, confusion and the ablation."""
     import numpy as np
 
-    from models.dataset import load_labelled_cities
-    from models.evaluation import evaluate
-    from models.metrics import write_confusion
+    from urbanfusion.models.evaluation import evaluate
+    from urbanfusion.models.metrics import write_confusion
+    from urbanfusion.workflows.labelled import load_labelled_cities
 
     data = load_labelled_cities(sources, labels or [])
     _print_notes(data.notes)
@@ -361,8 +368,8 @@ def pretrain_image_command(
 ) -> None:
     """Pre-train the image encoder on labelled scenes (needs the train extra)."""
     with _needs_train_extra("pre-training"):
-        from models.pretrain import PretrainConfig, pretrain, save_encoder
-    from models.scenes import load_scenes
+        from urbanfusion.models.training.pretrain import PretrainConfig, pretrain, save_encoder
+    from urbanfusion.models.training.scenes import load_scenes
 
     cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
     state = pretrain(load_scenes(folder, side), cfg)
@@ -385,7 +392,7 @@ def evaluate_image_command(
 ) -> None:
     """Score a pre-trained image encoder on a folder of labelled scenes."""
     with _needs_train_extra("evaluate-image"):
-        from models.pretrain import evaluate_encoder
+        from urbanfusion.models.training.pretrain import evaluate_encoder
 
     result = evaluate_encoder(encoder, folder)
     if as_json:
@@ -405,7 +412,7 @@ def model_info_command(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
 ) -> None:
     """Print a model's contract and the execution provider onnxruntime really uses."""
-    from models.inference import Predictor, default_providers
+    from urbanfusion.models.inference import Predictor, default_providers
 
     p = Predictor(model)
     out.print_json(p.contract.to_json())

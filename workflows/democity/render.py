@@ -13,7 +13,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from pipeline.democity.layout import CLS, Layout
+from urbanfusion.workflows.democity.layout import CLS, Layout
 
 Canvas = np.ndarray  # (h, w, 3) uint8 RGB
 Rng = np.random.Generator

@@ -1,0 +1,159 @@
+"""The one training loop: AdamW, cosine schedule, early stopping, exact resume.
+
+Seeded, shuffled mini-batches; early stopping on a validation score keeps the best weights.
+
+Fusion training (:mod:`.train`) and image-encoder pre-training (:mod:`.pretrain`) differ only in
+how a batch becomes a loss and how an epoch is scored; both hand those two functions to
+:class:`TrainingLoop`. Every random draw comes from one ``torch.Generator`` (plus the global
+torch generator that initialises weights and dropout), so a seed fixes the result and a
+checkpoint of :meth:`TrainingLoop.state` resumes to the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def seeded(seed: int) -> torch.Generator:
+    """Seed torch's and numpy's global generators; the generator for shuffling and augmenting."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when asked or available (``auto``), else CPU; cuDNN set to be deterministic."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
+    if device.type == "cuda":
+        # Same seed, same weights on a GPU too: no autotuned (run-dependent) convolution choice.
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device
+
+
+def augment_chips(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random right-angle rotations and flips: imagery has no up or left."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    image = torch.rot90(image, k, dims=(2, 3))
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        image = torch.flip(image, dims=(3,))
+    return image
+
+
+class TrainingLoop:
+    """Epochs of shuffled mini-batches over ``n`` training rows, with early stopping.
+
+    Attributes:
+        epoch: epochs finished.
+        best_score: the best validation score so far (-1 before the first epoch).
+        best_epoch: the epoch that reached it (0 before the first epoch).
+        history: per epoch ``{"epoch", "loss", "val_accuracy"}``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        generator: torch.Generator,
+        *,
+        epochs: int,
+        batch: int,
+        lr: float,
+        weight_decay: float,
+        patience: int,
+    ) -> None:
+        """AdamW and a cosine schedule over ``epochs`` for ``model``'s parameters."""
+        self.model, self.generator = model, generator
+        self.epochs, self.batch, self.patience = epochs, batch, patience
+        self.optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.optim, T_max=epochs)
+        self.best = copy.deepcopy(model.state_dict())
+        self.best_score, self.best_epoch, self.epoch = -1.0, 0, 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def finished(self) -> bool:
+        """All epochs done, or stopped early (a resumed loop may already be)."""
+        stopped = self.epoch - self.best_epoch >= self.patience > 0
+        return self.epoch >= self.epochs or stopped
+
+    def run(
+        self,
+        n: int,
+        loss_of: Callable[[torch.Tensor], torch.Tensor],
+        validate: Callable[[], float],
+        after_epoch: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Train until the last epoch or early stopping, then load the best weights.
+
+        Args:
+            n: training rows; each epoch visits them in a new order.
+            loss_of: the loss of the batch of those row indexes (a batch of one is skipped:
+                batch norm needs two samples).
+            validate: the epoch's validation score (higher is better).
+            after_epoch: called after each epoch with whether it was the best so far.
+        """
+        for epoch in range(self.epoch, self.epoch if self.finished else self.epochs):
+            self.model.train()
+            order = torch.randperm(n, generator=self.generator)
+            total = 0.0
+            for s in range(0, n, self.batch):
+                idx = order[s : s + self.batch]
+                if len(idx) < 2:
+                    continue
+                loss = loss_of(idx)
+                self.optim.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optim.step()
+                total += loss.item() * len(idx)
+            self.sched.step()
+            score = validate()
+            self.epoch = epoch + 1
+            self.history.append({"epoch": self.epoch, "loss": total / n, "val_accuracy": score})
+            improved = score > self.best_score
+            if improved:
+                self.best = copy.deepcopy(self.model.state_dict())
+                self.best_score, self.best_epoch = score, self.epoch
+            if after_epoch is not None:
+                after_epoch(improved)
+            if self.epoch - self.best_epoch >= self.patience:
+                break
+        self.model.load_state_dict(self.best)
+
+    def state(self, device: torch.device) -> dict[str, object]:
+        """What resuming needs: weights, optimiser, schedule, every generator, the best so far."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optim.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            # Dropout on a GPU draws from the device's generator.
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "best": self.best,
+            "best_acc": self.best_score,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+        }
+
+    def restore(self, state: dict[str, object], device: torch.device) -> None:
+        """Continue from a :meth:`state` (the caller checked that it belongs to this run)."""
+        self.model.load_state_dict(state["model"])  # type: ignore[arg-type]
+        self.optim.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
+        self.generator.set_state(state["generator"])  # type: ignore[arg-type]
+        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)  # type: ignore[arg-type]
+        self.best = state["best"]  # type: ignore[assignment]
+        self.best_score = float(state["best_acc"])  # type: ignore[arg-type]
+        self.best_epoch = int(state["best_epoch"])  # type: ignore[call-overload]
+        self.history = list(state["history"])  # type: ignore[call-overload]
+        self.epoch = int(state["epoch"])  # type: ignore[call-overload]

@@ -1,0 +1,109 @@
+"""The house: one namespace, floors whose imports only run down, no import cycles."""
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The floors in the order data flows; a package imports only its own floor and those before it.
+FLOORS = ["pipeline", "preprocess", "ingest", "models", "workflows"]
+TRAINING = "urbanfusion.models.training"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["urbanfusion", *parts])
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module of ours that a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    files = {_module_name(f): f for floor in FLOORS for f in (ROOT / floor).rglob("*.py")}
+    return {
+        name: {m for m in _imports(path) if m in files and m != name}
+        for name, path in files.items()
+    }
+
+
+def test_every_import_of_ours_uses_the_namespace():
+    old = set(FLOORS)
+    for floor in [*FLOORS, "tests", "benchmarks"]:
+        for path in (ROOT / floor).rglob("*.py"):
+            bare = {m for m in _imports(path) if m.split(".")[0] in old}
+            assert not bare, f"{path.relative_to(ROOT)} imports {sorted(bare)} outside urbanfusion."
+
+
+def test_packages_import_only_the_floors_below_them(graph):
+    for module, targets in graph.items():
+        floor = FLOORS.index(module.split(".")[1])
+        for target in targets:
+            assert FLOORS.index(target.split(".")[1]) <= floor, f"{module} imports {target}"
+
+
+def test_the_model_runtime_does_not_import_training(graph):
+    for module, targets in graph.items():
+        if module.startswith("urbanfusion.models") and not module.startswith(TRAINING):
+            assert not {t for t in targets if t.startswith(TRAINING)}, module
+
+
+def test_only_training_imports_torch():
+    for floor in FLOORS:
+        for path in (ROOT / floor).rglob("*.py"):
+            if _module_name(path).startswith(TRAINING):
+                continue
+            torch = {m for m in _imports(path) if m.split(".")[0] in ("torch", "onnx")}
+            assert not torch, f"{path.relative_to(ROOT)} imports {sorted(torch)}"
+
+
+def test_no_module_imports_itself_back_through_others(graph):
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_every_package_folder_is_installed():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        _module_name(init.parent / "__init__.py")
+        for floor in FLOORS
+        for init in (ROOT / floor).rglob("__init__.py")
+    }
+    assert set(config["packages"]) == folders
+    assert config["package-dir"] == {f"urbanfusion.{floor}": floor for floor in FLOORS}
+
+
+@pytest.mark.parametrize("name", ["pipeline", "ingest", "preprocess", "models", "workflows"])
+def test_no_generic_top_level_name_is_importable(tmp_path, name):
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is not None)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+    ours = f"import urbanfusion.{name}"
+    assert subprocess.run([sys.executable, "-c", ours], cwd=tmp_path).returncode == 0

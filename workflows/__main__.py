@@ -1,0 +1,5 @@
+"""``python -m urbanfusion.workflows`` runs the command line (the same as ``urbanfusion``)."""
+
+from urbanfusion.workflows.cli import app
+
+app(prog_name="urbanfusion")

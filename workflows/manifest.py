@@ -1,0 +1,95 @@
+"""``manifest.json``: what a run read, which model ran where, what it made; built in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib.metadata import version
+
+import dask
+import numpy as np
+import onnxruntime
+import rasterio
+
+from urbanfusion.models.inference import Predictor
+from urbanfusion.pipeline.fingerprint import file_entry, file_sha256
+from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+
+# Why a cell has no prediction (the only reason there is: the model needs one input).
+NO_INPUT_REASON = "no imagery and no signalling"
+
+
+def build_manifest(
+    p: Plan,
+    ingested: Ingested,
+    predicted: Predicted,
+    predictor: Predictor,
+    *,
+    started: dt.datetime,
+    scheduler: str,
+    timings: dict[str, float],
+    rejects_file: str,
+) -> dict[str, object]:
+    """The manifest of a run from its stages' results.
+
+    Args:
+        p: the plan.
+        ingested: what ingest read, with its tile and signalling reports.
+        predicted: what predict made.
+        predictor: the model session that predicted (its provider is the one really used).
+        started: when the run began (UTC).
+        scheduler: the dask scheduler, as :func:`~.scheduler.dask_scheduler` describes it.
+        timings: seconds per finished stage.
+        rejects_file: the name of the rejected-rows file among the outputs.
+    """
+    config, contract = p.config, predictor.contract
+    done = predicted.predicted
+    counts = np.bincount(predicted.class_id[done], minlength=len(contract.classes))
+    tiles = [t.to_dict() for t in ingested.tiles]
+    return {
+        "urbanfusion": version("urbanfusion"),
+        "started": started.isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "config": config.model_dump(mode="json"),
+        "config_dir": str(config.base_dir),
+        "grid": p.grid.describe(),
+        "dask": {"scheduler": scheduler},
+        "inputs": {
+            "tiles": [file_entry(f) for f in p.tiles],
+            "signalling": [file_entry(f) for f in p.signalling_files],
+        },
+        "imagery": {
+            "tiles_used": sum(t["status"] == "used" for t in tiles),
+            "tiles_skipped": sum(t["status"] == "skipped" for t in tiles),
+            "tiles_failed": [
+                {"path": t["path"], "reason": t["reason"]} for t in tiles if t["status"] == "failed"
+            ],
+            "tiles": tiles,
+        },
+        "signalling": {**ingested.signalling.to_dict(), "rejects_file": rejects_file},
+        "model": {
+            "path": str(predictor.path),
+            "sha256": file_sha256(predictor.path),
+            "provider": predictor.provider,
+            "providers_requested": predictor.requested_providers,
+            "architecture": contract.architecture,
+            "trained_on": contract.trained_on,
+        },
+        "cells": {
+            "total": int(p.grid.n_cells),
+            "predicted": int(done.sum()),
+            "no_prediction": {NO_INPUT_REASON: int((~done).sum())},
+            "with_imagery": int(predicted.has_image.sum()),
+            "with_signalling": int(predicted.has_activity.sum()),
+            "per_class": {c: int(n) for c, n in zip(contract.classes, counts, strict=True)},
+        },
+        "timings_s": timings,
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "rasterio": rasterio.__version__,
+            "gdal": rasterio.__gdal_version__,
+            "onnxruntime": onnxruntime.__version__,
+            "dask": dask.__version__,
+        },
+    }
