@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 from pyproj import CRS
+from rasterio.windows import transform as rasterio_window_transform
 
 from urbanfusion.pipeline.errors import ConfigError
-from urbanfusion.pipeline.grid import CityGrid, abs_rowcol_of, cell_ids_for, utm_crs_for
+from urbanfusion.pipeline.grid import (
+    ChunkGrid,
+    CityGrid,
+    Window,
+    abs_rowcol_of,
+    cell_ids_for,
+    utm_crs_for,
+)
 
 ZHENGZHOU = (113.55, 34.70, 113.80, 34.85)
 
@@ -67,3 +75,43 @@ def test_points_map_to_the_cell_that_contains_them():
 def test_a_continent_sized_extent_is_refused_with_a_hint():
     with pytest.raises(ConfigError, match="cell_size_m"):
         CityGrid.from_extent((100, 20, 120, 45), cell_size=10)
+
+
+def test_chunks_tile_the_raster_exactly_once_with_the_last_ones_clipped():
+    chunks = ChunkGrid(height=250, width=101, size=77)
+    assert chunks.shape == (4, 2)
+    covered = np.zeros((250, 101), dtype=int)
+    for _, w in chunks:
+        covered[w.row : w.row + w.height, w.col : w.col + w.width] += 1
+    assert (covered == 1).all()
+    assert chunks.window(3, 1) == Window(231, 77, 19, 24)
+    assert chunks.dask_chunks == ((77, 77, 77, 19), (77, 24))
+    assert chunks.span(range(1, 4), range(1, 2)) == Window(77, 77, 173, 24)
+
+
+def test_a_grown_window_stays_inside_its_bounds_and_finds_itself_again():
+    layer = Window(0, 0, 100, 100)
+    inner = Window(10, 90, 20, 10)
+    outer = inner.grow(16, within=layer)
+    assert outer == Window(0, 74, 46, 26)
+    assert inner.relative_to(outer) == Window(10, 16, 20, 10)
+    assert inner.to_rasterio().col_off == 90 and inner.to_rasterio().height == 20
+
+
+def test_grid_chunks_hold_whole_cells_and_windows_are_georeferenced_like_rasterio():
+    grid = CityGrid.from_extent(ZHENGZHOU, cell_size=250, chip_px=24)
+    chunks = grid.chunks(1000)
+    assert chunks.size == 984 and chunks.size % grid.chip_px == 0
+    assert (chunks.height, chunks.width) == grid.pixel_shape
+    window = chunks.window(1, 2)
+    expected = rasterio_window_transform(window.to_rasterio(), grid.pixel_transform)
+    assert grid.window_transform(window).almost_equals(expected)
+
+
+def test_chunks_touching_bounds_are_the_ones_the_bounds_overlap():
+    grid = CityGrid.from_bounds((0, -10_000, 10_000, 0), 250, 32, "EPSG:32649")
+    chunks = grid.chunks(320)  # 10 cells = 2,500 m a chunk: 4 x 4 chunks
+    rows, cols = grid.chunks_touching(chunks, (2_600, -5_100, 4_000, -100))
+    assert (list(rows), list(cols)) == ([0, 1, 2], [1])
+    rows, cols = grid.chunks_touching(chunks, (-9e9, -9e9, 9e9, 9e9))
+    assert (list(rows), list(cols)) == ([0, 1, 2, 3], [0, 1, 2, 3])
