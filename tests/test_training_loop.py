@@ -1,3 +1,4 @@
+import contextlib
 import copy
 
 import pytest
@@ -9,7 +10,7 @@ from urbanfusion.models.training.loop import TrainingLoop, seeded  # noqa: E402
 CPU = torch.device("cpu")
 
 
-class _Interrupted(Exception):
+class _InterruptedError(Exception):
     pass
 
 
@@ -36,12 +37,10 @@ def _run(scores, patience=10, stop_after=None, resume_from=None):
     def after_epoch(improved):
         states.append(copy.deepcopy(loop.state(CPU)))
         if loop.epoch == stop_after:
-            raise _Interrupted
+            raise _InterruptedError
 
-    try:
+    with contextlib.suppress(_InterruptedError):
         loop.run(16, loss_of, validate, after_epoch)
-    except _Interrupted:
-        pass
     return loop, states, weights
 
 
