@@ -140,6 +140,12 @@ class OutputConfig(_Strict):
     dir: str
 
 
+class HistoryConfig(_Strict):
+    """How many runs an output folder keeps (the latest whole, older ones' maps and manifests)."""
+
+    keep: int = Field(30, ge=1)
+
+
 class DaskConfig(_Strict):
     """Which dask scheduler runs the stages.
 
@@ -174,6 +180,7 @@ class RunConfig(_Strict):
     signalling: SignallingConfig
     model: str | None = None
     output: OutputConfig
+    history: HistoryConfig = HistoryConfig()
     dask: DaskConfig = DaskConfig()
     base_dir: Path = Field(Path("."), exclude=True)
 

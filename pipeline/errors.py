@@ -11,6 +11,9 @@ from __future__ import annotations
 class UrbanFusionError(Exception):
     """Base class of every error caused by the user's input or environment."""
 
+    #: The command line's exit status for this error.
+    exit_code = 2
+
 
 class ConfigError(UrbanFusionError, ValueError):
     """The run configuration is invalid (unknown key, wrong type, impossible value)."""
@@ -38,3 +41,14 @@ class CRSError(UrbanFusionError, ValueError):
 
 class ModelError(UrbanFusionError, ValueError):
     """A model file is missing, unreadable or does not carry the urbanfusion contract."""
+
+
+class OutputBusyError(UrbanFusionError, BlockingIOError):
+    """Another run holds the output folder's lock and the caller asked not to wait."""
+
+    # EX_TEMPFAIL: "try again later", which schedulers and `flock -n` users expect; distinct from
+    # bad input (2) so a nightly job can tell an overlap from a broken city.
+    exit_code = 75
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -15,6 +15,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_entry(path: Path) -> dict[str, object]:
-    """``{"path", "bytes", "sha256"}`` of a file, as the manifest lists inputs and models."""
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+def file_entry(path: Path, relative: bool = False) -> dict[str, object]:
+    """``{"path", "bytes", "sha256"}`` of a file, as the manifest lists inputs and outputs.
+
+    ``relative`` leaves the path out (outputs are listed by name, beside the manifest).
+    """
+    entry: dict[str, object] = {} if relative else {"path": str(path)}
+    return {**entry, "bytes": path.stat().st_size, "sha256": file_sha256(path)}

@@ -17,6 +17,7 @@ class StageTimer:
         """Show progress on ``console`` (stderr by default) unless ``quiet`` or not a terminal."""
         self.console = console or Console(stderr=True, log_path=False)
         self.show = self.console.is_terminal if quiet is None else not quiet
+        self.quiet = bool(quiet)
         self.timings: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -31,3 +32,8 @@ class StageTimer:
         self.timings[name] = round(time.perf_counter() - start, 3)
         if self.show:
             self.console.log(f"{name}: {what} ({self.timings[name]:.1f} s)")
+
+    def note(self, text: str) -> None:
+        """Say something the user should know while a stage runs (also in logs), unless quiet."""
+        if not self.quiet:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from tests.conftest import write_config
 NIGHTLY = Path(__file__).resolve().parents[1] / "workflows" / "nightly.sh"
 
 
-def test_nightly_runs_every_city_and_counts_the_failures(tmp_path, small_city):
+def test_nightly_runs_every_city_and_says_which_failed(tmp_path, small_city):
     cities = tmp_path / "cities"
     cities.mkdir()
     write_config(cities / "good.yaml", small_city, **{"output.dir": str(tmp_path / "good-out")})
@@ -22,7 +23,9 @@ def test_nightly_runs_every_city_and_counts_the_failures(tmp_path, small_city):
         timeout=300,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "ok     good" in proc.stdout and "FAILED bad" in proc.stdout
+    assert "ok     good" in proc.stdout and "failed bad" in proc.stdout
     assert "imagery.paths[0]" in proc.stdout  # the one-line reason reaches the summary
     assert (tmp_path / "good-out" / "class_map.tif").is_file()
-    assert len(list((tmp_path / "logs").glob("*.log"))) == 2
+    (report,) = (tmp_path / "logs").glob("batch-*.json")
+    assert json.loads(report.read_text())["exit_status"] == 1
+    assert len(list((tmp_path / "logs").glob("batch-*.log"))) == 1

@@ -14,13 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from urbanfusion.pipeline.errors import UrbanFusionError
+
+if TYPE_CHECKING:
+    from urbanfusion.workflows.batch import CityResult
 
 app = typer.Typer(
     help="Urban function maps from satellite imagery fused with mobile-phone signalling.",
@@ -52,7 +56,7 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except UrbanFusionError as e:
             message = " ".join(str(e).split())
             err.print(_flagged("error:", "bold red", message), soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(e.exit_code) from None
         except OSError as e:
             # Disk full, no permission, a path through a file: the system's words, one line.
             where = f": {e.filename}" if e.filename else ""
@@ -93,6 +97,12 @@ def _print_outputs(paths: dict[str, Path]) -> None:
         out.print(f"  {name:<18} {path}", highlight=False, soft_wrap=True)
 
 
+_NO_WAIT = typer.Option(
+    "--no-wait",
+    help="If another run is writing the same output folder, exit at once (status 75).",
+)
+
+
 @app.command("run")
 @_one_line_errors
 def run_command(
@@ -101,6 +111,7 @@ def run_command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Any unreadable or unusable tile is an error.")
     ] = False,
+    no_wait: Annotated[bool, _NO_WAIT] = False,
 ) -> None:
     """Map urban function over a city extent from its tiles and signalling files."""
     from urbanfusion.pipeline.config import load_config
@@ -110,9 +121,65 @@ def run_command(
     cfg = load_config(config)
     if strict:
         cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
-    result = run(cfg, StageTimer(quiet=quiet or None))
+    result = run(cfg, StageTimer(quiet=quiet or None), wait=not no_wait)
     out.print(f"outputs in {result.output_dir}:", highlight=False)
     _print_outputs(result.outputs)
+    out.print(f"changes: {result.changes.summary}", highlight=False, soft_wrap=True)
+
+
+@app.command("batch")
+@_one_line_errors
+def batch_command(
+    sources: Annotated[
+        list[Path], typer.Argument(help="City configs, or folders of them (*.yaml).")
+    ],
+    jobs: Annotated[int, typer.Option(min=1, help="Cities run at once (processes).")] = 1,
+    no_wait: Annotated[bool, _NO_WAIT] = False,
+    report: Annotated[Path, typer.Option(help="Where to write the summary (JSON).")] = Path(
+        "batch.json"
+    ),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only check each city's config, inputs and model.")
+    ] = False,
+) -> None:
+    """Run many cities, each on its own; exit 0 only if every city succeeded (else 1)."""
+    from urbanfusion.workflows.batch import city_configs, exit_status, run_batch, write_report
+
+    start = time.perf_counter()
+    configs = city_configs(sources)
+
+    def done(r: CityResult) -> None:
+        line = f"{r.status:<6} {r.city}  ({r.seconds:.1f} s)"
+        detail = r.error or r.changes
+        out.print(f"{line}: {detail}" if detail else line, highlight=False, soft_wrap=True)
+
+    results = run_batch(configs, jobs, wait=not no_wait, dry_run=dry_run, on_done=done)
+    seconds = time.perf_counter() - start
+    write_report(report, results, seconds)
+    _print_batch_table(results)
+    failed = sum(r.status not in ("ok", "ready") for r in results)
+    out.print(
+        f"{len(results)} cities, {len(results) - failed} ok, {failed} not; {seconds:.1f} s; "
+        f"report {report}",
+        highlight=False,
+    )
+    raise typer.Exit(exit_status(results))
+
+
+def _print_batch_table(results: list[CityResult]) -> None:
+    table = Table(box=None, show_edge=False, pad_edge=False)
+    for column in ("city", "status", "cells", "changed", "seconds", "error"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        table.add_row(
+            r.city,
+            r.status,
+            "" if r.cells is None else str(r.cells),
+            "" if r.cells_changed is None else str(r.cells_changed),
+            f"{r.seconds:.1f}",
+            r.error,
+        )
+    out.print(table)
 
 
 @app.command("demo")

@@ -1,27 +1,20 @@
 #!/usr/bin/env bash
-# Nightly re-run of every city config in a folder: each run is independent, outputs replace the
-# previous night's atomically, and a failed city does not stop the others. Exit status is the
-# number of cities that failed (0 = all good), so a scheduler can alert on it.
+# Nightly re-run of every city config in a folder: a thin wrapper over `urbanfusion batch`, which
+# isolates the cities, locks each output folder (an overlapping night waits, or with --no-wait
+# skips), publishes each city's outputs as one set and writes a summary. Exit status: 0 when every
+# city succeeded, 1 otherwise (2 for a bad folder).
 #
-#   workflows/nightly.sh CONFIG_DIR [LOG_DIR]
+#   workflows/nightly.sh CONFIG_DIR [LOG_DIR] [batch options, e.g. --jobs 2 --no-wait]
 #
-# Schedule it with cron (see workflows/crontab.example) or any scheduler that runs a command.
+# Schedule it with the systemd timer in workflows/systemd/ or the line in workflows/crontab.example.
 set -uo pipefail
-config_dir=${1:?usage: nightly.sh CONFIG_DIR [LOG_DIR]}
+config_dir=${1:?usage: nightly.sh CONFIG_DIR [LOG_DIR] [batch options]}
 log_dir=${2:-${config_dir}/logs}
+shift $(($# < 2 ? $# : 2))
 here=$(cd "$(dirname "$0")/.." && pwd)
 urbanfusion=${URBANFUSION:-${here}/.venv/bin/urbanfusion}
 mkdir -p "$log_dir"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-failed=0
-shopt -s nullglob
-for config in "$config_dir"/*.yaml; do
-  name=$(basename "$config" .yaml)
-  if "$urbanfusion" run "$config" --quiet >"$log_dir/$name-$stamp.log" 2>&1; then
-    echo "$stamp ok     $name"
-  else
-    echo "$stamp FAILED $name: $(tail -n 1 "$log_dir/$name-$stamp.log")"
-    failed=$((failed + 1))
-  fi
-done
-exit "$failed"
+"$urbanfusion" batch "$config_dir" --report "$log_dir/batch-$stamp.json" "$@" \
+  2>&1 | tee "$log_dir/batch-$stamp.log"
+exit "${PIPESTATUS[0]}"

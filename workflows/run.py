@@ -1,7 +1,8 @@
 """A run: the stages in the order data flows, on the config's dask scheduler.
 
-Every input is checked (config, paths, model, tile coverage, signalling columns) before anything
-is written; the write stage publishes all outputs at once or none (:mod:`.write`).
+The config, input paths and model are checked before anything is touched; then the run takes
+the output folder's lock (one run per output at a time) and works through ingest, prepare and
+predict; the write stage publishes all outputs at once or none (:mod:`.write`, :mod:`.publish`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.changes import Changes
+from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
-from urbanfusion.workflows.stages import ingest, open_model, plan, predict, prepare
+from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
 from urbanfusion.workflows.write import write
 
 
@@ -28,29 +32,44 @@ class RunResult:
     manifest: dict[str, object]
     class_id: np.ndarray  # (cell,) uint8, 255 = no prediction
     cell_ids: np.ndarray
+    changes: Changes
 
 
-def run(config: RunConfig, timer: StageTimer | None = None) -> RunResult:
+def run(config: RunConfig, timer: StageTimer | None = None, wait: bool = True) -> RunResult:
     """Run plan, ingest, prepare, predict and write for one config.
 
+    ``wait``: when another run holds the output folder, wait for it (else raise at once).
+
     Raises:
-        UrbanFusionError: any problem with the inputs; nothing is written then.
+        UrbanFusionError: any problem with the inputs; nothing is published then.
+        OutputBusyError: another run is writing the output folder and ``wait`` is false.
     """
     timer = timer or StageTimer()
     started = dt.datetime.now(dt.UTC)
+    out = OutputFolder(config.output_dir)
     with dask_scheduler(config.dask) as scheduler:
         with timer.stage("plan", "grid, inputs and model"):
             p = plan(config)
             predictor = open_model(config)
-        with timer.stage(
-            "ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"
-        ):
-            ingested = ingest(p)
-        with timer.stage("prepare", f"{p.grid.n_cells} cells"):
-            prepared = prepare(p, ingested)
-        with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
-            predicted = predict(p, prepared, predictor.path)
-    outputs, manifest = write(
-        p, ingested, predicted, predictor, started=started, scheduler=scheduler, timer=timer
+        with out.locked(wait, timer.note):
+            return _locked_run(p, predictor, out, scheduler, timer, started)
+
+
+def _locked_run(
+    p: Plan,
+    predictor: Predictor,
+    out: OutputFolder,
+    scheduler: str,
+    timer: StageTimer,
+    started: dt.datetime,
+) -> RunResult:
+    with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
+        ingested = ingest(p)
+    with timer.stage("prepare", f"{p.grid.n_cells} cells"):
+        prepared = prepare(p, ingested)
+    with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
+        predicted = predict(p, prepared, predictor.path)
+    outputs, manifest, changes = write(
+        p, ingested, predicted, predictor, out, started=started, scheduler=scheduler, timer=timer
     )
-    return RunResult(config.output_dir, outputs, manifest, predicted.class_id, p.grid.cell_ids())
+    return RunResult(out.path, outputs, manifest, predicted.class_id, p.grid.cell_ids(), changes)

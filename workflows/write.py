@@ -1,19 +1,15 @@
 """The write stage: every output of a run, published as one set.
 
-One writer per file, each writing exactly one path, all into a staging directory beside ``OUT``
-that moves into place only when every file (the manifest last) is complete; on any failure the
-staging directory is removed, so no reader ever sees half a file or a folder of two runs.
+One writer per file, each writing exactly one path, all into the run's staging folder; the
+manifest comes last with the others' hashes, and :class:`~.publish.OutputFolder` publishes the
+folder with one atomic switch. On any failure the staging folder is removed, so no reader ever
+sees half a file or a folder of two runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -28,9 +24,12 @@ from urbanfusion.ingest.activity_store import write_activity
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
+from urbanfusion.pipeline.fingerprint import file_entry
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
+from urbanfusion.workflows.publish import OutputFolder, new_run_id
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
 OUTPUT_FILES = (
@@ -40,6 +39,7 @@ OUTPUT_FILES = (
     "activity.parquet",
     "rejects.parquet",
     "quicklook.png",
+    "changes.gpkg",
     "manifest.json",
 )
 
@@ -203,37 +203,26 @@ def write_rejects(path: Path, rejects: pd.DataFrame) -> None:
     rejects.to_parquet(path, index=False)
 
 
-@contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A staging directory beside ``out`` whose files move into ``out`` when the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
-        yield staging
-        out.mkdir(exist_ok=True)
-        for f in sorted(staging.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write(
     p: Plan,
     ingested: Ingested,
     predicted: Predicted,
     predictor: Predictor,
+    out: OutputFolder,
     *,
     started: dt.datetime,
     scheduler: str,
     timer: StageTimer,
-) -> tuple[dict[str, Path], dict[str, object]]:
-    """Write every output of a run into ``output.dir`` at once.
+) -> tuple[dict[str, Path], dict[str, object], Changes]:
+    """Write every output of a run and publish them at once (the caller holds ``out``'s lock).
 
     Returns:
-        The path of each output by name (:data:`OUTPUT_FILES`) and the manifest written.
+        The path of each output by name (:data:`OUTPUT_FILES`, as readers open them), the
+        manifest written, and what changed since the previous run.
     """
-    out, grid, contract = p.config.output_dir, p.grid, predictor.contract
-    with timer.stage("write", str(out)), staged_output(out) as staging:
+    grid, contract = p.grid, predictor.contract
+    run_id, previous = new_run_id(), out.latest()
+    with timer.stage("write", str(out.path)), out.staging(run_id) as staging:
         class_id = predicted.class_id
         write_class_map(staging / "class_map.tif", grid, class_id, contract)
         write_probabilities(
@@ -243,6 +232,8 @@ def write(
         write_rejects(staging / "rejects.parquet", ingested.rejects)
         write_activity(staging / "activity.parquet", ingested.activity)
         write_quicklook(staging / "quicklook.png", grid, class_id, contract, p.config.name)
+        changes = changes_since(previous, grid, predicted, contract)
+        write_changes(staging / "changes.gpkg", changes)
         manifest = build_manifest(
             p,
             ingested,
@@ -253,5 +244,12 @@ def write(
             timings=timer.timings,
             rejects_file="rejects.parquet",
         )
+        manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
+        manifest["changes"] = changes.to_dict()
+        # The manifest is the last file: it lists the others with their hashes.
+        manifest["outputs"] = {
+            f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())
+        }
         write_json(staging / "manifest.json", manifest)
-    return {name: out / name for name in OUTPUT_FILES}, manifest
+        out.publish(staging, run_id, p.config.history.keep)
+    return {name: out.path / name for name in OUTPUT_FILES}, manifest, changes

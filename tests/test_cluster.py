@@ -1,0 +1,115 @@
+"""A real dask cluster of processes on localhost: `dask scheduler` and two `dask worker`s."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.fingerprint import file_sha256
+from urbanfusion.workflows.run import run
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scheduler and two single-threaded workers; yields the address and the worker processes."""
+    scheduler_file = tmp_path / "scheduler.json"
+    common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    scheduler = subprocess.Popen(
+        [
+            BIN / "dask",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            scheduler_file,
+        ],
+        **common,
+    )
+    workers = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "worker",
+                "--scheduler-file",
+                scheduler_file,
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--memory-limit",
+                "2GiB",
+                "--name",
+                f"w{i}",
+            ],
+            **common,
+        )
+        for i in range(2)
+    ]
+    procs = [scheduler, *workers]
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, workers
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _kill_a_busy_worker(address: str, workers: list, killed: list) -> None:
+    """Kill -9 the first worker seen running one of the run's tasks."""
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                name = client.scheduler_info()["workers"][busy[0]]["name"]
+                proc = workers[int(str(name).removeprefix("w"))]
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(name)
+                return
+            time.sleep(0.01)
+
+
+def test_a_run_on_a_real_cluster_survives_a_killed_worker_with_the_threaded_outputs(
+    tmp_path, small_city, cluster
+):
+    address, workers = cluster
+    for sub in ("t", "d"):
+        (tmp_path / sub).mkdir()
+    threaded = run(load_config(write_config(tmp_path / "t" / "c.yaml", small_city)))
+    cfg = write_config(tmp_path / "d" / "c.yaml", small_city, dask={"scheduler": address})
+    killed: list = []
+    killer = threading.Thread(target=_kill_a_busy_worker, args=(address, workers, killed))
+    killer.start()
+    distributed = run(load_config(cfg))
+    killer.join()
+    assert killed, "no worker was seen working, so none was killed"
+    assert distributed.manifest["dask"]["scheduler"] == address
+    for name in ("class_map.tif", "probabilities.tif", "activity.parquet"):
+        assert file_sha256(distributed.outputs[name]) == file_sha256(threaded.outputs[name])

@@ -1,0 +1,154 @@
+"""One output folder, many runs: a lock, one atomic publish, history, changes, clean resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from filelock import FileLock
+
+from tests.conftest import write_config
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.errors import OutputBusyError
+from urbanfusion.pipeline.fingerprint import file_sha256
+from urbanfusion.workflows.publish import LOCK, OutputFolder
+from urbanfusion.workflows.run import run
+
+
+def _cli(*args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "urbanfusion.workflows", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def _published_set_is_whole(out: Path) -> dict:
+    """Every file readers see through OUT is the one the manifest lists, with its hash."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    run_dir = (out / "latest").resolve()
+    assert run_dir.name == manifest["run"]["id"]
+    for name, entry in manifest["outputs"].items():
+        assert file_sha256(out / name) == entry["sha256"], name
+        assert (out / name).resolve() == run_dir / name
+    return manifest
+
+
+def test_runs_publish_whole_sets_keep_history_and_report_changes(tmp_path, small_city):
+    out = tmp_path / "out"
+    out.mkdir()
+    inode = out.stat().st_ino  # OUT itself is never replaced, so it may be a mount point
+    cfg = load_config(write_config(tmp_path / "c.yaml", small_city, **{"history.keep": 2}))
+    first = run(cfg)
+    assert first.changes.previous_run is None
+    assert len(gpd.read_file(out / "changes.gpkg", layer="changes")) == 0
+    _published_set_is_whole(out)
+
+    days = sorted((small_city.root / "signalling").glob("*.csv"))
+    one_day = write_config(
+        tmp_path / "one.yaml", small_city, **{"signalling.paths": [str(days[0])]}
+    )
+    second = run(load_config(one_day))
+    manifest = _published_set_is_whole(out)
+    changed = gpd.read_file(out / "changes.gpkg", layer="changes")
+    assert len(changed) == manifest["changes"]["cells_changed"] > 0
+    assert list(changed.columns) == [
+        "cell_id",
+        "previous_class",
+        "class",
+        "previous_confidence",
+        "confidence",
+        "geometry",
+    ]
+    assert (changed["previous_class"] != changed["class"]).all()
+    cells = gpd.read_file(out / "cells.gpkg").set_index("cell_id")
+    assert (cells.loc[changed["cell_id"], "class_name"].to_numpy() == changed["class"]).all()
+    assert second.changes.summary.startswith(f"{len(changed)} cells changed: ")
+    assert manifest["run"]["previous"] == first.manifest["run"]["id"]
+
+    run(cfg)  # a third run: history.keep 2 drops the first, trims the second
+    runs = OutputFolder(out).history()
+    assert [r.name for r in runs] == [second.manifest["run"]["id"], runs[1].name]
+    assert sorted(p.name for p in runs[0].iterdir()) == [
+        "changes.gpkg",
+        "class_map.tif",
+        "manifest.json",
+    ]
+    assert out.stat().st_ino == inode
+
+
+def test_a_second_run_on_a_locked_output_waits_or_with_no_wait_exits_75(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = FileLock(out / LOCK)
+    held.acquire()
+    try:
+        busy = _cli("run", cfg, "--no-wait")
+        _, err = busy.communicate(timeout=300)
+        assert busy.returncode == 75, err
+        assert len(err.strip().splitlines()) == 1 and "being written by another run" in err
+        with pytest.raises(OutputBusyError):
+            run(load_config(cfg), wait=False)
+        waiting = _cli("run", cfg)
+        time.sleep(3)
+        assert waiting.poll() is None, "a run must wait for the lock"
+    finally:
+        held.release()
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
+    assert "waiting for the run that is writing" in err
+    _published_set_is_whole(out)
+
+
+def test_two_runs_started_together_both_publish_one_after_the_other(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    procs = [_cli("run", cfg, "-q") for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    out = tmp_path / "out"
+    manifest = _published_set_is_whole(out)
+    assert len(OutputFolder(out).history()) == 2
+    assert manifest["run"]["previous"] is not None
+
+
+@pytest.mark.parametrize("moment", ["staging", "published"])
+def test_a_killed_run_leaves_the_published_set_whole_and_the_next_run_cleans_up(
+    tmp_path, small_city, moment
+):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    out = tmp_path / "out"
+    reference = run(load_config(cfg))
+    before = _published_set_is_whole(out)
+    proc = _cli("run", cfg, "-q", start_new_session=True)
+    runs = out / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill -9 while it writes its staging folder,
+        staged = [p for p in runs.iterdir() if p.name.startswith(".staging-")]
+        if moment == "staging" and staged and any(staged[0].iterdir()):
+            break
+        # ... or right after it published (its lock and no cleanup of its own left to do)
+        if moment == "published" and len(OutputFolder(out).history()) == 2:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"the run never reached the moment to kill it ({moment})")
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    now = _published_set_is_whole(out)  # a reader sees one whole run, old or new
+    assert now["run"]["id"] in (before["run"]["id"], *[r.name for r in runs.iterdir()])
+    again = run(load_config(cfg))
+    _published_set_is_whole(out)
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".latest-")]
+    for name in ("class_map.tif", "probabilities.tif", "activity.parquet"):
+        assert file_sha256(again.outputs[name]) == reference.manifest["outputs"][name]["sha256"]

@@ -1,0 +1,162 @@
+"""``urbanfusion batch``: many city configs, each isolated, with a summary a scheduler can act on.
+
+Each city is one :func:`~.run.run`: its bad input stops only that city, its output folder is
+locked and published as one set. Cities run one after another in this process, or in ``jobs``
+worker processes; either way a process opens a model file once and reuses the session for every
+city it runs (:func:`~urbanfusion.models.inference.load_predictor`). Tile footprints come from
+the shared tile-index cache, so cities over one tile folder index it once.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.errors import (
+    ConfigError,
+    InputNotFoundError,
+    OutputBusyError,
+    UrbanFusionError,
+)
+from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.run import run
+from urbanfusion.workflows.stages import open_model, plan
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+# Exit statuses of `urbanfusion batch`: fixed values, never a count (a count can wrap to 0).
+EXIT_OK, EXIT_SOME_FAILED = 0, 1
+
+
+@dataclass
+class CityResult:
+    """One city of a batch: what happened, in a line of the summary."""
+
+    config: str
+    city: str
+    status: Literal["ok", "failed", "busy", "ready"]
+    error: str = ""
+    output: str = ""
+    cells: int | None = None
+    cells_changed: int | None = None
+    changes: str = ""
+    seconds: float = 0.0
+
+
+def city_configs(sources: list[Path]) -> list[Path]:
+    """The config files of ``sources``: files as given, folders' ``*.yaml``/``*.yml`` sorted.
+
+    Raises:
+        InputNotFoundError: a source does not exist.
+        ConfigError: the sources hold no config at all.
+    """
+    found: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found += sorted(p for p in source.iterdir() if p.suffix in CONFIG_SUFFIXES)
+        elif source.is_file():
+            found.append(source)
+        else:
+            raise InputNotFoundError(f"{source} does not exist; give city configs or folders")
+    if not found:
+        raise ConfigError(
+            f"no city config (*.yaml) in {', '.join(map(str, sources))}; "
+            "put one config per city there"
+        )
+    return list(dict.fromkeys(found))
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, UrbanFusionError):
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    return " ".join(str(err).split())
+
+
+def run_city(path: Path, wait: bool = True, dry_run: bool = False) -> CityResult:
+    """Run (or with ``dry_run`` only check) one city; never raises for the city's own problems."""
+    start = time.perf_counter()
+    result = CityResult(config=str(path), city=path.stem, status="failed")
+    try:
+        config = load_config(path)
+        result.output = str(config.output_dir)
+        if dry_run:
+            p = plan(config)
+            open_model(config)
+            result.status, result.cells = "ready", p.grid.n_cells
+        else:
+            done = run(config, StageTimer(quiet=True), wait=wait)
+            result.status = "ok"
+            result.cells = predicted_cells(done.manifest)
+            result.cells_changed, result.changes = len(done.changes.table), done.changes.summary
+    except OutputBusyError as err:
+        result.status, result.error = "busy", _one_line(err)
+    except (UrbanFusionError, OSError) as err:
+        result.error = _one_line(err)
+    except Exception as err:  # a bug must not stop the other cities; say what it was
+        result.error = f"unexpected {type(err).__name__}: {_one_line(err)} (please report it)"
+    result.seconds = round(time.perf_counter() - start, 2)
+    return result
+
+
+def predicted_cells(manifest: dict[str, object]) -> int:
+    """Cells with a prediction, from a run's manifest."""
+    return int(manifest["cells"]["predicted"])  # type: ignore[index]
+
+
+def run_batch(
+    configs: list[Path],
+    jobs: int = 1,
+    wait: bool = True,
+    dry_run: bool = False,
+    on_done: Callable[[CityResult], None] | None = None,
+) -> list[CityResult]:
+    """Run every city, ``jobs`` at a time; results in the order of ``configs``."""
+    results: dict[Path, CityResult] = {}
+    for path, result in _each(configs, jobs, wait, dry_run):
+        results[path] = result
+        if on_done is not None:
+            on_done(result)
+    return [results[p] for p in configs]
+
+
+def _each(
+    configs: list[Path], jobs: int, wait: bool, dry_run: bool
+) -> Iterator[tuple[Path, CityResult]]:
+    if jobs <= 1 or len(configs) <= 1:
+        for path in configs:
+            yield path, run_city(path, wait, dry_run)
+        return
+    # Spawned workers: no inherited dask or onnxruntime state; each keeps its model session.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_city, path, wait, dry_run): path for path in configs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def exit_status(results: list[CityResult]) -> int:
+    """0 when every city succeeded (or is ready, for a dry run), else 1."""
+    return EXIT_OK if all(r.status in ("ok", "ready") for r in results) else EXIT_SOME_FAILED
+
+
+def write_report(path: Path, results: list[CityResult], seconds: float) -> None:
+    """``batch.json``: the summary and one entry per city."""
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "busy", "ready")}
+    payload = {
+        "cities": len(results),
+        **{k: v for k, v in counts.items() if v},
+        "seconds": round(seconds, 2),
+        "exit_status": exit_status(results),
+        "results": [asdict(r) for r in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

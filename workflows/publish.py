@@ -1,0 +1,152 @@
+"""An output folder that runs share night after night: locked, published as one set, with history.
+
+::
+
+    OUT/
+      .urbanfusion.lock              one run at a time (filelock: the kernel frees it if a run dies)
+      runs/<run id>/                 each run's files; older runs keep only their map and manifest
+      latest -> runs/<run id>        publishing = one atomic switch of this link
+      class_map.tif -> latest/class_map.tif, ...   the names readers open, through ``latest``
+
+A run writes into ``runs/.staging-<id>/``, renames it to ``runs/<id>`` and then replaces the
+``latest`` link with a new one in a single ``rename``: a reader that resolves ``latest`` sees
+one whole run, never a mix, whatever moment the writer is killed at. Everything happens inside
+``OUT``, so ``OUT`` may be a mount point. A killed run leaves at most a staging folder or a
+temporary link, which the next run removes once it holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from urbanfusion.pipeline.errors import OutputBusyError
+
+# Never deleted, even after a failed first run: a process waiting on the old file would then
+# hold a lock on a file no one else sees while a newcomer locks a new one.
+LOCK = ".urbanfusion.lock"
+RUNS = "runs"
+LATEST = "latest"
+_STAGING = ".staging-"
+_NEW_LINK = ".latest-"
+# What an older run keeps once a newer one is published: enough to compare and to audit.
+KEPT_IN_HISTORY = frozenset({"class_map.tif", "manifest.json", "changes.gpkg"})
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A run id that sorts in time order: ``20261126T021500123456Z``."""
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _replace_link(link: Path, target: str, tmp_name: str) -> None:
+    """Point ``link`` at ``target`` atomically (a new link renamed over the old one)."""
+    tmp = link.with_name(tmp_name)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+class OutputFolder:
+    """The output folder of one city: its lock, its published runs and their history."""
+
+    def __init__(self, path: Path) -> None:
+        """``path`` is the config's ``output.dir``; nothing is created until :meth:`locked`."""
+        self.path = path
+        self.runs = path / RUNS
+
+    @contextlib.contextmanager
+    def locked(
+        self, wait: bool = True, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
+        """Hold the folder's lock for the block, then clear what killed runs left behind.
+
+        Raises:
+            OutputBusyError: another run holds the lock and ``wait`` is false.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait:
+                raise OutputBusyError(
+                    f"{self.path} is being written by another run (lock {self.path / LOCK}); "
+                    "try again when it ends, or leave out --no-wait to wait for it"
+                ) from None
+            if on_wait is not None:
+                on_wait(f"waiting for the run that is writing {self.path} to finish")
+            lock.acquire()
+        try:
+            self._clear_leftovers()
+            yield
+        finally:
+            lock.release()
+
+    def _clear_leftovers(self) -> None:
+        """Staging folders and half-made links of killed runs (we hold the lock: none is live)."""
+        if self.runs.is_dir():
+            for entry in self.runs.iterdir():
+                if entry.name.startswith(_STAGING):
+                    shutil.rmtree(entry, ignore_errors=True)
+        for entry in self.path.glob(f"{_NEW_LINK}*"):
+            entry.unlink(missing_ok=True)
+        for entry in self.path.glob(f".*{_NEW_LINK}*"):
+            entry.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        """The folder of the published run, or None before the first one."""
+        link = self.path / LATEST
+        return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
+
+    @contextlib.contextmanager
+    def staging(self, run_id: str) -> Iterator[Path]:
+        """A folder to write a run's files into; removed if the block fails."""
+        staging = self.runs / f"{_STAGING}{run_id}"
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def publish(self, staging: Path, run_id: str, keep: int) -> Path:
+        """Make a staged run the published one, then trim the history to ``keep`` runs.
+
+        Returns:
+            The run's folder.
+        """
+        final = self.runs / run_id
+        os.rename(staging, final)
+        _replace_link(self.path / LATEST, f"{RUNS}/{run_id}", f"{_NEW_LINK}{run_id}")
+        for f in sorted(final.iterdir()):
+            # Stable names for readers, made once: they resolve through `latest`.
+            link, target = self.path / f.name, f"{LATEST}/{f.name}"
+            if not (link.is_symlink() and os.readlink(link) == target):
+                _replace_link(link, target, f".{f.name}{_NEW_LINK}{run_id}")
+        self._trim(final, keep)
+        return final
+
+    def history(self) -> list[Path]:
+        """Folders of the runs kept, oldest first."""
+        if not self.runs.is_dir():
+            return []
+        return sorted(d for d in self.runs.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+    def _trim(self, latest: Path, keep: int) -> None:
+        runs = self.history()
+        for old in runs[: max(0, len(runs) - keep)]:
+            if old != latest:
+                shutil.rmtree(old, ignore_errors=True)
+        for run in runs[-keep:]:
+            if run == latest:
+                continue
+            for f in run.iterdir():
+                if f.name not in KEPT_IN_HISTORY:
+                    f.unlink(missing_ok=True)
