@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import json
 from pathlib import Path
+
+# The packages whose source is the code a run's outputs depend on.
+_PACKAGES = ("pipeline", "preprocess", "ingest", "models", "workflows")
 
 
 def file_sha256(path: Path) -> str:
@@ -22,3 +28,33 @@ def file_entry(path: Path, relative: bool = False) -> dict[str, object]:
     """
     entry: dict[str, object] = {} if relative else {"path": str(path)}
     return {**entry, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def file_identity(path: Path) -> dict[str, object]:
+    """Path, size and modification time: what tells cheaply that a file changed (no read)."""
+    stat = path.stat()
+    return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def digest(value: object) -> str:
+    """Hex SHA-256 of a JSON-able value (keys sorted, so equal values give equal digests)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Digest of the installed urbanfusion source (``.py`` and ``.json`` files).
+
+    Any change of the code that runs makes earlier results stale, released or not.
+    """
+    h = hashlib.sha256()
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(f"urbanfusion.{name}")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            root = Path(folder)
+            for f in sorted(root.rglob("*")):
+                if f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
+                    h.update(f"{name}/{f.relative_to(root).as_posix()}\0".encode())
+                    h.update(f.read_bytes())
+    return h.hexdigest()

@@ -108,16 +108,45 @@ def test_a_second_run_on_a_locked_output_waits_or_with_no_wait_exits_75(tmp_path
     _published_set_is_whole(out)
 
 
-def test_two_runs_started_together_both_publish_one_after_the_other(tmp_path, small_city):
+def test_two_runs_started_together_compute_once_and_the_second_finds_it_up_to_date(
+    tmp_path, small_city
+):
     cfg = write_config(tmp_path / "c.yaml", small_city)
     procs = [_cli("run", cfg, "-q") for _ in range(2)]
+    said = []
     for p in procs:
-        _, err = p.communicate(timeout=300)
+        stdout, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
+        said.append(stdout)
     out = tmp_path / "out"
     manifest = _published_set_is_whole(out)
-    assert len(OutputFolder(out).history()) == 2
-    assert manifest["run"]["previous"] is not None
+    assert len(OutputFolder(out).history()) == 1 and manifest["run"]["previous"] is None
+    assert sum("up to date" in s for s in said) == 1
+
+
+def test_a_rerun_with_nothing_changed_computes_nothing_unless_forced(tmp_path, small_city):
+    cfg = load_config(write_config(tmp_path / "c.yaml", small_city))
+    first = run(cfg)
+    again = run(cfg)
+    assert again.up_to_date and "up to date" in again.changes.summary
+    assert again.manifest["run"]["id"] == first.manifest["run"]["id"]
+    assert (again.class_id == first.class_id).all()
+    assert len(OutputFolder(tmp_path / "out").history()) == 1
+    forced = run(cfg, force=True)
+    assert not forced.up_to_date and forced.changes.summary == "no cell changed class"
+    day = sorted((small_city.root / "signalling").glob("*.csv"))[0]
+    stat = day.stat()
+    os.utime(day, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        touched = run(cfg)
+    finally:
+        os.utime(day, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not touched.up_to_date
+    assert (
+        touched.manifest["fingerprint"]["signalling"] != first.manifest["fingerprint"]["signalling"]
+    )
+    assert touched.manifest["fingerprint"]["tiles"] == first.manifest["fingerprint"]["tiles"]
+    assert len(OutputFolder(tmp_path / "out").history()) == 3
 
 
 @pytest.mark.parametrize("moment", ["staging", "published"])
@@ -128,7 +157,7 @@ def test_a_killed_run_leaves_the_published_set_whole_and_the_next_run_cleans_up(
     out = tmp_path / "out"
     reference = run(load_config(cfg))
     before = _published_set_is_whole(out)
-    proc = _cli("run", cfg, "-q", start_new_session=True)
+    proc = _cli("run", cfg, "-q", "--force", start_new_session=True)
     runs = out / "runs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill -9 while it writes its staging folder,
@@ -146,7 +175,7 @@ def test_a_killed_run_leaves_the_published_set_whole_and_the_next_run_cleans_up(
     proc.communicate()
     now = _published_set_is_whole(out)  # a reader sees one whole run, old or new
     assert now["run"]["id"] in (before["run"]["id"], *[r.name for r in runs.iterdir()])
-    again = run(load_config(cfg))
+    again = run(load_config(cfg), force=True)
     _published_set_is_whole(out)
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]
     assert not [p for p in out.iterdir() if p.name.startswith(".latest-")]

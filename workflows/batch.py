@@ -46,6 +46,7 @@ class CityResult:
     cells: int | None = None
     cells_changed: int | None = None
     changes: str = ""
+    computed: bool = False  # False when the city was up to date (or only checked)
     seconds: float = 0.0
 
 
@@ -79,7 +80,9 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def run_city(path: Path, wait: bool = True, dry_run: bool = False) -> CityResult:
+def run_city(
+    path: Path, wait: bool = True, force: bool = False, dry_run: bool = False
+) -> CityResult:
     """Run (or with ``dry_run`` only check) one city; never raises for the city's own problems."""
     start = time.perf_counter()
     result = CityResult(config=str(path), city=path.stem, status="failed")
@@ -91,8 +94,8 @@ def run_city(path: Path, wait: bool = True, dry_run: bool = False) -> CityResult
             open_model(config)
             result.status, result.cells = "ready", p.grid.n_cells
         else:
-            done = run(config, StageTimer(quiet=True), wait=wait)
-            result.status = "ok"
+            done = run(config, StageTimer(quiet=True), wait=wait, force=force)
+            result.status, result.computed = "ok", not done.up_to_date
             result.cells = predicted_cells(done.manifest)
             result.cells_changed, result.changes = len(done.changes.table), done.changes.summary
     except OutputBusyError as err:
@@ -114,12 +117,13 @@ def run_batch(
     configs: list[Path],
     jobs: int = 1,
     wait: bool = True,
+    force: bool = False,
     dry_run: bool = False,
     on_done: Callable[[CityResult], None] | None = None,
 ) -> list[CityResult]:
     """Run every city, ``jobs`` at a time; results in the order of ``configs``."""
     results: dict[Path, CityResult] = {}
-    for path, result in _each(configs, jobs, wait, dry_run):
+    for path, result in _each(configs, jobs, wait, force, dry_run):
         results[path] = result
         if on_done is not None:
             on_done(result)
@@ -127,16 +131,16 @@ def run_batch(
 
 
 def _each(
-    configs: list[Path], jobs: int, wait: bool, dry_run: bool
+    configs: list[Path], jobs: int, wait: bool, force: bool, dry_run: bool
 ) -> Iterator[tuple[Path, CityResult]]:
     if jobs <= 1 or len(configs) <= 1:
         for path in configs:
-            yield path, run_city(path, wait, dry_run)
+            yield path, run_city(path, wait, force, dry_run)
         return
     # Spawned workers: no inherited dask or onnxruntime state; each keeps its model session.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(run_city, path, wait, dry_run): path for path in configs}
+        futures = {pool.submit(run_city, path, wait, force, dry_run): path for path in configs}
         for future in as_completed(futures):
             yield futures[future], future.result()
 

@@ -44,7 +44,8 @@ class Changes:
         }
 
 
-def _empty(grid: CityGrid) -> gpd.GeoDataFrame:
+def empty_changes(grid: CityGrid) -> gpd.GeoDataFrame:
+    """A changes table with no row (the columns and CRS are there)."""
     frame = {c: np.array([], dtype=np.float32 if "confidence" in c else object) for c in COLUMNS}
     frame["cell_id"] = np.array([], dtype=np.int64)
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs=grid.crs), crs=grid.crs)
@@ -68,12 +69,12 @@ def changes_since(
 ) -> Changes:
     """Compare a run's classes with those of the ``previous`` run's folder (None: first run)."""
     if previous is None or not (previous / "manifest.json").is_file():
-        return Changes(_empty(grid), None, "first run: nothing to compare")
+        return Changes(empty_changes(grid), None, "first run: nothing to compare")
     before = json.loads((previous / "manifest.json").read_text(encoding="utf-8"))["grid"]
     same_cells = (before["crs"], before["cell_size_m"]) == (grid.crs.to_string(), grid.cell_size)
     if not same_cells:
         return Changes(
-            _empty(grid),
+            empty_changes(grid),
             previous.name,
             f"not compared: the previous run used {before['crs']} cells of "
             f"{before['cell_size_m']} m",
@@ -84,7 +85,7 @@ def changes_since(
     r1 = min(grid.row0 + grid.nrows, before["abs_row0"] + before["rows"])
     c1 = min(grid.col0 + grid.ncols, before["abs_col0"] + before["cols"])
     if r0 >= r1 or c0 >= c1:
-        return Changes(_empty(grid), previous.name, "not compared: no cell in common")
+        return Changes(empty_changes(grid), previous.name, "not compared: no cell in common")
     rows, cols = np.mgrid[r0:r1, c0:c1]
     old = classes[rows - before["abs_row0"], cols - before["abs_col0"]].ravel()
     old_conf = confidence[rows - before["abs_row0"], cols - before["abs_col0"]].ravel()

@@ -101,6 +101,9 @@ _NO_WAIT = typer.Option(
     "--no-wait",
     help="If another run is writing the same output folder, exit at once (status 75).",
 )
+_FORCE = typer.Option(
+    "--force", help="Recompute even when nothing changed since the published run."
+)
 
 
 @app.command("run")
@@ -112,6 +115,7 @@ def run_command(
         bool, typer.Option("--strict", help="Any unreadable or unusable tile is an error.")
     ] = False,
     no_wait: Annotated[bool, _NO_WAIT] = False,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Map urban function over a city extent from its tiles and signalling files."""
     from urbanfusion.pipeline.config import load_config
@@ -121,7 +125,10 @@ def run_command(
     cfg = load_config(config)
     if strict:
         cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
-    result = run(cfg, StageTimer(quiet=quiet or None), wait=not no_wait)
+    result = run(cfg, StageTimer(quiet=quiet or None), wait=not no_wait, force=force)
+    if result.up_to_date:
+        out.print(f"{result.output_dir}: {result.changes.summary}", highlight=False, soft_wrap=True)
+        return
     out.print(f"outputs in {result.output_dir}:", highlight=False)
     _print_outputs(result.outputs)
     out.print(f"changes: {result.changes.summary}", highlight=False, soft_wrap=True)
@@ -135,6 +142,7 @@ def batch_command(
     ],
     jobs: Annotated[int, typer.Option(min=1, help="Cities run at once (processes).")] = 1,
     no_wait: Annotated[bool, _NO_WAIT] = False,
+    force: Annotated[bool, _FORCE] = False,
     report: Annotated[Path, typer.Option(help="Where to write the summary (JSON).")] = Path(
         "batch.json"
     ),
@@ -153,7 +161,7 @@ def batch_command(
         detail = r.error or r.changes
         out.print(f"{line}: {detail}" if detail else line, highlight=False, soft_wrap=True)
 
-    results = run_batch(configs, jobs, wait=not no_wait, dry_run=dry_run, on_done=done)
+    results = run_batch(configs, jobs, wait=not no_wait, force=force, dry_run=dry_run, on_done=done)
     seconds = time.perf_counter() - start
     write_report(report, results, seconds)
     _print_batch_table(results)

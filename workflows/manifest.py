@@ -12,11 +12,35 @@ import onnxruntime
 import rasterio
 
 from urbanfusion.models.inference import Predictor
-from urbanfusion.pipeline.fingerprint import file_entry, file_sha256
+from urbanfusion.pipeline.fingerprint import (
+    code_fingerprint,
+    digest,
+    file_entry,
+    file_identity,
+    file_sha256,
+)
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
 # Why a cell has no prediction (the only reason there is: the model needs one input).
 NO_INPUT_REASON = "no imagery and no signalling"
+
+
+def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
+    """Digests of everything a run's outputs depend on, and of all of them (``run``).
+
+    The config without the settings that do not change the outputs (dask, history, where they
+    go), each input file's identity (path, size, modification time), the model file's, and the
+    code's. Two runs with the same ``run`` digest make the same outputs.
+    """
+    config = p.config.model_dump(mode="json", exclude={"dask", "history", "output"})
+    parts = {
+        "config": digest(config),
+        "tiles": digest([file_identity(f) for f in p.tiles]),
+        "signalling": digest([file_identity(f) for f in p.signalling_files]),
+        "model": digest(file_identity(predictor.path)),
+        "code": code_fingerprint(),
+    }
+    return {"run": digest(parts), **parts}
 
 
 def build_manifest(

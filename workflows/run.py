@@ -8,19 +8,22 @@ predict; the write stage publishes all outputs at once or none (:mod:`.write`, :
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.progress import StageTimer
-from urbanfusion.workflows.changes import Changes
+from urbanfusion.workflows.changes import Changes, empty_changes
+from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
-from urbanfusion.workflows.write import write
+from urbanfusion.workflows.write import OUTPUT_FILES, write
 
 
 @dataclass
@@ -33,12 +36,17 @@ class RunResult:
     class_id: np.ndarray  # (cell,) uint8, 255 = no prediction
     cell_ids: np.ndarray
     changes: Changes
+    up_to_date: bool = False  # nothing changed since the published run: nothing was computed
 
 
-def run(config: RunConfig, timer: StageTimer | None = None, wait: bool = True) -> RunResult:
+def run(
+    config: RunConfig, timer: StageTimer | None = None, wait: bool = True, force: bool = False
+) -> RunResult:
     """Run plan, ingest, prepare, predict and write for one config.
 
-    ``wait``: when another run holds the output folder, wait for it (else raise at once).
+    When nothing a run depends on changed since the published run (:func:`.run_fingerprint`),
+    nothing is computed and the published outputs stand, unless ``force``. ``wait``: when
+    another run holds the output folder, wait for it (else raise at once).
 
     Raises:
         UrbanFusionError: any problem with the inputs; nothing is published then.
@@ -52,7 +60,28 @@ def run(config: RunConfig, timer: StageTimer | None = None, wait: bool = True) -
             p = plan(config)
             predictor = open_model(config)
         with out.locked(wait, timer.note):
-            return _locked_run(p, predictor, out, scheduler, timer, started)
+            fingerprint = run_fingerprint(p, predictor)
+            published = out.latest()
+            if not force and published is not None:
+                manifest = json.loads((published / "manifest.json").read_text(encoding="utf-8"))
+                if manifest.get("fingerprint", {}).get("run") == fingerprint["run"]:
+                    return _up_to_date(p, out, published, manifest)
+            return _locked_run(p, predictor, out, scheduler, timer, started, fingerprint)
+
+
+def _up_to_date(
+    p: Plan, out: OutputFolder, published: Path, manifest: dict[str, object]
+) -> RunResult:
+    with rasterio.open(published / "class_map.tif") as src:
+        class_id = src.read(1).ravel()
+    changes = Changes(
+        empty_changes(p.grid),
+        published.name,
+        f"up to date: inputs, settings, model and code are those of run {published.name} "
+        "(use --force to recompute)",
+    )
+    outputs = {name: out.path / name for name in OUTPUT_FILES}
+    return RunResult(out.path, outputs, manifest, class_id, p.grid.cell_ids(), changes, True)
 
 
 def _locked_run(
@@ -62,6 +91,7 @@ def _locked_run(
     scheduler: str,
     timer: StageTimer,
     started: dt.datetime,
+    fingerprint: dict[str, str],
 ) -> RunResult:
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
         ingested = ingest(p)
@@ -70,6 +100,14 @@ def _locked_run(
     with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
         predicted = predict(p, prepared, predictor.path)
     outputs, manifest, changes = write(
-        p, ingested, predicted, predictor, out, started=started, scheduler=scheduler, timer=timer
+        p,
+        ingested,
+        predicted,
+        predictor,
+        out,
+        started=started,
+        scheduler=scheduler,
+        timer=timer,
+        fingerprint=fingerprint,
     )
     return RunResult(out.path, outputs, manifest, predicted.class_id, p.grid.cell_ids(), changes)

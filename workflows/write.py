@@ -213,6 +213,7 @@ def write(
     started: dt.datetime,
     scheduler: str,
     timer: StageTimer,
+    fingerprint: dict[str, str],
 ) -> tuple[dict[str, Path], dict[str, object], Changes]:
     """Write every output of a run and publish them at once (the caller holds ``out``'s lock).
 
@@ -245,6 +246,7 @@ def write(
             rejects_file="rejects.parquet",
         )
         manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
+        manifest["fingerprint"] = fingerprint
         manifest["changes"] = changes.to_dict()
         # The manifest is the last file: it lists the others with their hashes.
         manifest["outputs"] = {
