@@ -97,6 +97,9 @@ class HourlyTotals:
         self._observed: dict[int, np.ndarray] = {}  # bool per (cell, hour)
         self._pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._pending_rows = 0
+        # Rows and the sum of their counts added per day (by `add`), for the signalling ledger.
+        self.rows_by_day: dict[int, int] = {}
+        self.count_by_day: dict[int, float] = {}
 
     @property
     def sums(self) -> dict[int, np.ndarray]:
@@ -133,6 +136,8 @@ class HourlyTotals:
             sel = day == d
             if sel.any():
                 self._pending.setdefault(d, []).append((cell[sel] * 24 + hour[sel], count[sel]))
+                self.rows_by_day[d] = self.rows_by_day.get(d, 0) + int(sel.sum())
+                self.count_by_day[d] = self.count_by_day.get(d, 0.0) + float(count[sel].sum())
         self._pending_rows += len(day)
         if self._pending_rows >= self.FLUSH_ROWS:
             self._flush()
@@ -143,6 +148,15 @@ class HourlyTotals:
         sums, seen = self._day(day)
         sums += values.ravel()
         seen |= observed.ravel()
+
+    def drop_before(self, first: int) -> tuple[int, float]:
+        """Forget the days before ``first``; returns the rows and the count they had."""
+        self._flush()
+        old = [d for d in self._sums if d < first]
+        for d in old:
+            del self._sums[d], self._observed[d]
+        rows = sum(self.rows_by_day.pop(d, 0) for d in old)
+        return rows, sum(self.count_by_day.pop(d, 0.0) for d in old)
 
     @property
     def days(self) -> list[int]:

@@ -145,6 +145,26 @@ class _Ledger:
         return pd.concat(self.frames, ignore_index=True)
 
 
+def _apply_window(
+    totals: HourlyTotals, cfg: SignallingConfig, ledger: _Ledger, counted: bool
+) -> int | None:
+    """Keep the ``window_days`` days ending on the newest day with data; returns the first.
+
+    The rows of the days that leave the window move from aggregated to outside the days in the
+    ledger (``counted``: their counts were already added to ``count_aggregated``).
+    """
+    if not cfg.window_days or not totals.days:
+        return None
+    first = totals.days[-1] - cfg.window_days + 1
+    rows, count = totals.drop_before(first)
+    ledger.report.rows_aggregated -= rows
+    ledger.report.rows_outside_time += rows
+    ledger.report.count_outside_time += count
+    if counted:
+        ledger.report.count_aggregated -= count
+    return first
+
+
 def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
     def days(d: dt.date | None) -> int | None:
         return None if d is None else (d - _EPOCH).days
@@ -285,6 +305,7 @@ def _grid_rows(
             inside = _count_outside_rows(pid, platform, ledger)
             ledger.report.count_outside += float(count[~inside].sum())
             sums.add(pid[inside], day[inside], hour[inside], count[inside])
+    _apply_window(sums, cfg, ledger, counted=False)
     per_id = np.zeros(len(platform.ids))
     for d in sums.days:
         per_id += sums.sums[d].reshape(-1, 24).sum(axis=1)
@@ -441,18 +462,24 @@ def load_signalling(
     report = SignallingReport(format=cfg.format, files=[str(p) for p in paths])
     ledger = _Ledger(report)
     first, last = _day_range(cfg)
-    if cfg.format == "points":
-        totals = _points(paths, grid, cfg, ledger)
-    elif cfg.format == "activity":
-        totals = _stored(paths, grid, cfg, ledger)
+    window_first: int | None = None
+    if cfg.format in ("points", "activity"):
+        read = _points if cfg.format == "points" else _stored
+        totals = read(paths, grid, cfg, ledger)
+        window_first = _apply_window(totals, cfg, ledger, counted=True)
     else:
         if cfg.grid is None:  # the config's validator already says so; callers may skip it
             raise InputFormatError(f"signalling format '{cfg.format}' needs signalling.grid")
         platform = read_platform_grid(cfg.grid, grid, cfg.coords)
         if cfg.format == "grid":
             totals = _grid_rows(paths, grid, cfg, platform, ledger)
+            window_first = (
+                totals.days[-1] - cfg.window_days + 1 if cfg.window_days and totals.days else None
+            )
         else:
             totals, first, last = _wide(paths, grid, cfg, platform, ledger)
+    if window_first is not None:
+        first = window_first if first is None else max(first, window_first)
     rejects = ledger.rejects()
     if not totals.days or report.rows_aggregated == 0:
         raise NoCoverageError(

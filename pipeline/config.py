@@ -113,6 +113,7 @@ class SignallingConfig(_Strict):
     wide: WideConfig = WideConfig()
     start: dt.date | None = None
     end: dt.date | None = None
+    window_days: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> SignallingConfig:
@@ -120,6 +121,10 @@ class SignallingConfig(_Strict):
             raise ValueError(f"format '{self.format}' needs signalling.grid (the platform's grid)")
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.window_days and self.format == "wide":
+            raise ValueError(
+                "window_days needs dated rows; wide tables give one reference week (remove it)"
+            )
         return self
 
     @field_validator("timezone")

@@ -65,7 +65,7 @@ def cluster(tmp_path):
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(scheduler_file.read_text())["address"]
-        with Client(address, timeout="30s") as client:
+        with Client(address, timeout="30s", set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
         yield address, workers
     finally:
@@ -83,7 +83,7 @@ def _kill_a_busy_worker(address: str, workers: list, killed: list) -> None:
     """Kill -9 the first worker seen running one of the run's tasks."""
     from distributed import Client
 
-    with Client(address, timeout="30s") as client:
+    with Client(address, timeout="30s", set_as_default=False) as client:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             busy = [w for w, tasks in client.processing().items() if tasks]

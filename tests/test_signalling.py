@@ -306,3 +306,58 @@ def test_a_broken_platform_grid_csv_is_a_clear_error(tmp_path):
             GRID,
             "wgs84",
         )
+
+
+def _ledger_balances(report):
+    assert report.rows_read == (
+        report.rows_aggregated
+        + report.rows_outside
+        + report.rows_outside_time
+        + report.rows_rejected
+    )
+    assert report.count_read == pytest.approx(
+        report.count_aggregated
+        + report.count_outside
+        + report.count_outside_time
+        + report.count_rejected
+    )
+
+
+def test_a_rolling_window_keeps_the_last_days_and_follows_new_daily_files(tmp_path, small_city):
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.stages import plan
+
+    grid = plan(load_config(small_city.config)).grid
+    files = sorted((small_city.root / "signalling").glob("*.csv"))
+    assert len(files) == 8  # 2026-03-02 .. 2026-03-09
+    window = SignallingConfig(paths=["x"], window_days=3)
+    ds, _, report = _load(files, grid, window)
+    assert [str(d)[:10] for d in ds["day"].values] == ["2026-03-07", "2026-03-08", "2026-03-09"]
+    _ledger_balances(report)
+    same, _, by_dates = _load(files, grid, SignallingConfig(paths=["x"], start="2026-03-07"))
+    np.testing.assert_array_equal(ds["activity"].values, same["activity"].values)
+    # The same rows are used; those of the older days are counted outside the days (or, when
+    # also outside the extent, outside it: the first reason wins, as for start/end).
+    assert report.rows_aggregated == by_dates.rows_aggregated
+    assert report.count_aggregated == pytest.approx(by_dates.count_aggregated)
+    assert report.rows_outside_time > 0
+
+    # The next night a new day arrives: the window moves one day on.
+    rows = pd.read_csv(files[-1])
+    rows["time"] = (pd.to_datetime(rows["time"], errors="coerce") + pd.Timedelta(days=1)).astype(
+        str
+    )
+    new_day = tmp_path / "day_2026-03-10.csv"
+    rows.dropna().to_csv(new_day, index=False)
+    moved, _, report = _load([*files, new_day], grid, window)
+    assert [str(d)[:10] for d in moved["day"].values] == [
+        "2026-03-08",
+        "2026-03-09",
+        "2026-03-10",
+    ]
+    _ledger_balances(report)
+
+
+def test_a_window_on_wide_tables_is_a_config_error():
+    with pytest.raises(ValueError, match="window_days needs dated rows"):
+        SignallingConfig(paths=["x"], format="wide", grid={"path": "g.gpkg"}, window_days=7)
