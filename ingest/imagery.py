@@ -33,7 +33,9 @@ from rasterio.warp import transform_bounds
 
 from urbanfusion.ingest.tile_index import tile_index
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
+from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid, Window
+from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.dehaze import (
     DehazeParams,
     atmospheric_light,
@@ -165,6 +167,7 @@ class _Layer:
     array: da.Array  # (band, y, x), chunks aligned with the grid's chunks
     row0: int  # first chunk row of the grid that the array covers
     col0: int
+    source: dict[str, object] = field(default_factory=dict)  # what its pixels depend on
 
 
 def _read_dehazed(
@@ -193,6 +196,7 @@ def _tile_on_grid(
     footprint: tuple[float, ...],
     light: np.ndarray | None = None,
     params: DehazeParams = DehazeParams(),
+    source: dict[str, object] | None = None,
 ) -> _Layer:
     """Lazy warped reads of one tile over the grid chunks its footprint touches.
 
@@ -231,7 +235,7 @@ def _tile_on_grid(
             shape = (len(tile.bands), *window.shape)
             row.append(da.from_delayed(block, shape, dtype=np.float32))
         blocks.append(row)
-    return _Layer(da.block(blocks), rows[0], cols[0])
+    return _Layer(da.block(blocks), rows[0], cols[0], source or {})
 
 
 def first_valid(*blocks: np.ndarray) -> np.ndarray:
@@ -245,17 +249,25 @@ def first_valid(*blocks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> da.Array:
-    """Each output chunk from only the layers that cover it, in mosaic order."""
+def _mosaic(
+    layers: list[_Layer], grid: CityGrid, n_bands: int
+) -> tuple[da.Array, dict[tuple[int, int], list[dict[str, object]]]]:
+    """Each output chunk from only the layers that cover it, in mosaic order.
+
+    Returns the mosaic and, per chunk, the sources of the layers it is made of (in order).
+    """
     chunks = grid.chunks(CHUNK_TARGET_PX)
     parts = [(layer, layer.array.to_delayed()) for layer in layers]
     blocks: list[list[da.Array]] = [[] for _ in range(chunks.shape[0])]
+    sources: dict[tuple[int, int], list[dict[str, object]]] = {}
     for (r, c), window in chunks:
-        covering = [
-            d[0, r - layer.row0, c - layer.col0]
+        inside = [
+            (layer, d)
             for layer, d in parts
             if 0 <= r - layer.row0 < d.shape[1] and 0 <= c - layer.col0 < d.shape[2]
         ]
+        covering = [d[0, r - layer.row0, c - layer.col0] for layer, d in inside]
+        sources[(r, c)] = [layer.source for layer, _ in inside]
         shape = (n_bands, *window.shape)
         if not covering:
             blocks[r].append(da.full(shape, np.nan, dtype=np.float32))
@@ -264,7 +276,7 @@ def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> da.Array:
         else:
             block = dask.delayed(first_valid)(*covering)
             blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
-    return da.block(blocks)
+    return da.block(blocks), sources
 
 
 def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.ndarray:
@@ -276,6 +288,57 @@ def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.nda
     shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
     transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
     return read_window(tile.path, tile.bands, tile.scale, src.crs, transform, shape)
+
+
+def _scene_stats(
+    path: Path,
+    chosen: tuple[int, ...],
+    grid: CityGrid,
+    params: DehazeParams,
+    dehaze: str,
+    store: ResultStore | None,
+) -> tuple[list[tuple[float, float]], float, np.ndarray | None]:
+    """A scene's band scaling, haze score and (when it is to be dehazed) airlight.
+
+    From its preview; kept in ``store`` under the file's identity, so an unchanged tile is not
+    opened again. Raises what rasterio raises for an unreadable file.
+    """
+    key = digest(
+        {
+            "tile": file_identity(path),
+            "bands": chosen,
+            "pixel_size": grid.pixel_size,
+            "crs": grid.crs.to_string(),
+            "params": asdict(params),
+            "dehaze": dehaze,
+            "code": code_fingerprint(),
+        }
+    )
+    if store is not None and store.has("scenes", key, "json"):
+        saved = store.load_json(store.path("scenes", key, "json"))
+        light = saved["light"]  # type: ignore[index]
+        return (
+            [tuple(v) for v in saved["scale"]],  # type: ignore[index]
+            float(saved["score"]),  # type: ignore[index]
+            None if light is None else np.asarray(light, dtype=np.float32),
+        )
+    with rasterio.open(path) as src:
+        scale = _scene_scale(src, chosen)
+        preview = _preview(src, _Tile(path, chosen, tuple(scale)), grid)
+        score = haze_score(preview, params.patch)
+    light = None
+    if dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD):
+        # One airlight per scene, from its preview (about the grid's pixel size, at most
+        # 1024 px a side): a full-resolution reduction would read every tile twice more.
+        light = atmospheric_light(preview, params)
+    if store is not None:
+        record = {
+            "scale": scale,
+            "score": score,
+            "light": None if light is None else [float(v) for v in light],
+        }
+        store.save_json(store.path("scenes", key, "json"), record)
+    return scale, score, light
 
 
 def band_indexes(requested: list[int | str], names: list[str], source: str) -> tuple[int, ...]:
@@ -315,6 +378,7 @@ def load_imagery(
     dehaze: Literal["auto", "always", "never"] = "auto",
     params: DehazeParams = DehazeParams(),
     strict: bool = False,
+    store: ResultStore | None = None,
 ) -> tuple[xr.DataArray, list[TileReport]]:
     """Align, dehaze and mosaic tiles onto the grid's pixels (lazily, with dask).
 
@@ -373,11 +437,7 @@ def load_imagery(
         report, footprint, chosen = touching[k]
         path = Path(report.path)
         try:
-            with rasterio.open(path) as src:
-                tile = _Tile(path, chosen, tuple(_scene_scale(src, chosen)))
-                report.scale = list(tile.scale)
-                preview = _preview(src, tile, grid)
-                score = haze_score(preview, params.patch)
+            scale, score, light = _scene_stats(path, chosen, grid, params, dehaze, store)
         except (RasterioError, OSError, InputFormatError) as err:
             # Truncated files often open fine and fail on the first pixels read.
             report.reason = f"unreadable: {str(err).splitlines()[0]}"
@@ -386,15 +446,19 @@ def load_imagery(
                     f"{path}: {report.reason}; --strict is on: fix or remove the file"
                 ) from None
             continue
+        tile = _Tile(path, chosen, tuple(scale))
+        report.scale = list(tile.scale)
         report.haze_score = round(score, 4)
-        report.dehazed = dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD)
-        light = None
-        if report.dehazed:
-            # One airlight per scene, from its preview (about the grid's pixel size, at most
-            # 1024 px a side): a full-resolution reduction would read every tile twice more.
-            light = atmospheric_light(preview, params)
+        report.dehazed = light is not None
+        if light is not None:
             report.airlight = [round(float(v), 4) for v in light]
-        layers.append(_tile_on_grid(tile, grid, footprint, light, params))
+        source = {
+            "tile": file_identity(path),
+            "bands": chosen,
+            "scale": scale,
+            "light": None if light is None else [float(v) for v in light],
+        }
+        layers.append(_tile_on_grid(tile, grid, footprint, light, params, source))
         report.status = "used"
 
     if not layers:
@@ -410,13 +474,15 @@ def load_imagery(
             f"imagery: none of the {len(paths)} tile(s) in imagery.paths touches the extent "
             f"{where}; check imagery.paths and extent"
         )
-    mosaic = _mosaic(layers, grid, len(bands))
+    mosaic, sources = _mosaic(layers, grid, len(bands))
     y, x = grid.pixel_coords()
     image = xr.DataArray(
         mosaic,
         dims=("band", "y", "x"),
         coords={"band": list(bands), "y": y, "x": x},
         name="imagery",
-        attrs={"crs": grid.crs.to_string()},
+        # Per chunk of CHUNK_TARGET_PX, the tiles (identity, bands, scaling, airlight) it is
+        # made of: what a stored chunk of chips must match to be reused.
+        attrs={"crs": grid.crs.to_string(), "chunk_sources": sources},
     )
     return image, reports

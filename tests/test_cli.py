@@ -26,9 +26,10 @@ def _assert_clean_failure(proc, pattern, out_dir):
     assert lines[0].startswith("error:") and pattern in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     # Bad config or paths stop a run before it touches the output folder; later errors leave at
-    # most the folder's lock file (a lock file must never be deleted: see workflows/publish.py).
+    # most the folder's lock file (never deleted: see workflows/publish.py) and the store of what
+    # was computed before the error, which the next run reuses. No output, no run.
     left = sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else []
-    assert left in ([], [".urbanfusion.lock"]), f"a failed run must leave no output: {left}"
+    assert set(left) <= {".urbanfusion.lock", "store"}, f"a failed run must leave no output: {left}"
 
 
 def test_unknown_config_key(tmp_path, small_city):

@@ -5,6 +5,7 @@
     OUT/
       .urbanfusion.lock              one run at a time (filelock: the kernel frees it if a run dies)
       runs/<run id>/                 each run's files; older runs keep only their map and manifest
+      store/<kind>/<fingerprint>.*   the stage results the latest run came from (reused by reruns)
       latest -> runs/<run id>        publishing = one atomic switch of this link
       class_map.tif -> latest/class_map.tif, ...   the names readers open, through ``latest``
 
@@ -33,6 +34,7 @@ from urbanfusion.pipeline.errors import OutputBusyError
 LOCK = ".urbanfusion.lock"
 RUNS = "runs"
 LATEST = "latest"
+STORE = "store"  # the run store (urbanfusion.pipeline.store): results by fingerprint
 _STAGING = ".staging-"
 _NEW_LINK = ".latest-"
 # What an older run keeps once a newer one is published: enough to compare and to audit.

@@ -18,9 +18,10 @@ import rasterio
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
-from urbanfusion.workflows.publish import OutputFolder
+from urbanfusion.workflows.publish import STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
 from urbanfusion.workflows.write import OUTPUT_FILES, write
@@ -45,8 +46,10 @@ def run(
     """Run plan, ingest, prepare, predict and write for one config.
 
     When nothing a run depends on changed since the published run (:func:`.run_fingerprint`),
-    nothing is computed and the published outputs stand, unless ``force``. ``wait``: when
-    another run holds the output folder, wait for it (else raise at once).
+    nothing is computed and the published outputs stand. Otherwise each stage reuses from the
+    output folder's store what did not change (scene statistics per tile, chips per chunk, the
+    activity, the predictions) and computes the rest; ``force`` recomputes everything. ``wait``:
+    when another run holds the output folder, wait for it (else raise at once).
 
     Raises:
         UrbanFusionError: any problem with the inputs; nothing is published then.
@@ -66,7 +69,8 @@ def run(
                 manifest = json.loads((published / "manifest.json").read_text(encoding="utf-8"))
                 if manifest.get("fingerprint", {}).get("run") == fingerprint["run"]:
                     return _up_to_date(p, out, published, manifest)
-            return _locked_run(p, predictor, out, scheduler, timer, started, fingerprint)
+            store = ResultStore(out.path / STORE, reuse=not force)
+            return _locked_run(p, predictor, out, store, scheduler, timer, started, fingerprint)
 
 
 def _up_to_date(
@@ -88,17 +92,18 @@ def _locked_run(
     p: Plan,
     predictor: Predictor,
     out: OutputFolder,
+    store: ResultStore,
     scheduler: str,
     timer: StageTimer,
     started: dt.datetime,
     fingerprint: dict[str, str],
 ) -> RunResult:
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
-        ingested = ingest(p)
+        ingested = ingest(p, store)
     with timer.stage("prepare", f"{p.grid.n_cells} cells"):
-        prepared = prepare(p, ingested)
+        prepared = prepare(p, ingested, store)
     with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
-        predicted = predict(p, prepared, predictor.path)
+        predicted = predict(p, prepared, predictor.path, store=store)
     outputs, manifest, changes = write(
         p,
         ingested,
@@ -109,5 +114,7 @@ def _locked_run(
         scheduler=scheduler,
         timer=timer,
         fingerprint=fingerprint,
+        store=store,
     )
+    store.keep_only_used()  # what the published run came from, no more
     return RunResult(out.path, outputs, manifest, predicted.class_id, p.grid.cell_ids(), changes)

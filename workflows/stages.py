@@ -10,17 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from urbanfusion.ingest import imagery as imagery_stage
 from urbanfusion.ingest.imagery import TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
 from urbanfusion.pipeline.config import RunConfig, expand_paths
+from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import chips_dask
 
@@ -44,6 +48,7 @@ class Ingested:
     activity: xr.Dataset
     rejects: pd.DataFrame
     signalling: SignallingReport
+    activity_key: str = ""  # the stored activity's fingerprint (with a store)
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Prepared:
     chips: da.Array  # (row, col, band, chip, chip) float32 in [0, 1], NaN nodata
     activity: np.ndarray  # (cell, 7, 24) float32
     has_activity: np.ndarray  # (cell,) float32 0/1
+    inputs_key: str = ""  # fingerprint of the chips and activity (with a store)
 
 
 @dataclass
@@ -103,23 +109,115 @@ def open_model(config: RunConfig) -> Predictor:
     return predictor
 
 
-def ingest(p: Plan) -> Ingested:
-    """Align imagery to the grid (lazily) and aggregate signalling (computed, it is small)."""
+def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
+    """Align imagery to the grid (lazily) and aggregate signalling (computed, it is small).
+
+    With a ``store``, scene statistics and the aggregated activity are reused when their inputs
+    and settings are unchanged.
+    """
     cfg = p.config
     imagery, tiles = load_imagery(
-        p.tiles, p.grid, cfg.imagery.bands, cfg.imagery.dehaze, strict=cfg.imagery.strict
+        p.tiles,
+        p.grid,
+        cfg.imagery.bands,
+        cfg.imagery.dehaze,
+        strict=cfg.imagery.strict,
+        store=store,
     )
-    activity, rejects, report = load_signalling(p.signalling_files, p.grid, cfg.resolved_signalling)
-    return Ingested(imagery, tiles, activity, rejects, report)
+    if store is None:
+        activity, rejects, report = load_signalling(
+            p.signalling_files, p.grid, cfg.resolved_signalling
+        )
+        return Ingested(imagery, tiles, activity, rejects, report)
+    return Ingested(imagery, tiles, *_stored_signalling(p, store))
 
 
-def prepare(p: Plan, ingested: Ingested) -> Prepared:
-    """Cut chips per cell and compute the activity features."""
+def _stored_signalling(
+    p: Plan, store: ResultStore
+) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport, str]:
+    """The activity of the plan's signalling files, from the store when they are unchanged."""
+    cfg = p.config.resolved_signalling
+    key = digest(
+        {
+            "signalling": cfg.model_dump(mode="json", exclude={"paths"}),
+            "files": [file_identity(f) for f in p.signalling_files],
+            "grid": p.grid.describe(),
+            "code": code_fingerprint(),
+        }
+    )
+    record, values, rejects = (store.path("activity", key, e) for e in ("json", "npy", "parquet"))
+    if store.has("activity", key, "json"):
+        store.keep(values, rejects)
+        saved = store.load_json(record)
+        days = np.array(saved["days"], dtype="datetime64[ns]")  # type: ignore[index]
+        activity = store.load_array(values)
+        ds = xr.Dataset(
+            {
+                "activity": (("cell", "day", "hour"), activity),
+                "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
+            },
+            coords={"cell": p.grid.cell_ids(), "day": days, "hour": np.arange(24)},
+        )
+        report = SignallingReport(**saved["report"])  # type: ignore[index]
+        return ds, pd.read_parquet(rejects), report, key
+    ds, table, report = load_signalling(p.signalling_files, p.grid, cfg)
+    store.keep(values, rejects)
+    store.save_array(values, ds["activity"].values)
+    rejects.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(rejects, index=False)
+    days = [str(d)[:10] for d in ds["day"].values.astype("datetime64[D]")]
+    store.save_json(record, {"days": days, "report": report.to_dict()})  # written last
+    return ds, table, report, key
+
+
+def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Prepared:
+    """Cut chips per cell and compute the activity features.
+
+    With a ``store``, each chunk of chips is reused when the tiles it is made of (and the
+    settings) are unchanged, and computed and kept otherwise.
+    """
     chips = chips_dask(ingested.imagery.data, p.grid.chip_px)
     ds = ingested.activity
     weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
     features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
-    return Prepared(chips, features, has_activity)
+    if store is None:
+        return Prepared(chips, features, has_activity)
+    chips, chips_key = _stored_chips(p, chips, ingested.imagery.attrs["chunk_sources"], store)
+    return Prepared(chips, features, has_activity, digest([chips_key, ingested.activity_key]))
+
+
+def _stored_chips(
+    p: Plan,
+    chips: da.Array,
+    sources: dict[tuple[int, int], list[dict[str, object]]],
+    store: ResultStore,
+) -> tuple[da.Array, str]:
+    """Chips whose chunks come from the store when their tiles are unchanged, else are kept."""
+    imagery = p.config.imagery
+    common = {
+        "grid": p.grid.describe(),
+        "chunk_px": p.grid.chunks(imagery_stage.CHUNK_TARGET_PX).size,
+        "bands": imagery.bands,
+        "dehaze": imagery.dehaze,
+        "code": code_fingerprint(),
+    }
+    blocks = chips.to_delayed()
+    rows: list[da.Array] = []
+    keys = []
+    for r, height in enumerate(chips.chunks[0]):
+        row = []
+        for c, width in enumerate(chips.chunks[1]):
+            key = digest({**common, "chunk": [r, c], "sources": sources[(r, c)]})
+            keys.append(key)
+            path = store.path("chips", key, "npy")
+            if store.has("chips", key, "npy"):
+                block = dask.delayed(ResultStore.load_array)(path)
+            else:
+                block = dask.delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
+            shape = (height, width, *chips.shape[2:])
+            row.append(da.from_delayed(block, shape, dtype=chips.dtype))
+        rows.append(da.concatenate(row, axis=1))
+    return da.concatenate(rows, axis=0), digest(keys)
 
 
 def _predict_block(
@@ -139,12 +237,43 @@ def _predict_block(
 
 
 def predict(
-    p: Plan, prepared: Prepared, model: Path, providers: tuple[str, ...] | None = None
+    p: Plan,
+    prepared: Prepared,
+    model: Path,
+    providers: tuple[str, ...] | None = None,
+    store: ResultStore | None = None,
 ) -> Predicted:
     """Run the model over every cell, chunk by chunk (one session per worker process).
 
-    A cell with neither imagery nor signalling gets no class (``NO_CLASS``).
+    A cell with neither imagery nor signalling gets no class (``NO_CLASS``). With a ``store``,
+    the predictions are reused when the chips, the activity and the model are unchanged.
     """
+    if store is None:
+        out = _predicted_values(p, prepared, model, providers)
+    else:
+        key = digest(
+            {
+                "inputs": prepared.inputs_key,
+                "model": file_identity(model),
+                "code": code_fingerprint(),
+            }
+        )
+        path = store.path("predictions", key, "npy")
+        if store.has("predictions", key, "npy"):
+            out = store.load_array(path)
+        else:
+            out = store.save_array(path, _predicted_values(p, prepared, model, providers))
+    n_classes = out.shape[1] - 1
+    prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
+    with_activity = prepared.has_activity > 0.5
+    class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
+    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity)
+
+
+def _predicted_values(
+    p: Plan, prepared: Prepared, model: Path, providers: tuple[str, ...] | None
+) -> np.ndarray:
+    """``(cell, class + 1)`` float32: the probabilities, then has_image as 0/1."""
     grid = p.grid
     n_classes = len(load_predictor(str(model), providers).contract.classes)
     chips = prepared.chips
@@ -172,8 +301,4 @@ def predict(
         model=str(model),
         providers=providers,
     ).compute()
-    out = out.reshape(grid.n_cells, n_classes + 1)
-    prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
-    with_activity = prepared.has_activity > 0.5
-    class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
-    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity)
+    return out.reshape(grid.n_cells, n_classes + 1)

@@ -27,6 +27,7 @@ from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.fingerprint import file_entry
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
 from urbanfusion.workflows.publish import OutputFolder, new_run_id
@@ -214,6 +215,7 @@ def write(
     scheduler: str,
     timer: StageTimer,
     fingerprint: dict[str, str],
+    store: ResultStore | None = None,
 ) -> tuple[dict[str, Path], dict[str, object], Changes]:
     """Write every output of a run and publish them at once (the caller holds ``out``'s lock).
 
@@ -247,6 +249,8 @@ def write(
         )
         manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
         manifest["fingerprint"] = fingerprint
+        # Per kind of stored result, how many this run computed and how many it reused.
+        manifest["store"] = store.summary() if store is not None else {}
         manifest["changes"] = changes.to_dict()
         # The manifest is the last file: it lists the others with their hashes.
         manifest["outputs"] = {

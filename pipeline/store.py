@@ -1,0 +1,108 @@
+"""The run store: stage results kept under a fingerprint of exactly what they depend on.
+
+A stage asks for a result by kind and key (a digest of its inputs' identities, the settings that
+matter and the code); when it is there it is reused, else computed and put. Files are written to
+a temporary name and renamed, so a run killed at any moment leaves only whole entries, which the
+next run reuses: that is how a killed run resumes. After a run is published, entries it did not
+use are removed (:meth:`ResultStore.keep_only_used`), so the store holds what the latest outputs
+came from and no more.
+
+Layout: ``<root>/<kind>/<key>.<ext>``: ``.npy`` arrays (numpy opens them), ``.json`` records,
+``.parquet`` tables. Every method is safe to call from dask tasks in threads or processes that
+share the folder; bookkeeping of what was used lives in the process that owns the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def _atomic_write(path: Path, write: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)  # type: ignore[operator]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """A folder of fingerprinted results; counts what each run computed and reused."""
+
+    def __init__(self, root: Path, reuse: bool = True) -> None:
+        """Keep results under ``root`` (created when the first result is put).
+
+        ``reuse=False`` (``--force``) computes every result again and replaces the stored one.
+        """
+        self.root = root
+        self.reuse = reuse
+        self.used: set[Path] = set()
+        self.counts: Counter[str] = Counter()  # "<kind> computed" / "<kind> reused"
+
+    def path(self, kind: str, key: str, ext: str) -> Path:
+        """Where the result ``key`` of ``kind`` lives (whether or not it exists yet)."""
+        return self.root / kind / f"{key}.{ext}"
+
+    def has(self, kind: str, key: str, ext: str) -> bool:
+        """Whether the result is there; counts it as used (and reused) if so."""
+        path = self.path(kind, key, ext)
+        found = self.reuse and path.is_file()
+        self.note(kind, path, reused=found)
+        return found
+
+    def note(self, kind: str, path: Path, reused: bool) -> None:
+        """Record that this run used ``path`` (reused, or computed and put by a task)."""
+        self.used.add(path)
+        self.counts[f"{kind} {'reused' if reused else 'computed'}"] += 1
+
+    def keep(self, *paths: Path) -> None:
+        """Record more files of a result already counted (kept by :meth:`keep_only_used`)."""
+        self.used.update(paths)
+
+    @staticmethod
+    def save_array(path: Path, array: np.ndarray) -> np.ndarray:
+        """Put an array (atomically) and return it, so a dask task can store and pass it on."""
+        _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+        return array
+
+    @staticmethod
+    def load_array(path: Path) -> np.ndarray:
+        """An array put by :meth:`save_array`."""
+        return np.load(path, allow_pickle=False)
+
+    @staticmethod
+    def save_json(path: Path, value: object) -> None:
+        """Put a JSON record (atomically)."""
+        _atomic_write(path, lambda f: f.write(json.dumps(value, sort_keys=True).encode()))
+
+    @staticmethod
+    def load_json(path: Path) -> object:
+        """A record put by :meth:`save_json`."""
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per kind, how many results this run computed and reused (for the manifest)."""
+        out: dict[str, dict[str, int]] = {}
+        for label, n in sorted(self.counts.items()):
+            kind, what = label.rsplit(" ", 1)
+            out.setdefault(kind, {"computed": 0, "reused": 0})[what] = n
+        return out
+
+    def keep_only_used(self) -> None:
+        """Remove every entry (and leftover temporary file) this run did not use."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            if folder.is_dir():
+                for f in folder.iterdir():
+                    if f not in self.used:
+                        f.unlink(missing_ok=True)
