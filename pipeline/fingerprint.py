@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
 
 # The packages whose source is the code a run's outputs depend on.
 _PACKAGES = ("pipeline", "preprocess", "ingest", "models", "workflows")
+# Libraries whose version can change the numbers (GDAL comes inside rasterio's wheels).
+_LIBRARIES = (
+    "numpy",
+    "rasterio",
+    "pyproj",
+    "shapely",
+    "opencv-python-headless",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "dask",
+    "xarray",
+    "pandas",
+    "pyarrow",
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -31,8 +47,14 @@ def file_entry(path: Path, relative: bool = False) -> dict[str, object]:
 
 
 def file_identity(path: Path) -> dict[str, object]:
-    """Path, size and modification time: what tells cheaply that a file changed (no read)."""
-    stat = path.stat()
+    """Path, size and modification time: what tells cheaply that a file changed (no read).
+
+    A missing file has neither (its reader says so, in its own words, when it is read).
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {"path": str(path), "bytes": None, "mtime_ns": None}
     return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
@@ -44,11 +66,15 @@ def digest(value: object) -> str:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """Digest of the installed urbanfusion source (``.py`` and ``.json`` files).
+    """Digest of the installed urbanfusion source (``.py`` and ``.json`` files) and libraries.
 
-    Any change of the code that runs makes earlier results stale, released or not.
+    Any change of the code that runs makes earlier results stale, released or not, and so does
+    another version of a library that computes with it.
     """
     h = hashlib.sha256()
+    for library in _LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            h.update(f"{library}=={importlib.metadata.version(library)}\0".encode())
     for name in _PACKAGES:
         spec = importlib.util.find_spec(f"urbanfusion.{name}")
         for folder in (spec.submodule_search_locations or []) if spec else []:

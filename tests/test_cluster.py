@@ -113,3 +113,28 @@ def test_a_run_on_a_real_cluster_survives_a_killed_worker_with_the_threaded_outp
     assert distributed.manifest["dask"]["scheduler"] == address
     for name in ("class_map.tif", "probabilities.tif", "activity.parquet"):
         assert file_sha256(distributed.outputs[name]) == file_sha256(threaded.outputs[name])
+
+
+def test_a_batch_on_a_real_cluster_gives_the_threaded_outputs(tmp_path, small_city, cluster):
+    from urbanfusion.workflows.batch import run_batch
+
+    address, _ = cluster
+    configs = []
+    for name, scheduler in (("threads", "threads"), ("a", address), ("b", address)):
+        folder = tmp_path / name
+        folder.mkdir()
+        configs.append(
+            write_config(
+                folder / "c.yaml",
+                small_city,
+                dask={"scheduler": scheduler},
+                **{"output.dir": str(folder / "out")},
+            )
+        )
+    results = run_batch(configs)
+    assert [r.status for r in results] == ["ok", "ok", "ok"], [r.error for r in results]
+    expected = file_sha256(tmp_path / "threads" / "out" / "class_map.tif")
+    for name in ("a", "b"):
+        manifest = json.loads((tmp_path / name / "out" / "manifest.json").read_text())
+        assert manifest["dask"]["scheduler"] == address
+        assert file_sha256(tmp_path / name / "out" / "class_map.tif") == expected

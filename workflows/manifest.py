@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from importlib.metadata import version
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -37,6 +38,9 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
         "config": digest(config),
         "tiles": digest([file_identity(f) for f in p.tiles]),
         "signalling": digest([file_identity(f) for f in p.signalling_files]),
+        "platform_grid": digest(
+            file_identity(Path(grid.path)) if (grid := p.config.resolved_signalling.grid) else None
+        ),
         "model": digest(file_identity(predictor.path)),
         "code": code_fingerprint(),
     }

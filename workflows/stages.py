@@ -137,10 +137,12 @@ def _stored_signalling(
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport, str]:
     """The activity of the plan's signalling files, from the store when they are unchanged."""
     cfg = p.config.resolved_signalling
+    platform_grid = Path(cfg.grid.path) if cfg.grid is not None else None
     key = digest(
         {
             "signalling": cfg.model_dump(mode="json", exclude={"paths"}),
             "files": [file_identity(f) for f in p.signalling_files],
+            "platform_grid": file_identity(platform_grid) if platform_grid else None,
             "grid": p.grid.describe(),
             "code": code_fingerprint(),
         }
