@@ -32,6 +32,10 @@ class PointIndex:
     def __len__(self) -> int:
         return len(self.cell)
 
+    def keys(self) -> np.ndarray:
+        """The points as ``lon + 1j * lat`` (complex128), in id order."""
+        return self._index.to_numpy(dtype=np.complex128)
+
     def ids(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Point ids of finite coordinates, adding (and projecting) points not seen before."""
         key = lon + 1j * lat

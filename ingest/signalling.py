@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,19 @@ class _Ledger:
             )
         )
 
+    def merge(self, part: PointsPart) -> None:
+        """Add what one file's own reading counted and rejected."""
+        r, mine = part.report, self.report
+        mine.rows_read += r.rows_read
+        mine.count_read += r.count_read
+        mine.rows_outside_time += r.rows_outside_time
+        mine.count_outside_time += r.count_outside_time
+        mine.rows_rejected += r.rows_rejected
+        mine.count_rejected += r.count_rejected
+        self.reasons.update(part.reasons)
+        if len(part.rejects):
+            self.frames.append(part.rejects)
+
     def rejects(self) -> pd.DataFrame:
         self.report.reject_reasons = dict(self.reasons)
         if not self.frames:
@@ -179,10 +193,11 @@ def _timed_rows(
     place_reason: np.ndarray,
     day_range: tuple[int | None, int | None],
     seen: SeenHours,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check the time and count of rows whose place is known; reject the rest with a reason.
 
-    Returns the kept rows' place, day, hour and count (inside the day range, not duplicates).
+    Returns the kept rows' place, day, hour, count and line (inside the day range, not
+    duplicates).
     """
     when, count = block.columns["time"], block.columns["count"]
     code = place_reason.copy()
@@ -209,41 +224,124 @@ def _timed_rows(
         block.source, block.line[bad], code[bad], block.text(bad), float(numeric[bad].sum())
     )
     idx, day, hour = idx[fresh], day[fresh], hour[fresh]
-    return place[idx], day, hour, count[idx]
+    return place[idx], day, hour, count[idx], block.line[idx]
 
 
-def _points(
-    paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
-) -> HourlyTotals:
+@dataclass
+class PointsPart:
+    """One ``points`` file read on its own: its places and its rows, deduplicated within it.
+
+    Files are read independently (in any order, on any dask worker, or taken from a run store);
+    :func:`_combine_points` then does, in file order, what one pass over all files would: a row
+    repeating the place, day and hour of an earlier file is a duplicate, the others are counted
+    inside or outside the extent. So a new daily file is the only one read again.
+    """
+
+    source: str
+    places: np.ndarray  # complex128 lon + 1j*lat of every place with coordinates in range
+    place: np.ndarray  # int64 index into ``places`` of each kept row
+    day: np.ndarray  # int64 days since 1970-01-01, local
+    hour: np.ndarray  # int64
+    count: np.ndarray  # float64
+    line: np.ndarray  # int64, for a duplicate found across files
+    rejects: pd.DataFrame
+    report: SignallingReport  # this file's rows read, rejected and outside the days
+    reasons: dict[str, int]
+
+
+def _points_mapping(cfg: SignallingConfig) -> dict[str, str]:
     c = cfg.columns
-    mapping = {"time": c.time, "lon": c.lon, "lat": c.lat, "count": c.count}
-    points = PointIndex(grid, cfg.coords)
+    return {"time": c.time, "lon": c.lon, "lat": c.lat, "count": c.count}
+
+
+def points_part(path: Path, grid: CityGrid, cfg: SignallingConfig) -> PointsPart:
+    """Read one ``points`` file: reject its bad rows, keep the rest with their places.
+
+    Raises:
+        InputFormatError: the file is unreadable or lacks the mapped columns.
+    """
+    places = PointIndex(grid, cfg.coords)
+    seen = SeenHours()
+    ledger = _Ledger(SignallingReport(format=cfg.format, files=[str(path)]))
+    day_range = _day_range(cfg)
+    kept = []
+    for block in read_blocks(path, _points_mapping(cfg), cfg.timezone):
+        ledger.malformed(block)
+        block = block.take(~block.blank())
+        ledger.report.rows_read += len(block)
+        lon, lat = block.columns["lon"], block.columns["lat"]
+        finite = np.isfinite(lon) & np.isfinite(lat)
+        in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+        place_reason = np.zeros(len(block), np.uint8)
+        _flag(place_reason, ~finite, "missing or non-numeric coordinates")
+        _flag(place_reason, ~in_range, "coordinates out of range")
+        place = np.full(len(block), -1, dtype=np.int64)
+        place[in_range] = places.ids(lon[in_range], lat[in_range])
+        kept.append(_timed_rows(block, ledger, place, place_reason, day_range, seen))
+    if kept:
+        place, day, hour, count, line = (np.concatenate(c) for c in zip(*kept, strict=True))
+    else:
+        place = day = hour = line = np.zeros(0, np.int64)
+        count = np.zeros(0)
+    return PointsPart(
+        str(path),
+        places.keys(),
+        place.astype(np.int64),
+        day.astype(np.int64),
+        hour.astype(np.int64),
+        count.astype(np.float64),
+        line.astype(np.int64),
+        rejects=ledger.rejects(),
+        report=ledger.report,
+        reasons=dict(ledger.reasons),
+    )
+
+
+def _raw_lines(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]:
+    """The text of some rows of a file, as the rejects table shows it (read again: rare)."""
+    wanted = set(lines.tolist())
+    found: dict[int, str] = {}
+    for block in read_blocks(Path(path), _points_mapping(cfg), cfg.timezone):
+        hit = np.flatnonzero(np.isin(block.line, lines))
+        found.update(zip(block.line[hit].tolist(), block.text(hit), strict=True))
+        if len(found) == len(wanted):
+            break
+    return [found.get(int(n), "") for n in lines]
+
+
+def _combine_points(
+    parts: Iterable[PointsPart], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
+) -> HourlyTotals:
+    """Aggregate the parts of the files in order, exactly as one pass over all of them."""
+    places = PointIndex(grid, cfg.coords)
     seen = SeenHours()
     totals = HourlyTotals(grid.n_cells)
-    day_range = _day_range(cfg)
-    for path in paths:
-        for block in read_blocks(path, mapping, cfg.timezone):
-            ledger.malformed(block)
-            keep = ~block.blank()
-            block = block.take(keep)
-            ledger.report.rows_read += len(block)
-            lon, lat = block.columns["lon"], block.columns["lat"]
-            finite = np.isfinite(lon) & np.isfinite(lat)
-            in_range = finite & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
-            place_reason = np.zeros(len(block), np.uint8)
-            _flag(place_reason, ~finite, "missing or non-numeric coordinates")
-            _flag(place_reason, ~in_range, "coordinates out of range")
-            place = np.full(len(block), -1, dtype=np.int64)
-            place[in_range] = points.ids(lon[in_range], lat[in_range])
-            pid, day, hour, count = _timed_rows(block, ledger, place, place_reason, day_range, seen)
-            cell = points.cell[pid]
-            inside = cell >= 0
-            ledger.report.rows_outside += int((~inside).sum())
-            ledger.report.count_outside += float(count[~inside].sum())
-            ledger.report.rows_aggregated += int(inside.sum())
-            ledger.report.count_aggregated += float(count[inside].sum())
-            totals.add(cell[inside], day[inside], hour[inside], count[inside])
-    ledger.report.distinct_places = len(points)
+    for part in parts:
+        ledger.merge(part)
+        pid = places.ids(part.places.real, part.places.imag)[part.place]
+        fresh = seen.first_time(pid, part.day, part.hour)
+        if not fresh.all():  # re-sent records of an earlier file
+            lines = part.line[~fresh]
+            ledger.reject(
+                part.source,
+                lines,
+                np.full(len(lines), _CODE[DUPLICATE]),
+                _raw_lines(part.source, lines, cfg),
+                float(part.count[~fresh].sum()),
+            )
+        cell, day, hour, count = (
+            places.cell[pid[fresh]],
+            part.day[fresh],
+            part.hour[fresh],
+            part.count[fresh],
+        )
+        inside = cell >= 0
+        ledger.report.rows_outside += int((~inside).sum())
+        ledger.report.count_outside += float(count[~inside].sum())
+        ledger.report.rows_aggregated += int(inside.sum())
+        ledger.report.count_aggregated += float(count[inside].sum())
+        totals.add(cell[inside], day[inside], hour[inside], count[inside])
+    ledger.report.distinct_places = len(places)
     return totals
 
 
@@ -301,7 +399,7 @@ def _grid_rows(
             block = block.take(~block.blank())
             ledger.report.rows_read += len(block)
             place, reason = _platform_ids(block, platform)
-            pid, day, hour, count = _timed_rows(block, ledger, place, reason, day_range, seen)
+            pid, day, hour, count, _ = _timed_rows(block, ledger, place, reason, day_range, seen)
             inside = _count_outside_rows(pid, platform, ledger)
             ledger.report.count_outside += float(count[~inside].sum())
             sums.add(pid[inside], day[inside], hour[inside], count[inside])
@@ -444,8 +542,12 @@ def load_signalling(
     paths: list[Path],
     grid: CityGrid,
     cfg: SignallingConfig,
+    parts: Iterable[PointsPart] | None = None,
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport]:
     """Read every file and build activity ``(cell, day, hour)`` on ``grid``.
+
+    ``parts`` (``points`` format): the files already read by :func:`points_part`, in the order
+    of ``paths`` (each is read here otherwise, one at a time).
 
     ``cfg.grid.path`` (the platform grid) is read as it is: give it absolute, as
     :attr:`~urbanfusion.pipeline.config.RunConfig.resolved_signalling` does.
@@ -464,8 +566,12 @@ def load_signalling(
     first, last = _day_range(cfg)
     window_first: int | None = None
     if cfg.format in ("points", "activity"):
-        read = _points if cfg.format == "points" else _stored
-        totals = read(paths, grid, cfg, ledger)
+        if cfg.format == "points":
+            if parts is None:
+                parts = (points_part(path, grid, cfg) for path in paths)
+            totals = _combine_points(parts, grid, cfg, ledger)
+        else:
+            totals = _stored(paths, grid, cfg, ledger)
         window_first = _apply_window(totals, cfg, ledger, counted=True)
     else:
         if cfg.grid is None:  # the config's validator already says so; callers may skip it

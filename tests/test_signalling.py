@@ -172,6 +172,9 @@ def test_a_resent_row_is_rejected_as_a_duplicate_not_counted_twice(tmp_path):
     _, rejects, report = load_signalling([a, b], GRID)
     assert report.rows_rejected == 2 and set(rejects["reason"]) == {DUPLICATE}
     assert set(rejects["source_file"]) == {str(b)} and rejects["line"].tolist() == [2, 3]
+    # The rows' text (read again from the later file, where the duplicates are).
+    written = [line.split(",")[1:] for line in b.read_text().splitlines()[1:3]]
+    assert [raw.split(",")[1:] for raw in rejects["raw"]] == written
     assert report.count_aggregated == frame["count"].sum()
 
 

@@ -64,6 +64,8 @@ def test_a_new_model_only_predicts_and_a_new_day_does_not_touch_the_imagery(
     third = run(new_day)
     store = third.manifest["store"]
     assert store["activity"] == {"computed": 1, "reused": 0}
+    # Only the new day's file is read; the others' rows come from the store.
+    assert store["signalling-files"] == {"computed": 1, "reused": len(days) - 1}
     assert store["chips"] == {"computed": 0, "reused": n} and store["scenes"]["computed"] == 0
     _same_outputs(third, _fresh(tmp_path, small_city, "fresh-week", model=str(model)))
 

@@ -18,6 +18,8 @@ import xarray as xr
 
 from urbanfusion.ingest import imagery as imagery_stage
 from urbanfusion.ingest.imagery import TileReport, load_imagery
+from urbanfusion.ingest.points_store import KIND as POINTS_KIND
+from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
@@ -135,21 +137,35 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
 def _stored_signalling(
     p: Plan, store: ResultStore
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport, str]:
-    """The activity of the plan's signalling files, from the store when they are unchanged."""
+    """The activity of the plan's signalling files, from the store when they are unchanged.
+
+    ``points`` files are also kept one by one: when files are added (a new day), only those are
+    read, each by its own task (on the cluster's workers when there is one).
+    """
     cfg = p.config.resolved_signalling
     platform_grid = Path(cfg.grid.path) if cfg.grid is not None else None
+    common = {
+        "signalling": cfg.model_dump(mode="json", exclude={"paths", "window_days"}),
+        "grid": p.grid.describe(),
+        "code": code_fingerprint(),
+    }
+    part_keys = [
+        digest({**common, "file": file_identity(f)})
+        for f in (p.signalling_files if cfg.format == "points" else [])
+    ]
     key = digest(
         {
-            "signalling": cfg.model_dump(mode="json", exclude={"paths"}),
+            **common,
+            "window_days": cfg.window_days,
             "files": [file_identity(f) for f in p.signalling_files],
             "platform_grid": file_identity(platform_grid) if platform_grid else None,
-            "grid": p.grid.describe(),
-            "code": code_fingerprint(),
         }
     )
     record, values, rejects = (store.path("activity", key, e) for e in ("json", "npy", "parquet"))
     if store.has("activity", key, "json"):
         store.keep(values, rejects)
+        for k in part_keys:  # still the parts of these files, for the next new day
+            store.keep(*part_files(store, k).values())
         saved = store.load_json(record)
         days = np.array(saved["days"], dtype="datetime64[ns]")  # type: ignore[index]
         activity = store.load_array(values)
@@ -162,7 +178,19 @@ def _stored_signalling(
         )
         report = SignallingReport(**saved["report"])  # type: ignore[index]
         return ds, pd.read_parquet(rejects), report, key
-    ds, table, report = load_signalling(p.signalling_files, p.grid, cfg)
+    parts = None
+    if part_keys:
+        files = [part_files(store, k) for k in part_keys]
+        tasks = [
+            dask.delayed(read_and_keep)(f, p.grid, cfg, part)
+            for f, k, part in zip(p.signalling_files, part_keys, files, strict=True)
+            if not store.has(POINTS_KIND, k, "json")
+        ]
+        for k in part_keys:
+            store.keep(*part_files(store, k).values())
+        dask.compute(*tasks)
+        parts = (load_part(part) for part in files)
+    ds, table, report = load_signalling(p.signalling_files, p.grid, cfg, parts)
     store.keep(values, rejects)
     store.save_array(values, ds["activity"].values)
     rejects.parent.mkdir(parents=True, exist_ok=True)
