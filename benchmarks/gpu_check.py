@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from model_speed import best_of
 
 from urbanfusion.models.classes import CLASS_NAMES
 from urbanfusion.models.dataset import CellData
@@ -53,13 +54,7 @@ def cells(n: int, seed: int = 0) -> CellData:
 
 def cells_per_second(fn: object, n: int, repeat: int = 5) -> float:
     """Cells per second of ``fn`` (``n`` cells a call), best of ``repeat`` after a warm-up."""
-    fn()  # type: ignore[operator]
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - start)
-    return n / best
+    return n / best_of(fn, repeat)
 
 
 def main() -> None:

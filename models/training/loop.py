@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,6 +48,16 @@ def augment_chips(image: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return image
 
 
+class LoopSettings(Protocol):
+    """The hyper-parameters a loop needs (``TrainConfig`` and ``PretrainConfig`` have them)."""
+
+    epochs: int
+    batch: int
+    lr: float
+    weight_decay: float
+    patience: int
+
+
 class TrainingLoop:
     """Epochs of shuffled mini-batches over ``n`` training rows, with early stopping.
 
@@ -76,6 +87,21 @@ class TrainingLoop:
         self.best = copy.deepcopy(model.state_dict())
         self.best_score, self.best_epoch, self.epoch = -1.0, 0, 0
         self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def of(
+        cls, model: nn.Module, generator: torch.Generator, settings: LoopSettings
+    ) -> TrainingLoop:
+        """A loop with the epochs, batch, learning rate, weight decay and patience of a config."""
+        return cls(
+            model,
+            generator,
+            epochs=settings.epochs,
+            batch=settings.batch,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            patience=settings.patience,
+        )
 
     @property
     def finished(self) -> bool:

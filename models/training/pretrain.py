@@ -88,15 +88,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     def validate() -> float:
         return float((_predict(model, x_val, device) == y_val).mean())
 
-    loop = TrainingLoop(
-        model,
-        generator,
-        epochs=cfg.epochs,
-        batch=cfg.batch,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        patience=cfg.patience,
-    )
+    loop = TrainingLoop.of(model, generator, cfg)
     loop.run(len(x_train), loss_of, validate)
     best_epoch = loop.best_epoch
     result = scores(y_val, _predict(model, x_val, device), scenes.classes)

@@ -239,15 +239,7 @@ def train(
                     loss = loss + cfg.aux_weight * loss_fn(logits[sel], y[sel])
         return loss
 
-    loop = TrainingLoop(
-        model,
-        generator,
-        epochs=cfg.epochs,
-        batch=cfg.batch,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        patience=cfg.patience,
-    )
+    loop = TrainingLoop.of(model, generator, cfg)
     config_dict, fingerprint = asdict(cfg), data_fingerprint(data)
     best_validation: dict[str, object] = {}
     if resume and checkpoint is not None and checkpoint.exists():
