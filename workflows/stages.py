@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from urbanfusion.ingest import imagery as imagery_stage
 from urbanfusion.ingest.imagery import TileReport, load_imagery
-from urbanfusion.ingest.points_store import KIND as POINTS_KIND
-from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
@@ -29,6 +25,7 @@ from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import chips_dask
+from urbanfusion.workflows.stored import stored_activity, stored_chips
 
 
 @dataclass(frozen=True)
@@ -131,73 +128,7 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
             p.signalling_files, p.grid, cfg.resolved_signalling
         )
         return Ingested(imagery, tiles, activity, rejects, report)
-    return Ingested(imagery, tiles, *_stored_signalling(p, store))
-
-
-def _stored_signalling(
-    p: Plan, store: ResultStore
-) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport, str]:
-    """The activity of the plan's signalling files, from the store when they are unchanged.
-
-    ``points`` files are also kept one by one: when files are added (a new day), only those are
-    read, each by its own task (on the cluster's workers when there is one).
-    """
-    cfg = p.config.resolved_signalling
-    platform_grid = Path(cfg.grid.path) if cfg.grid is not None else None
-    common = {
-        "signalling": cfg.model_dump(mode="json", exclude={"paths", "window_days"}),
-        "grid": p.grid.describe(),
-        "code": code_fingerprint(),
-    }
-    part_keys = [
-        digest({**common, "file": file_identity(f)})
-        for f in (p.signalling_files if cfg.format == "points" else [])
-    ]
-    key = digest(
-        {
-            **common,
-            "window_days": cfg.window_days,
-            "files": [file_identity(f) for f in p.signalling_files],
-            "platform_grid": file_identity(platform_grid) if platform_grid else None,
-        }
-    )
-    record, values, rejects = (store.path("activity", key, e) for e in ("json", "npy", "parquet"))
-    if store.has("activity", key, "json"):
-        store.keep(values, rejects)
-        for k in part_keys:  # still the parts of these files, for the next new day
-            store.keep(*part_files(store, k).values())
-        saved = store.load_json(record)
-        days = np.array(saved["days"], dtype="datetime64[ns]")  # type: ignore[index]
-        activity = store.load_array(values)
-        ds = xr.Dataset(
-            {
-                "activity": (("cell", "day", "hour"), activity),
-                "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
-            },
-            coords={"cell": p.grid.cell_ids(), "day": days, "hour": np.arange(24)},
-        )
-        report = SignallingReport(**saved["report"])  # type: ignore[index]
-        return ds, pd.read_parquet(rejects), report, key
-    parts = None
-    if part_keys:
-        files = [part_files(store, k) for k in part_keys]
-        tasks = [
-            dask.delayed(read_and_keep)(f, p.grid, cfg, part)
-            for f, k, part in zip(p.signalling_files, part_keys, files, strict=True)
-            if not store.has(POINTS_KIND, k, "json")
-        ]
-        for k in part_keys:
-            store.keep(*part_files(store, k).values())
-        dask.compute(*tasks)
-        parts = (load_part(part) for part in files)
-    ds, table, report = load_signalling(p.signalling_files, p.grid, cfg, parts)
-    store.keep(values, rejects)
-    store.save_array(values, ds["activity"].values)
-    rejects.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(rejects, index=False)
-    days = [str(d)[:10] for d in ds["day"].values.astype("datetime64[D]")]
-    store.save_json(record, {"days": days, "report": report.to_dict()})  # written last
-    return ds, table, report, key
+    return Ingested(imagery, tiles, *stored_activity(p.grid, cfg, p.signalling_files, store))
 
 
 def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Prepared:
@@ -212,42 +143,9 @@ def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Pr
     features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
     if store is None:
         return Prepared(chips, features, has_activity)
-    chips, chips_key = _stored_chips(p, chips, ingested.imagery.attrs["chunk_sources"], store)
+    sources = ingested.imagery.attrs["chunk_sources"]
+    chips, chips_key = stored_chips(p.grid, p.config.imagery, chips, sources, store)
     return Prepared(chips, features, has_activity, digest([chips_key, ingested.activity_key]))
-
-
-def _stored_chips(
-    p: Plan,
-    chips: da.Array,
-    sources: dict[tuple[int, int], list[dict[str, object]]],
-    store: ResultStore,
-) -> tuple[da.Array, str]:
-    """Chips whose chunks come from the store when their tiles are unchanged, else are kept."""
-    imagery = p.config.imagery
-    common = {
-        "grid": p.grid.describe(),
-        "chunk_px": p.grid.chunks(imagery_stage.CHUNK_TARGET_PX).size,
-        "bands": imagery.bands,
-        "dehaze": imagery.dehaze,
-        "code": code_fingerprint(),
-    }
-    blocks = chips.to_delayed()
-    rows: list[da.Array] = []
-    keys = []
-    for r, height in enumerate(chips.chunks[0]):
-        row = []
-        for c, width in enumerate(chips.chunks[1]):
-            key = digest({**common, "chunk": [r, c], "sources": sources[(r, c)]})
-            keys.append(key)
-            path = store.path("chips", key, "npy")
-            if store.has("chips", key, "npy"):
-                block = dask.delayed(ResultStore.load_array)(path)
-            else:
-                block = dask.delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
-            shape = (height, width, *chips.shape[2:])
-            row.append(da.from_delayed(block, shape, dtype=chips.dtype))
-        rows.append(da.concatenate(row, axis=1))
-    return da.concatenate(rows, axis=0), digest(keys)
 
 
 def _predict_block(
