@@ -123,3 +123,11 @@ def test_commands_that_need_torch_say_how_to_install_it(tmp_path, args, what):
     )
     _assert_clean_failure(proc, f"{what} needs torch and onnx (torch is missing)", tmp_path / "o")
     assert "`pip install torch==2.13.0` then `pip install -e .[train]`" in proc.stderr
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, small_city):
+    (tmp_path / "afile").write_text("not a folder")
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"output.dir": str(tmp_path / "afile")})
+    proc = _run("run", cfg)
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from urbanfusion.pipeline.errors import OutputBusyError
+from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
 
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.
@@ -70,8 +70,13 @@ class OutputFolder:
         """Hold the folder's lock for the block, then clear what killed runs left behind.
 
         Raises:
+            ConfigError: the output folder is a file.
             OutputBusyError: another run holds the lock and ``wait`` is false.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(
+                f"output.dir {self.path} is a file, not a folder; point output.dir at a folder"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.path / LOCK)
         try:
