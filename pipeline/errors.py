@@ -43,6 +43,10 @@ class ModelError(UrbanFusionError, ValueError):
     """A model file is missing, unreadable or does not carry the urbanfusion contract."""
 
 
+class StoreError(UrbanFusionError, ValueError):
+    """A result kept in the run store cannot be read back (damaged outside urbanfusion)."""
+
+
 class OutputBusyError(UrbanFusionError, BlockingIOError):
     """Another run holds the output folder's lock and the caller asked not to wait."""
 

@@ -22,6 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from urbanfusion.pipeline.errors import StoreError
+
+
+def _damaged(path: Path, err: Exception) -> StoreError:
+    return StoreError(
+        f"{path}: a stored result cannot be read ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else 'damaged'}); run again with --force to "
+        "compute it afresh"
+    )
+
 
 def _atomic_write(path: Path, write: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +86,15 @@ class ResultStore:
 
     @staticmethod
     def load_array(path: Path) -> np.ndarray:
-        """An array put by :meth:`save_array`."""
-        return np.load(path, allow_pickle=False)
+        """An array put by :meth:`save_array`.
+
+        Raises:
+            StoreError: the file is damaged (writes are atomic, so not by a killed run).
+        """
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise _damaged(path, err) from None
 
     @staticmethod
     def save_json(path: Path, value: object) -> None:
@@ -86,8 +103,15 @@ class ResultStore:
 
     @staticmethod
     def load_json(path: Path) -> object:
-        """A record put by :meth:`save_json`."""
-        return json.loads(path.read_text(encoding="utf-8"))
+        """A record put by :meth:`save_json`.
+
+        Raises:
+            StoreError: the file is damaged.
+        """
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
+            raise _damaged(path, err) from None
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per kind, how many results this run computed and reused (for the manifest)."""

@@ -114,3 +114,19 @@ def test_a_run_killed_midway_resumes_from_the_store_with_the_uninterrupted_outpu
     assert resumed.manifest["store"]["scenes"]["reused"] == 4
     assert not [p for p in store.rglob(".*")], "temporary files of the killed run are gone"
     _same_outputs(resumed, _fresh(tmp_path, small_city, "fresh"))
+
+
+def test_a_damaged_stored_chunk_is_one_line_and_force_recomputes_it(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    first = run(load_config(cfg))
+    (chunk,) = (tmp_path / "out" / "store" / "chips").glob("*.npy")
+    chunk.write_bytes(b"not an array")
+    day = sorted((small_city.root / "signalling").glob("*.csv"))[0]
+    changed = write_config(tmp_path / "c.yaml", small_city, **{"signalling.paths": [str(day)]})
+    proc = _cli("run", changed)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1
+    assert "stored result cannot be read" in err and "--force" in err
+    forced = run(load_config(changed), force=True)
+    assert forced.manifest["store"]["chips"] == {"computed": 1, "reused": 0}
+    assert first.manifest["outputs"]["class_map.tif"] != forced.manifest["outputs"]["class_map.tif"]
