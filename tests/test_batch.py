@@ -63,8 +63,19 @@ def test_a_locked_city_is_busy_under_no_wait_and_a_dry_run_checks_without_runnin
     dry = _batch(cfg, "--dry-run", "--report", tmp_path / "dry.json")
     assert dry.returncode == 0, dry.stdout
     (result,) = json.loads((tmp_path / "dry.json").read_text())["results"]
-    assert result["status"] == "ready" and result["cells"] > 0
+    assert result["status"] == "ready" and result["changes"] == "would run: no published run yet"
     assert not (tmp_path / "a" / "class_map.tif").exists()
+    assert _batch(cfg, "--report", tmp_path / "r.json").returncode == 0
+    _batch(cfg, "--dry-run", "--report", tmp_path / "dry.json")
+    (result,) = json.loads((tmp_path / "dry.json").read_text())["results"]
+    assert result["changes"].startswith("up to date (run ")
+    day = sorted((small_city.root / "signalling").glob("*.csv"))[0]
+    write_config(
+        cfg, small_city, **{"output.dir": str(tmp_path / "a"), "signalling.paths": [str(day)]}
+    )
+    _batch(cfg, "--dry-run", "--report", tmp_path / "dry.json")
+    (result,) = json.loads((tmp_path / "dry.json").read_text())["results"]
+    assert result["changes"].startswith("would run: config, signalling changed")
 
 
 def test_a_batch_without_configs_is_a_one_line_error(tmp_path):

@@ -26,8 +26,7 @@ from urbanfusion.pipeline.errors import (
     UrbanFusionError,
 )
 from urbanfusion.pipeline.progress import StageTimer
-from urbanfusion.workflows.run import run
-from urbanfusion.workflows.stages import open_model, plan
+from urbanfusion.workflows.run import run, what_would_run
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 # Exit statuses of `urbanfusion batch`: fixed values, never a count (a count can wrap to 0).
@@ -90,9 +89,7 @@ def run_city(
         config = load_config(path)
         result.output = str(config.output_dir)
         if dry_run:
-            p = plan(config)
-            open_model(config)
-            result.status, result.cells = "ready", p.grid.n_cells
+            result.status, result.changes = "ready", what_would_run(config)
         else:
             done = run(config, StageTimer(quiet=True), wait=wait, force=force)
             result.status, result.computed = "ok", not done.up_to_date

@@ -66,11 +66,37 @@ def run(
             fingerprint = run_fingerprint(p, predictor)
             published = out.latest()
             if not force and published is not None:
-                manifest = json.loads((published / "manifest.json").read_text(encoding="utf-8"))
-                if manifest.get("fingerprint", {}).get("run") == fingerprint["run"]:
+                manifest = _manifest(published)
+                if not changed_since(manifest, fingerprint):
                     return _up_to_date(p, out, published, manifest)
             store = ResultStore(out.path / STORE, reuse=not force)
             return _locked_run(p, predictor, out, store, scheduler, timer, started, fingerprint)
+
+
+def _manifest(run_dir: Path) -> dict[str, object]:
+    return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+def changed_since(manifest: dict[str, object], fingerprint: dict[str, str]) -> list[str]:
+    """What differs from a published run's fingerprint (config, tiles, signalling, model...)."""
+    before = manifest.get("fingerprint") or {}
+    return [k for k, v in fingerprint.items() if k != "run" and before.get(k) != v]  # type: ignore[union-attr]
+
+
+def what_would_run(config: RunConfig) -> str:
+    """Without computing or locking anything: whether a run is up to date, else what changed.
+
+    Raises:
+        UrbanFusionError: the config, its inputs or the model are not usable (as a run would).
+    """
+    p, predictor = plan(config), open_model(config)
+    published = OutputFolder(config.output_dir).latest()
+    if published is None:
+        return "would run: no published run yet"
+    changed = changed_since(_manifest(published), run_fingerprint(p, predictor))
+    if not changed:
+        return f"up to date (run {published.name})"
+    return f"would run: {', '.join(changed)} changed since run {published.name}"
 
 
 def _up_to_date(
