@@ -172,25 +172,25 @@ class HourlyTotals:
     ) -> xr.Dataset:
         """Activity ``(cell, day, hour)`` float32 (NaN where unobserved) and ``observed``.
 
-        Days run from ``first`` to ``last`` (days since 1970-01-01; default: the data's range),
-        with days that have no rows at all fully unobserved.
+        The days are those with data between ``first`` and ``last`` (days since 1970-01-01;
+        default: all of them). The day axis is sparse on purpose: one row dated 2300 adds one
+        day, not a hundred thousand empty ones. A day without any row has nothing to say.
         """
-        first = self.days[0] if first is None else first
-        last = self.days[-1] if last is None else last
-        n_days = last - first + 1
-        activity = np.full((self.n_cells, n_days, 24), np.nan, dtype=np.float32)
-        for d in self.days:
-            if first <= d <= last:
-                sums = self.sums[d].reshape(self.n_cells, 24)
-                seen = self.observed[d].reshape(self.n_cells, 24)
-                activity[:, d - first] = np.where(seen, sums, np.nan)
-        days = _EPOCH + np.arange(first, last + 1)
+        days = [
+            d for d in self.days if (first is None or d >= first) and (last is None or d <= last)
+        ]
+        activity = np.full((self.n_cells, len(days), 24), np.nan, dtype=np.float32)
+        for i, d in enumerate(days):
+            sums = self.sums[d].reshape(self.n_cells, 24)
+            seen = self.observed[d].reshape(self.n_cells, 24)
+            activity[:, i] = np.where(seen, sums, np.nan)
+        dates = _EPOCH + np.array(days, dtype=np.int64)
         return xr.Dataset(
             {
                 "activity": (("cell", "day", "hour"), activity),
                 "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
             },
-            coords={"cell": cell_ids, "day": days.astype("datetime64[ns]"), "hour": np.arange(24)},
+            coords={"cell": cell_ids, "day": dates.astype("datetime64[ns]"), "hour": np.arange(24)},
         )
 
 

@@ -420,8 +420,10 @@ def load_imagery(
             report.status, report.reason = "skipped", "does not touch the extent"
             continue
         touching.append((report, footprint, chosen))
-    if strict and any(r.status == "failed" for r in reports):
-        bad = [f"{Path(r.path).name}: {r.reason}" for r in reports if r.status == "failed"]
+    # Tiles that touch the extent are still "failed" with no reason until they are read below.
+    unreadable = [r for r in reports if r.status == "failed" and r.reason]
+    if strict and unreadable:
+        bad = [f"{Path(r.path).name}: {r.reason}" for r in unreadable]
         raise InputFormatError(
             f"imagery: {len(bad)} tile(s) failed and --strict is on ({'; '.join(bad[:3])}); "
             "fix them, remove them from imagery.paths, or run without --strict"

@@ -44,6 +44,8 @@ from urbanfusion.pipeline.grid import CityGrid
 
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
+TOO_LARGE = "infinite count, or above signalling.max_count"
+IMPLAUSIBLE_DATE = "date before 2000 or more than a year from today (a typo in the year?)"
 # Reasons as small codes on the hot path, text only for the rows rejected; 0 = kept.
 REASONS = np.array(
     [
@@ -59,6 +61,8 @@ REASONS = np.array(
         "unknown grid id (not in signalling.grid)",
         "unknown day type",
         "missing or non-numeric hour",
+        TOO_LARGE,
+        IMPLAUSIBLE_DATE,
     ],
     dtype=object,
 )
@@ -179,6 +183,13 @@ def _apply_window(
     return first
 
 
+_PLAUSIBLE_FIRST_DAY = (dt.date(2000, 1, 1) - _EPOCH).days
+
+
+def _plausible_last_day() -> int:
+    return (dt.date.today() - _EPOCH).days + 366
+
+
 def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
     def days(d: dt.date | None) -> int | None:
         return None if d is None else (d - _EPOCH).days
@@ -193,6 +204,7 @@ def _timed_rows(
     place_reason: np.ndarray,
     day_range: tuple[int | None, int | None],
     seen: SeenHours,
+    max_count: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check the time and count of rows whose place is known; reject the rest with a reason.
 
@@ -204,10 +216,17 @@ def _timed_rows(
     _flag(code, np.isnat(when), "unparsable time")
     _flag(code, np.isnan(count), "missing or non-numeric count")
     _flag(code, count < 0, "negative count")
-    numeric = np.where(np.isnan(count), 0.0, count)
+    too_large = count > max_count  # inf too: one such row must not swamp a city's totals
+    _flag(code, too_large, TOO_LARGE)
+    numeric = np.where(np.isnan(count) | too_large, 0.0, count)
     ledger.report.count_read += float(numeric.sum())
     idx = np.flatnonzero(code == 0)
     day, hour = day_and_hour(when[idx])
+    # Mobile-phone signalling from before 2000 or from the future is a typo, and one such row
+    # would stretch the day axis by decades.
+    implausible = (day < _PLAUSIBLE_FIRST_DAY) | (day > _plausible_last_day())
+    code[idx[implausible]] = _CODE[IMPLAUSIBLE_DATE]
+    idx, day, hour = idx[~implausible], day[~implausible], hour[~implausible]
     first, last = day_range
     in_time = np.ones(len(idx), dtype=bool)
     if first is not None:
@@ -277,7 +296,7 @@ def points_part(path: Path, grid: CityGrid, cfg: SignallingConfig) -> PointsPart
         _flag(place_reason, ~in_range, "coordinates out of range")
         place = np.full(len(block), -1, dtype=np.int64)
         place[in_range] = places.ids(lon[in_range], lat[in_range])
-        kept.append(_timed_rows(block, ledger, place, place_reason, day_range, seen))
+        kept.append(_timed_rows(block, ledger, place, place_reason, day_range, seen, cfg.max_count))
     if kept:
         place, day, hour, count, line = (np.concatenate(c) for c in zip(*kept, strict=True))
     else:
@@ -399,7 +418,9 @@ def _grid_rows(
             block = block.take(~block.blank())
             ledger.report.rows_read += len(block)
             place, reason = _platform_ids(block, platform)
-            pid, day, hour, count, _ = _timed_rows(block, ledger, place, reason, day_range, seen)
+            pid, day, hour, count, _ = _timed_rows(
+                block, ledger, place, reason, day_range, seen, cfg.max_count
+            )
             inside = _count_outside_rows(pid, platform, ledger)
             ledger.report.count_outside += float(count[~inside].sum())
             sums.add(pid[inside], day[inside], hour[inside], count[inside])
@@ -505,7 +526,8 @@ def _wide(
             _flag(reason, ~np.isin(kind, list(cfg.wide.day_types)), "unknown day type")
             _flag(reason, np.isnan(values).any(axis=1), "missing or non-numeric hour")
             _flag(reason, (values < 0).any(axis=1), "negative count")
-            numeric = np.nan_to_num(values).sum(axis=1)
+            _flag(reason, (values > cfg.max_count).any(axis=1), TOO_LARGE)
+            numeric = np.where(np.isnan(values) | (values > cfg.max_count), 0.0, values).sum(axis=1)
             ledger.report.count_read += float(numeric.sum())
             bad = np.flatnonzero(reason)
             ledger.reject(

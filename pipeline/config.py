@@ -114,6 +114,8 @@ class SignallingConfig(_Strict):
     start: dt.date | None = None
     end: dt.date | None = None
     window_days: int | None = Field(None, ge=1)
+    # People per place and hour above which a count is a data error (1e30, inf), not people.
+    max_count: float = Field(1e6, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SignallingConfig:

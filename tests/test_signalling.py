@@ -364,3 +364,45 @@ def test_a_rolling_window_keeps_the_last_days_and_follows_new_daily_files(tmp_pa
 def test_a_window_on_wide_tables_is_a_config_error():
     with pytest.raises(ValueError, match="window_days needs dated rows"):
         SignallingConfig(paths=["x"], format="wide", grid={"path": "g.gpkg"}, window_days=7)
+
+
+def test_infinite_and_absurd_counts_are_rejected_with_a_reason(tmp_path):
+    from urbanfusion.ingest.signalling import TOO_LARGE
+
+    frame = _clean_rows(5)
+    frame["count"] = frame["count"].astype(float)
+    frame.loc[[3, 7], "count"] = [np.inf, 1e30]
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    ds, rejects, report = load_signalling([path], GRID)
+    assert rejects["reason"].tolist() == [TOO_LARGE, TOO_LARGE]
+    assert rejects["line"].tolist() == [5, 9]
+    assert np.isfinite(report.count_read) and np.isfinite(np.nansum(ds["activity"].values))
+    _ledger_balances(report)
+    _, rejects, _ = load_signalling([path], GRID, max_count=400)
+    assert (rejects["reason"] == TOO_LARGE).sum() == (frame["count"] > 400).sum()
+
+
+def test_a_mistyped_year_is_rejected_with_a_reason_not_allocated(tmp_path):
+    from urbanfusion.ingest.signalling import IMPLAUSIBLE_DATE
+
+    frame = _clean_rows(5)
+    far = frame.iloc[[0, 1, 2]].assign(
+        time=["2300-01-01 08:00:00", "2099-06-01 09:00:00", "1970-01-02 10:00:00"]
+    )
+    path = tmp_path / "rows.csv"
+    pd.concat([frame, far]).to_csv(path, index=False)
+    ds, rejects, report = load_signalling([path], GRID)
+    assert [str(d)[:10] for d in ds["day"].values] == ["2026-03-02", "2026-03-03"]
+    assert rejects["reason"].tolist() == [IMPLAUSIBLE_DATE] * 3
+    assert report.rows_aggregated == len(frame)
+    _ledger_balances(report)
+
+
+def test_the_day_axis_holds_only_days_with_data(tmp_path):
+    frame = _clean_rows(5)
+    later = frame.assign(time=pd.to_datetime(frame["time"]) + pd.Timedelta(days=30))
+    path = tmp_path / "rows.csv"
+    pd.concat([frame, later.astype({"time": str})]).to_csv(path, index=False)
+    ds, _, _ = load_signalling([path], GRID)
+    assert ds.sizes["day"] == 4  # two days, then two a month later: no 28 empty days between

@@ -78,6 +78,12 @@ def test_bands_can_be_chosen_by_name(tmp_path):
         load_imagery([path], GRID, ["swir"], dehaze="never")
 
 
+def test_strict_lets_a_city_of_good_tiles_through(tmp_path):
+    good = [_tile(tmp_path / f"good{i}.tif", 10 + i) for i in range(2)]
+    _, reports = load_imagery(good, GRID, [1, 2, 3], dehaze="never", strict=True)
+    assert [r.status for r in reports] == ["used", "used"]
+
+
 def test_strict_turns_a_failed_tile_into_an_error(tmp_path):
     good = _tile(tmp_path / "good.tif", 10)
     bad = tmp_path / "bad.tif"
