@@ -37,6 +37,8 @@ class Predictor:
             InputNotFoundError: the file does not exist.
             ModelError: onnxruntime cannot load it, or it carries no urbanfusion contract.
         """
+        if path.is_dir():
+            raise InputNotFoundError(f"model {path} is a folder; give the .onnx file in it")
         if not path.is_file():
             raise InputNotFoundError(
                 f"model file {path} does not exist; check 'model' in the config"
@@ -65,6 +67,35 @@ class Predictor:
             raise ModelError(
                 f"{path}: inputs {names} differ from its contract {self.contract.inputs}"
             )
+        self._check_graph_against_contract()
+
+    def _check_graph_against_contract(self) -> None:
+        """The graph's fixed dimensions are those its contract promises (batch aside).
+
+        Raises:
+            ModelError: a tensor of the graph has another shape than the contract says.
+        """
+        c = self.contract
+        image, activity, has_image, has_activity = c.inputs
+        expected = {
+            image: [len(c.bands), c.chip_px, c.chip_px],
+            activity: [c.days, c.hours],
+            has_image: [1],
+            has_activity: [1],
+            c.output: [len(c.classes)],
+        }
+        for tensor in [*self.session.get_inputs(), *self.session.get_outputs()]:
+            if tensor.name not in expected:
+                continue
+            dims, want = list(tensor.shape[1:]), expected[tensor.name]
+            fixed = [d if isinstance(d, int) else None for d in dims]
+            if len(dims) != len(want) or any(
+                f not in (None, w) for f, w in zip(fixed, want, strict=True)
+            ):
+                raise ModelError(
+                    f"{self.path}: its graph has {tensor.name} of shape {dims} (after the batch) "
+                    f"but its contract says {want}; export the model again with urbanfusion"
+                )
 
     def check_chips(self, chip_px: int, n_bands: int, fix: str) -> None:
         """The one check that this model can read the data: chips of that size and band count.

@@ -144,7 +144,7 @@ class SignallingConfig(_Strict):
 class OutputConfig(_Strict):
     """Where the outputs of a run go."""
 
-    dir: str
+    dir: str = Field(min_length=1)
 
 
 class HistoryConfig(_Strict):
@@ -283,6 +283,8 @@ def load_config(path: str | Path) -> RunConfig:
         ConfigError: the YAML is malformed or does not validate.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputNotFoundError(f"config {path} is a folder; give the YAML file in it")
     if not path.is_file():
         raise InputNotFoundError(f"config file {path} does not exist; check the path")
     try:

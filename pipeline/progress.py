@@ -37,3 +37,7 @@ class StageTimer:
         """Say something the user should know while a stage runs (also in logs), unless quiet."""
         if not self.quiet:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        """A warning line on stderr, even when quiet: something the user must look at."""
+        self.console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)

@@ -131,3 +131,44 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, small_city):
     proc = _run("run", cfg)
     assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_output_dir_inside_the_input_folders_is_refused_before_any_work(tmp_path, small_city):
+    out = small_city.root / "signalling" / "out"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        small_city,
+        **{
+            "output.dir": str(out),
+            "signalling.paths": [str(small_city.root / "signalling" / "**" / "*.csv")],
+        },
+    )
+    out.mkdir()
+    (out / "old.csv").write_text("time,lon,lat,count\n")
+    try:
+        proc = _run("run", cfg)
+    finally:
+        (out / "old.csv").unlink()
+        out.rmdir()
+    assert proc.returncode == 2 and "inside output.dir" in proc.stderr
+
+
+def test_an_empty_output_dir_or_a_config_folder_is_one_line(tmp_path, small_city):
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"output.dir": ""})
+    proc = _run("run", cfg)
+    assert proc.returncode == 2 and "output.dir" in proc.stderr
+    proc = _run("run", tmp_path)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+
+
+def test_a_failed_tile_is_a_warning_on_the_console_not_only_in_the_manifest(tmp_path, small_city):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for tile in (small_city.root / "tiles").glob("*.tif"):
+        (tiles / tile.name).write_bytes(tile.read_bytes())
+    (tiles / "zz_broken.tif").write_bytes(b"")
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"imagery.paths": [str(tiles / "*.tif")]})
+    proc = _run("run", cfg, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: tile" in proc.stderr and "zz_broken.tif was not used" in proc.stderr
+    assert "1 tile(s) failed, 4 used" in proc.stderr

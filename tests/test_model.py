@@ -14,7 +14,7 @@ from urbanfusion.models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
 from urbanfusion.models.training.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
 from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
 from urbanfusion.models.training.train import TrainConfig, block_split, train  # noqa: E402
-from urbanfusion.pipeline.errors import ModelError  # noqa: E402
+from urbanfusion.pipeline.errors import InputNotFoundError, ModelError  # noqa: E402
 
 CONTRACT = ModelContract.for_urfc(
     bands=[1, 2, 3], image_mean=[0.5] * 3, image_std=[0.2] * 3, chip_px=16, cell_size_m=250.0
@@ -179,3 +179,28 @@ def test_other_losses_and_fusions_train(loss, fusion):
     cfg = TrainConfig(epochs=15, batch=32, seed=1, network=net, loss=loss, consistency=0.1)
     result = train(data, list(CLASS_NAMES), cfg, quiet=True)
     assert result.validation["overall_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("change", "tensor"),
+    [({"days": 5}, "activity"), ({"chip_px": 48}, "image")],
+)
+def test_a_model_whose_graph_differs_from_its_contract_is_refused_when_opened(
+    tmp_path, change, tensor
+):
+    import onnx
+
+    model = onnx.load(str(SHIPPED_MODEL))
+    (meta,) = [m for m in model.metadata_props if m.key == METADATA_KEY]
+    contract = json.loads(meta.value)
+    contract.update(change)
+    meta.value = json.dumps(contract)
+    path = tmp_path / "lying.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=f"its graph has {tensor}"):
+        Predictor(path)
+
+
+def test_a_model_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(InputNotFoundError, match="is a folder"):
+        Predictor(tmp_path)

@@ -126,6 +126,12 @@ def _locked_run(
 ) -> RunResult:
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
         ingested = ingest(p, store)
+    failed = [t for t in ingested.tiles if t.status == "failed"]
+    for tile in failed:  # a gap in the map must not pass unseen (the manifest has them too)
+        timer.warn(f"tile {tile.path} was not used: {tile.reason}")
+    if failed:
+        used = sum(t.status == "used" for t in ingested.tiles)
+        timer.warn(f"{len(failed)} tile(s) failed, {used} used; --strict makes that an error")
     with timer.stage("prepare", f"{p.grid.n_cells} cells"):
         prepared = prepare(p, ingested, store)
     with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):

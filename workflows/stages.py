@@ -20,6 +20,7 @@ from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
 from urbanfusion.pipeline.config import RunConfig, expand_paths
+from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
@@ -79,7 +80,7 @@ def plan(config: RunConfig) -> Plan:
     """Build the grid and expand the input globs.
 
     Raises:
-        ConfigError: the grid cannot be built for the extent.
+        ConfigError: the grid cannot be built for the extent, or an input lies in output.dir.
         InputNotFoundError: a path or glob of the config matches nothing.
     """
     grid = CityGrid.from_extent(
@@ -87,6 +88,15 @@ def plan(config: RunConfig) -> Plan:
     )
     tiles = expand_paths(config, config.imagery.paths, "imagery.paths")
     signalling = expand_paths(config, config.signalling.paths, "signalling.paths")
+    out = config.output_dir
+    for key, files in (("imagery.paths", tiles), ("signalling.paths", signalling)):
+        inside = [f for f in files if f.is_relative_to(out)]
+        if inside:
+            raise ConfigError(
+                f"{key} matches {len(inside)} file(s) inside output.dir {out} (e.g. {inside[0]}): "
+                "a run would read its own outputs; move output.dir out of the input folders or "
+                "narrow the pattern"
+            )
     return Plan(config, grid, tiles, signalling)
 
 
