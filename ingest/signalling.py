@@ -560,6 +560,27 @@ def _wide(
     return _spread_days(platform, sums, grid.n_cells), first, first + 6
 
 
+def _nothing_inside(report: SignallingReport, n_files: int) -> str:
+    """Why no row was used, with the likeliest fix first (the run stops: no rejects file)."""
+    reasons = Counter(report.reject_reasons).most_common(2)
+    why = "; ".join(f"{n} {reason}" for reason, n in reasons)
+    rejected = f"{report.rows_rejected} rejected ({why})" if reasons else "none rejected"
+    if reasons and reasons[0][1] > report.rows_read / 2:
+        hint = f"most rows are rejected as '{reasons[0][0]}': check signalling.columns"
+    elif report.rows_outside > report.rows_read / 2:
+        hint = (
+            "most rows fall outside the extent: check the extent, that lon and lat are not "
+            "swapped in signalling.columns, and signalling.coords (wgs84, gcj02 or bd09)"
+        )
+    else:
+        hint = "check the extent, the day range (signalling.start, end) and signalling.columns"
+    return (
+        f"signalling: none of the {report.rows_read} rows in {n_files} file(s) falls inside "
+        f"the extent and day range ({report.rows_outside} outside the extent, "
+        f"{report.rows_outside_time} outside the days, {rejected}); {hint}"
+    )
+
+
 def load_signalling(
     paths: list[Path],
     grid: CityGrid,
@@ -610,12 +631,7 @@ def load_signalling(
         first = window_first if first is None else max(first, window_first)
     rejects = ledger.rejects()
     if not totals.days or report.rows_aggregated == 0:
-        raise NoCoverageError(
-            f"signalling: none of the {report.rows_read} rows in {len(paths)} file(s) falls inside "
-            f"the extent and day range ({report.rows_outside} outside the extent, "
-            f"{report.rows_outside_time} outside the days, {report.rows_rejected} rejected); "
-            "check the extent, signalling.coords and signalling.columns"
-        )
+        raise NoCoverageError(_nothing_inside(report, len(paths)))
     ds = totals.dataset(grid.cell_ids(), first, last)
     days = pd.DatetimeIndex(ds["day"].values)
     report.first_day, report.last_day = str(days[0].date()), str(days[-1].date())

@@ -78,6 +78,10 @@ def dehaze_raster(
     """
     if not src_path.is_file():
         raise InputNotFoundError(f"{src_path} does not exist; check the path")
+    if dst_path.exists() and dst_path.resolve() == src_path.resolve():
+        raise InputFormatError(
+            f"{dst_path} is the input itself; write the dehazed raster to another file"
+        )
     with warnings.catch_warnings():
         # PNG and JPEG have no georeferencing to keep; that is not worth a warning here.
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -91,41 +95,65 @@ def _dehaze_raster(
         src = rasterio.open(src_path)
     except RasterioError as err:
         raise InputFormatError(f"{src_path}: GDAL cannot read it ({err}); give a raster") from None
-    with src:
-        bands = bands or list(range(1, min(3, src.count) + 1))
-        if max(bands) > src.count or min(bands) < 1:
-            raise InputFormatError(
-                f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
+    try:
+        with src:
+            return _dehaze_open(src, src_path, dst_path, bands, params)
+    except RasterioError as err:
+        # A truncated file opens fine and fails on the first block past its end.
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputFormatError(
+            f"{src_path}: cannot be read to the end ({first}); is the file truncated?"
+        ) from None
+
+
+def _dehaze_open(
+    src: rasterio.DatasetReader,
+    src_path: Path,
+    dst_path: Path,
+    bands: list[int] | None,
+    params: DehazeParams,
+) -> DehazeResult:
+    bands = bands or list(range(1, min(3, src.count) + 1))
+    if max(bands) > src.count or min(bands) < 1:
+        raise InputFormatError(
+            f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
+        )
+    lo, hi = _scene_range(src, bands)
+    chunks = ChunkGrid(src.height, src.width, CHUNK)
+    rows, cols = chunks.shape
+    blocks = [
+        [
+            da.from_delayed(
+                dask.delayed(_read_block)(src_path, tuple(bands), chunks.window(r, c)),
+                (len(bands), *chunks.window(r, c).shape),
+                dtype=np.float64,
             )
-        lo, hi = _scene_range(src, bands)
-        chunks = ChunkGrid(src.height, src.width, CHUNK)
-        rows, cols = chunks.shape
-        blocks = [
-            [
-                da.from_delayed(
-                    dask.delayed(_read_block)(src_path, tuple(bands), chunks.window(r, c)),
-                    (len(bands), *chunks.window(r, c).shape),
-                    dtype=np.float64,
-                )
-                for c in range(cols)
-            ]
-            for r in range(rows)
+            for c in range(cols)
         ]
-        scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
-        light = scene_light(scaled, params)
-        score = haze_score(_preview(src, bands, lo, hi), params.patch)
-        out = dehaze_dask(scaled, light, params)
-        profile = src.profile
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            _write(src, tmp, out, bands, lo, hi, profile)
-            os.replace(tmp, dst_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for r in range(rows)
+    ]
+    scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
+    light = scene_light(scaled, params)
+    score = haze_score(_preview(src, bands, lo, hi), params.patch)
+    out = dehaze_dask(scaled, light, params)
+    profile = src.profile
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _write(src, tmp, out, bands, lo, hi, profile)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
+        os.replace(tmp, dst_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _preview(src: rasterio.DatasetReader, bands: list[int], lo: float, hi: float) -> np.ndarray:

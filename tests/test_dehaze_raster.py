@@ -102,3 +102,34 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.tif").exists() and not list(tmp_path.glob("tmp*"))
+
+
+def test_dehazing_a_file_onto_itself_is_refused_and_the_source_kept(tmp_path):
+    src = tmp_path / "scene.tif"
+    _uint16_scene(src)
+    before = src.read_bytes()
+    with pytest.raises(InputFormatError, match="is the input itself"):
+        dr.dehaze_raster(src, tmp_path / "." / "scene.tif")
+    assert src.read_bytes() == before
+
+
+def test_the_output_gets_the_users_usual_file_mode(tmp_path):
+    import os
+
+    src = tmp_path / "scene.tif"
+    _uint16_scene(src)
+    old = os.umask(0o022)
+    try:
+        dr.dehaze_raster(src, tmp_path / "out.tif")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.tif").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_truncated_input_names_the_file(tmp_path):
+    src = tmp_path / "scene.tif"
+    _uint16_scene(src)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(InputFormatError, match=r"cut\.tif"):
+        dr.dehaze_raster(cut, tmp_path / "out.tif")

@@ -406,3 +406,20 @@ def test_the_day_axis_holds_only_days_with_data(tmp_path):
     pd.concat([frame, later.astype({"time": str})]).to_csv(path, index=False)
     ds, _, _ = load_signalling([path], GRID)
     assert ds.sizes["day"] == 4  # two days, then two a month later: no 28 empty days between
+
+
+def test_when_no_row_is_used_the_error_says_why_and_what_to_check(tmp_path):
+    from urbanfusion.pipeline.errors import NoCoverageError
+
+    path = tmp_path / "rows.csv"
+    _clean_rows(5).to_csv(path, index=False)
+    with pytest.raises(NoCoverageError, match="rejected as 'coordinates out of range'"):
+        load_signalling([path], GRID, columns={"lon": "lat", "lat": "lon"})
+    far = _clean_rows(5).assign(lon=lambda f: f["lon"] - 5)  # lon/lat that land elsewhere
+    far.to_csv(path, index=False)
+    with pytest.raises(NoCoverageError, match="lon and lat are not swapped"):
+        load_signalling([path], GRID)
+    text = _clean_rows(5).assign(count="many")
+    text.to_csv(path, index=False)
+    with pytest.raises(NoCoverageError, match="missing or non-numeric count"):
+        load_signalling([path], GRID)
