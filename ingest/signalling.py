@@ -103,6 +103,34 @@ class SignallingReport:
         """JSON-friendly form."""
         return asdict(self)
 
+    def warnings(self) -> list[str]:
+        """A line to read after a run that used rows, when many were rejected for one cause.
+
+        (Rows outside the extent are normal: exports are often larger than the extent.)
+        """
+        out = []
+        if self.rows_read and self.rows_rejected > WARN_SHARE * self.rows_read:
+            reason, n = Counter(self.reject_reasons).most_common(1)[0]
+            hint = _REJECT_HINTS.get(reason, "see rejects.parquet")
+            out.append(
+                f"signalling: {self.rows_rejected} of {self.rows_read} rows rejected, {n} as "
+                f"'{reason}'; {hint}"
+            )
+        return out
+
+
+# A share of the rows above which a single cause of loss is worth a warning line.
+WARN_SHARE = 0.05
+_REJECT_HINTS = {
+    DUPLICATE: (
+        "rows repeating a place and hour often mean wrong time offsets (local times marked Z "
+        "or UTC read as local): check signalling.timezone and the time column"
+    ),
+    "coordinates out of range": "are lon and lat swapped in signalling.columns?",
+    "missing or non-numeric count": "is the count column text, or the wrong column?",
+    "unparsable time": "check the time column and its format",
+}
+
 
 class _Ledger:
     """Rejects and counters, filled block by block."""

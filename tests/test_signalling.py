@@ -423,3 +423,16 @@ def test_when_no_row_is_used_the_error_says_why_and_what_to_check(tmp_path):
     text.to_csv(path, index=False)
     with pytest.raises(NoCoverageError, match="missing or non-numeric count"):
         load_signalling([path], GRID)
+
+
+def test_local_times_marked_utc_collide_and_the_report_warns_with_the_likely_cause(tmp_path):
+    frame = _clean_rows(5)
+    shifted = frame.assign(time=frame["time"] + "Z")  # 08:00 local written as 08:00 UTC...
+    again = frame.assign(time=frame["time"] + "+08:00")  # ...and re-sent with the offset
+    path = tmp_path / "rows.csv"
+    pd.concat([again, shifted]).to_csv(path, index=False)
+    _, _, report = load_signalling([path], GRID)
+    (line,) = report.warnings()
+    assert "rows rejected" in line and "local times marked Z" in line
+    frame.to_csv(path, index=False)
+    assert load_signalling([path], GRID)[2].warnings() == []

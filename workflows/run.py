@@ -126,6 +126,8 @@ def _locked_run(
 ) -> RunResult:
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
         ingested = ingest(p, store)
+    for line in ingested.signalling.warnings():
+        timer.warn(line)
     failed = [t for t in ingested.tiles if t.status == "failed"]
     for tile in failed:  # a gap in the map must not pass unseen (the manifest has them too)
         timer.warn(f"tile {tile.path} was not used: {tile.reason}")
