@@ -54,6 +54,8 @@ CHUNK_TARGET_PX = 1024
 # tiles score 0.21-0.23 and its hazy one 0.51; on RICE1 the clear median is 0.17, the hazy 0.36,
 # with overlap from bright ground (a haze gate that separates those is future work).
 HAZE_THRESHOLD = 0.35
+# A tile whose pixels are more than this many times the grid's is used only to fill gaps.
+COARSE_FACTOR = 4.0
 # Longest side of the decimated read used for per-scene statistics and the haze score.
 _PREVIEW_PX = 1024
 
@@ -74,6 +76,7 @@ class TileReport:
     dehazed: bool = False
     acquired: str | None = None
     airlight: list[float] = field(default_factory=list)
+    note: str = ""  # for a used tile: something the user should know (a coarse tile)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -366,6 +369,20 @@ def band_indexes(requested: list[int | str], names: list[str], source: str) -> t
     return tuple(out)
 
 
+def _coarse(report: TileReport, grid: CityGrid) -> bool:
+    """Whether a tile's pixels are much coarser than the grid's; says so in its report."""
+    res = max(abs(report.resolution[0]), abs(report.resolution[1]))
+    # Degrees to metres at the equator: coarse enough a test for "much coarser".
+    metres = res * 111_320.0 if CRS.from_user_input(report.crs).is_geographic else res
+    if metres <= COARSE_FACTOR * grid.pixel_size:
+        return False
+    report.note = (
+        f"{Path(report.path).name} has {metres:,.0f} m pixels against the grid's "
+        f"{grid.pixel_size:g} m: used only where no finer tile covers the ground"
+    )
+    return True
+
+
 def _touches(footprint: tuple[float, ...], grid: CityGrid) -> bool:
     gx0, gy0, gx1, gy1 = grid.bounds
     return footprint[0] < gx1 and footprint[2] > gx0 and footprint[1] < gy1 and footprint[3] > gy0
@@ -429,10 +446,17 @@ def load_imagery(
             "fix them, remove them from imagery.paths, or run without --strict"
         )
 
-    # Newest acquisition first, then undated tiles; path order within each group.
+    # Tiles much coarser than the grid's pixels only fill gaps; then newest acquisition first,
+    # then undated tiles; path order within each group.
+    coarse = [_coarse(report, grid) for report, _, _ in touching]
     order = sorted(
         range(len(touching)),
-        key=lambda k: (touching[k][0].acquired is None, _neg_date(touching[k][0].acquired), k),
+        key=lambda k: (
+            coarse[k],
+            touching[k][0].acquired is None,
+            _neg_date(touching[k][0].acquired),
+            k,
+        ),
     )
     layers: list[da.Array] = []
     for k in order:

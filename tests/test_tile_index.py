@@ -135,3 +135,25 @@ def test_a_tiles_own_alpha_band_is_its_mask(tmp_path):
     image, _ = load_imagery([path], GRID, [1, 2, 3], dehaze="never")
     values = image.values
     assert np.isnan(values[:, :8]).all() and np.allclose(values[:, -8:], 120 / 255)
+
+
+def test_a_coarse_tile_listed_first_only_fills_what_finer_tiles_leave(tmp_path):
+    # GRID's pixels are 31.25 m; a 500 m tile covering more than the extent, listed first.
+    coarse = tmp_path / "coarse.tif"
+    with rasterio.open(
+        coarse,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32649",
+        transform=Affine(500, 0, 738000, 0, -500, 3851000),
+    ) as dst:
+        dst.write(np.full((3, 8, 8), 40, np.uint8))
+    fine = _tile(tmp_path / "fine.tif", 200)  # covers the whole extent at 20 m
+    image, reports = load_imagery([coarse, fine], GRID, [1, 2, 3], dehaze="never")
+    assert np.allclose(image.values, 200 / 255)
+    assert reports[0].status == "used" and "used only where no finer tile" in reports[0].note
+    assert reports[1].note == ""

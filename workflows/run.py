@@ -128,6 +128,9 @@ def _locked_run(
         ingested = ingest(p, store)
     for line in ingested.signalling.warnings():
         timer.warn(line)
+    for tile in ingested.tiles:
+        if tile.status == "used" and tile.note:
+            timer.warn(tile.note)
     failed = [t for t in ingested.tiles if t.status == "failed"]
     for tile in failed:  # a gap in the map must not pass unseen (the manifest has them too)
         timer.warn(f"tile {tile.path} was not used: {tile.reason}")
