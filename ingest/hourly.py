@@ -184,14 +184,21 @@ class HourlyTotals:
             sums = self.sums[d].reshape(self.n_cells, 24)
             seen = self.observed[d].reshape(self.n_cells, 24)
             activity[:, i] = np.where(seen, sums, np.nan)
-        dates = _EPOCH + np.array(days, dtype=np.int64)
-        return xr.Dataset(
-            {
-                "activity": (("cell", "day", "hour"), activity),
-                "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
-            },
-            coords={"cell": cell_ids, "day": dates.astype("datetime64[ns]"), "hour": np.arange(24)},
-        )
+        return activity_dataset(activity, cell_ids, _EPOCH + np.array(days, dtype=np.int64))
+
+
+def activity_dataset(activity: np.ndarray, cell_ids: np.ndarray, days: np.ndarray) -> xr.Dataset:
+    """The activity contract: ``activity`` (cell, day, hour) float32 (NaN unobserved), ``observed``.
+
+    ``days`` are the dates of the day axis (datetime64).
+    """
+    return xr.Dataset(
+        {
+            "activity": (("cell", "day", "hour"), activity),
+            "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
+        },
+        coords={"cell": cell_ids, "day": days.astype("datetime64[ns]"), "hour": np.arange(24)},
+    )
 
 
 def day_and_hour(when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from urbanfusion.ingest import imagery as imagery_stage
+from urbanfusion.ingest.hourly import activity_dataset
 from urbanfusion.ingest.points_store import KIND as POINTS_KIND
 from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
@@ -61,14 +62,7 @@ def stored_activity(
             store.keep(*part_files(store, k).values())
         saved = store.load_json(record)
         days = np.array(saved["days"], dtype="datetime64[ns]")  # type: ignore[index]
-        activity = store.load_array(values)
-        ds = xr.Dataset(
-            {
-                "activity": (("cell", "day", "hour"), activity),
-                "observed": (("cell", "day", "hour"), ~np.isnan(activity)),
-            },
-            coords={"cell": grid.cell_ids(), "day": days, "hour": np.arange(24)},
-        )
+        ds = activity_dataset(store.load_array(values), grid.cell_ids(), days)
         report = SignallingReport(**saved["report"])  # type: ignore[index]
         return ds, pd.read_parquet(rejects), report, key
     parts = None
