@@ -43,6 +43,7 @@ from urbanfusion.preprocess.dehaze import (
     halo,
     haze_score,
 )
+from urbanfusion.preprocess.scaling import white_level
 
 # GDAL's block cache defaults to 5 % of RAM and keeps blocks of every tile read; bounded
 # memory needs a bounded cache. A value the user set wins.
@@ -99,26 +100,23 @@ class _Tile:
 
 
 def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tuple[float, float]]:
-    """Per-band (low, high) mapped to (0, 1): the dtype range for uint8, else 2-98 percentiles.
+    """Per-band (low, high) mapped to (0, 1): 0 and the data's white level, one for all bands.
 
-    Percentiles come from a decimated read of the whole scene, so every chunk of a scene is
-    scaled the same way.
+    The white level (:func:`~urbanfusion.preprocess.scaling.white_level`) is found from a
+    decimated read of the whole scene, so every chunk of a scene is scaled the same way, and
+    the haze floor and the colour balance survive any storage type.
     """
     if src.dtypes[0] == "uint8":
         return [(0.0, 255.0)] * len(bands)
     factor = max(1.0, max(src.width, src.height) / _PREVIEW_PX)
     shape = (len(bands), max(1, int(src.height / factor)), max(1, int(src.width / factor)))
     data = src.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
-    out = []
-    for band in data:
-        values = band.compressed().astype(np.float64)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            out.append((0.0, 1.0))
-            continue
-        lo, hi = np.percentile(values, [2, 98])
-        out.append((float(lo), float(hi if hi > lo else lo + 1)))
-    return out
+    values = data.compressed().astype(np.float64)
+    values = values[np.isfinite(values)]
+    # A high percentile, not the maximum: one hot pixel must not darken the whole scene.
+    high = float(np.percentile(values, 99.9)) if values.size else 0.0
+    level = white_level(src.dtypes[0], high, src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS"))
+    return [(0.0, level)] * len(bands)
 
 
 def read_window(

@@ -2,10 +2,10 @@
 
 Any raster GDAL reads: GeoTIFF (any size: read and dehazed in overlapping dask chunks, written
 window by window), PNG, JPEG (through a memory copy, since those drivers only copy). Values are
-scaled to [0, 1] by the dtype's range for 8-bit data and by the scene's own range otherwise, and
-scaled back the same way, so untouched values come back exactly. Bands outside ``bands`` (an
-alpha band, near infrared) are copied unchanged. The output is written to a temporary name and
-renamed, so a failed run leaves nothing behind.
+scaled to [0, 1] by the data's white level (:mod:`urbanfusion.preprocess.scaling`), so haze keeps
+its floor whatever the storage type, and scaled back the same way, so untouched values come back
+exactly. Bands outside ``bands`` (an alpha band, near infrared) are copied unchanged. The output
+is written to a temporary name and renamed, so a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 from urbanfusion.pipeline.grid import ChunkGrid, Window
 from urbanfusion.preprocess.dehaze import DehazeParams, haze_score, haze_strength
 from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
+from urbanfusion.preprocess.scaling import white_level
 
 CHUNK = 2048
 _WRITABLE = {"GTiff"}  # drivers that write window by window; others go through a memory copy
@@ -54,14 +55,21 @@ def _read_block(path: Path, band: tuple[int, ...], chunk: Window) -> np.ndarray:
 
 
 def _scene_range(src: rasterio.DatasetReader, bands: list[int]) -> tuple[float, float]:
+    """The raw values mapped to 0 and 1: 0 (or a negative minimum) and the white level."""
     if src.dtypes[0] == "uint8":
         return 0.0, 255.0
     lo, hi = np.inf, -np.inf
     for _, window in src.block_windows(1):
         block = src.read(bands, window=window)[:, src.dataset_mask(window=window) > 0]
+        block = block[np.isfinite(block)]
         if block.size:
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    return (0.0, 1.0) if not np.isfinite(lo) else (lo, hi if hi > lo else lo + 1.0)
+    if not np.isfinite(lo):
+        return 0.0, 1.0
+    nbits = src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
+    # The maximum, not a percentile: every value must come back, none clipped.
+    level = white_level(src.dtypes[0], hi, nbits)
+    return min(0.0, lo), max(level, hi)
 
 
 def dehaze_raster(

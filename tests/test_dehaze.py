@@ -53,3 +53,18 @@ def test_nodata_stays_nodata_and_values_stay_in_range(scene):
     out = dehaze(image)
     assert np.isnan(out[:, 10:20, 10:20]).all()
     assert np.nanmin(out) >= 0 and np.nanmax(out) <= 1
+
+
+def test_white_level_is_the_bit_depth_in_use_not_the_scene_range():
+    from urbanfusion.preprocess.scaling import white_level
+
+    assert white_level("uint8", 17.0) == 255.0
+    assert white_level("uint16", 4000.0) == 4095.0  # 12-bit data in 16-bit words
+    assert white_level("uint16", 65535.0) == 65535.0
+    assert white_level("uint16", 60.0) == 255.0
+    assert white_level("int16", 32000.0) == 32767.0
+    assert white_level("float32", 0.93) == 1.0  # reflectance
+    assert white_level("float32", 180.0) == 255.0  # 8-bit values kept as floats
+    assert white_level("float64", 1e6) == 1e6  # beyond 16 bits: the data's own top
+    assert white_level("uint16", 900.0, nbits="12") == 4095.0  # GDAL's NBITS wins
+    assert white_level("float32", float("nan")) == 1.0

@@ -129,3 +129,25 @@ def test_chunks_dehazed_as_they_are_read_equal_the_whole_layer_dehazed(small_cit
     got = chunked.values
     assert np.array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got, expected, atol=2e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "factor"),
+    [("uint16", 257.0), ("uint16", 16.0), ("int16", 128.0), ("float32", 1 / 255)],
+    ids=["uint16-full", "uint16-12bit", "int16", "float32-reflectance"],
+)
+def test_the_haze_score_does_not_depend_on_the_storage_type(small_city, tmp_path, dtype, factor):
+    hazy = small_city.root / "tiles" / "c_sw_utm_hazy.tif"
+    with rasterio.open(hazy) as src:
+        profile, data = src.profile, src.read()
+        grid = _grid_over(hazy, cell=100.0, chip=8)
+    twin = tmp_path / f"hazy_{dtype}.tif"
+    profile.update(dtype=dtype, nodata=None, photometric="RGB" if dtype != "float32" else None)
+    with rasterio.open(twin, "w", **{k: v for k, v in profile.items() if v is not None}) as dst:
+        dst.write((data.astype(np.float64) * factor).astype(dtype))
+    _, (as_uint8,) = load_imagery([hazy], grid, [1, 2, 3], dehaze="auto")
+    image, (as_other,) = load_imagery([twin], grid, [1, 2, 3], dehaze="auto")
+    assert as_uint8.dehazed and as_uint8.haze_score > 0.4
+    # The same picture: the same score, and so the same decision to dehaze it.
+    assert as_other.haze_score == pytest.approx(as_uint8.haze_score, abs=0.01)
+    assert as_other.dehazed
