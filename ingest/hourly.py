@@ -36,6 +36,12 @@ class PointIndex:
         """The points as ``lon + 1j * lat`` (complex128), in id order."""
         return self._index.to_numpy(dtype=np.complex128)
 
+    def cells_as(self, datum: str) -> np.ndarray:
+        """Each point's grid cell (-1 outside) had its coordinates been given in ``datum``."""
+        keys = self.keys()
+        x, y = self._to_grid.transform(*to_wgs84(keys.real, keys.imag, datum))
+        return self.grid.cell_index(x, y)
+
     def ids(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Point ids of finite coordinates, adding (and projecting) points not seen before."""
         key = lon + 1j * lat

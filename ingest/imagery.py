@@ -93,10 +93,15 @@ def _neg_date(date: str | None) -> int:
 
 
 @dataclass(frozen=True)
-class _Tile:
+class TileSource:
+    """What reading a tile's pixels needs: its bands, their scaling and its alpha's opaque level."""
+
     path: Path
     bands: tuple[int, ...]
     scale: tuple[tuple[float, float], ...]
+    # Alpha at or above this is opaque. For a tile's own alpha band: half its top value, which
+    # is 255 for 8-bit data and 65535 for 16-bit, and 1 for a 0/1 mask written as alpha.
+    opaque: float = 128.0
 
 
 def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tuple[float, float]]:
@@ -119,23 +124,23 @@ def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tu
     return [(0.0, level)] * len(bands)
 
 
+def _own_alpha(src: rasterio.DatasetReader) -> int | None:
+    """The index of the band GDAL marks alpha, if the tile has one."""
+    return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
+
+
 def read_window(
-    path: Path,
-    bands: tuple[int, ...],
-    scale: tuple[tuple[float, float], ...],
-    crs: object,
-    transform: Affine,
-    shape: tuple[int, int],
+    tile: TileSource, crs: object, transform: Affine, shape: tuple[int, int]
 ) -> np.ndarray:
-    """Warp ``bands`` of a file onto a target window: float32 (band, y, x) in [0, 1], NaN nodata.
+    """Warp a tile's bands onto a target window: float32 (band, y, x) in [0, 1], NaN nodata.
 
     The VRT's alpha band carries the source's nodata value, internal mask and footprint, so all
     three become NaN, never black pixels taken as data.
     """
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(tile.path) as src:
             # A tile's own alpha band is its mask; otherwise the VRT adds one for the footprint.
-            own_alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
+            own_alpha = _own_alpha(src)
             with WarpedVRT(
                 src,
                 crs=crs,
@@ -143,20 +148,21 @@ def read_window(
                 width=shape[1],
                 height=shape[0],
                 resampling=Resampling.bilinear,
-                add_alpha=not own_alpha,
+                add_alpha=own_alpha is None,
             ) as vrt:
-                data = vrt.read(list(bands), out_dtype="float32")
-                alpha = vrt.read(own_alpha[0] if own_alpha else vrt.count)
+                data = vrt.read(list(tile.bands), out_dtype="float32")
+                alpha = vrt.read(own_alpha or vrt.count)
     except RasterioError as err:
         raise InputFormatError(
-            f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
+            f"{tile.path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
             "truncated: re-download it or remove it from imagery.paths"
         ) from None
+    scale = tile.scale
     lo = np.array([s[0] for s in scale], dtype=np.float32)[:, None, None]
     hi = np.array([s[1] for s in scale], dtype=np.float32)[:, None, None]
     out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
     # Bilinear alpha is partial along the footprint's edge: half-covered pixels are nodata.
-    out[:, alpha < 128] = np.nan
+    out[:, alpha < (tile.opaque if own_alpha else 128)] = np.nan
     out[np.isnan(data)] = np.nan
     return out
 
@@ -172,7 +178,7 @@ class _Layer:
 
 
 def _read_dehazed(
-    tile: _Tile,
+    tile: TileSource,
     crs: object,
     transform: Affine,
     shape: tuple[int, int],
@@ -186,13 +192,13 @@ def _read_dehazed(
     ``inner`` is the chunk inside it. Warped pixels do not depend on the window they are read
     in, so this equals dehazing the whole layer.
     """
-    data = read_window(tile.path, tile.bands, tile.scale, crs, transform, shape)
+    data = read_window(tile, crs, transform, shape)
     r, c = inner.row, inner.col
     return dehaze_with_light(data, light, params)[:, r : r + inner.height, c : c + inner.width]
 
 
 def _tile_on_grid(
-    tile: _Tile,
+    tile: TileSource,
     grid: CityGrid,
     footprint: tuple[float, ...],
     light: np.ndarray | None = None,
@@ -215,9 +221,7 @@ def _tile_on_grid(
             window = chunks.window(r, c)
             if light is None:
                 block = dask.delayed(read_window)(
-                    tile.path,
-                    tile.bands,
-                    tile.scale,
+                    tile,
                     grid.crs,
                     grid.window_transform(window),
                     window.shape,
@@ -280,7 +284,7 @@ def _mosaic(
     return da.block(blocks), sources
 
 
-def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.ndarray:
+def _preview(src: rasterio.DatasetReader, tile: TileSource, grid: CityGrid) -> np.ndarray:
     """The scene at about the grid's pixel size (at most :data:`_PREVIEW_PX` a side), scaled."""
     res = max(abs(src.res[0]), abs(src.res[1]))
     # Compare resolutions in the tile's units: convert the grid pixel when the tile is in degrees.
@@ -288,7 +292,23 @@ def _preview(src: rasterio.DatasetReader, tile: _Tile, grid: CityGrid) -> np.nda
     factor = max(1.0, target / res, max(src.width, src.height) / _PREVIEW_PX)
     shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
     transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
-    return read_window(tile.path, tile.bands, tile.scale, src.crs, transform, shape)
+    return read_window(tile, src.crs, transform, shape)
+
+
+class EmptyTileError(InputFormatError):
+    """A readable tile whose every pixel is masked: nothing of it can reach the map."""
+
+
+def _opaque_level(src: rasterio.DatasetReader) -> float:
+    """Half the top value of the tile's own alpha band (128 when it has none)."""
+    band = _own_alpha(src)
+    if band is None:
+        return 128.0
+    factor = max(1.0, max(src.width, src.height) / _PREVIEW_PX)
+    shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
+    top = float(src.read(band, out_shape=shape, resampling=Resampling.nearest).max())
+    # A 0/1 mask written as alpha is opaque at 1, where GDAL would read 1/255 as see-through.
+    return max(top, 1.0) / 2
 
 
 def _scene_stats(
@@ -298,11 +318,12 @@ def _scene_stats(
     params: DehazeParams,
     dehaze: str,
     store: ResultStore | None,
-) -> tuple[list[tuple[float, float]], float, np.ndarray | None]:
-    """A scene's band scaling, haze score and (when it is to be dehazed) airlight.
+) -> tuple[TileSource, float, np.ndarray | None]:
+    """A scene's reading (band scaling, alpha level), haze score and airlight if it is dehazed.
 
     From its preview; kept in ``store`` under the file's identity, so an unchanged tile is not
-    opened again. Raises what rasterio raises for an unreadable file.
+    opened again. Raises what rasterio raises for an unreadable file, and
+    :class:`EmptyTileError` for a tile with no valid pixel.
     """
     key = digest(
         {
@@ -318,15 +339,20 @@ def _scene_stats(
     if store is not None and store.has("scenes", key, "json"):
         saved = store.load_json(store.path("scenes", key, "json"))
         light = saved["light"]  # type: ignore[index]
+        scale = tuple(tuple(v) for v in saved["scale"])  # type: ignore[index]
         return (
-            [tuple(v) for v in saved["scale"]],  # type: ignore[index]
+            TileSource(path, chosen, scale, float(saved["opaque"])),  # type: ignore[index]
             float(saved["score"]),  # type: ignore[index]
             None if light is None else np.asarray(light, dtype=np.float32),
         )
     with rasterio.open(path) as src:
-        scale = _scene_scale(src, chosen)
-        preview = _preview(src, _Tile(path, chosen, tuple(scale)), grid)
-        score = haze_score(preview, params.patch)
+        tile = TileSource(path, chosen, tuple(_scene_scale(src, chosen)), _opaque_level(src))
+        preview = _preview(src, tile, grid)
+    if np.isnan(preview).all():
+        raise EmptyTileError(
+            "every pixel is masked by its nodata value or alpha band; check how it was exported"
+        )
+    score = haze_score(preview, params.patch)
     light = None
     if dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD):
         # One airlight per scene, from its preview (about the grid's pixel size, at most
@@ -334,12 +360,13 @@ def _scene_stats(
         light = atmospheric_light(preview, params)
     if store is not None:
         record = {
-            "scale": scale,
+            "scale": tile.scale,
+            "opaque": tile.opaque,
             "score": score,
             "light": None if light is None else [float(v) for v in light],
         }
         store.save_json(store.path("scenes", key, "json"), record)
-    return scale, score, light
+    return tile, score, light
 
 
 def band_indexes(requested: list[int | str], names: list[str], source: str) -> tuple[int, ...]:
@@ -461,16 +488,16 @@ def load_imagery(
         report, footprint, chosen = touching[k]
         path = Path(report.path)
         try:
-            scale, score, light = _scene_stats(path, chosen, grid, params, dehaze, store)
+            tile, score, light = _scene_stats(path, chosen, grid, params, dehaze, store)
         except (RasterioError, OSError, InputFormatError) as err:
             # Truncated files often open fine and fail on the first pixels read.
-            report.reason = f"unreadable: {str(err).splitlines()[0]}"
+            reason = str(err).splitlines()[0]
+            report.reason = reason if isinstance(err, EmptyTileError) else f"unreadable: {reason}"
             if strict:
                 raise InputFormatError(
                     f"{path}: {report.reason}; --strict is on: fix or remove the file"
                 ) from None
             continue
-        tile = _Tile(path, chosen, tuple(scale))
         report.scale = list(tile.scale)
         report.haze_score = round(score, 4)
         report.dehazed = light is not None
@@ -479,7 +506,8 @@ def load_imagery(
         source = {
             "tile": file_identity(path),
             "bands": chosen,
-            "scale": scale,
+            "scale": tile.scale,
+            "opaque": tile.opaque,
             "light": None if light is None else [float(v) for v in light],
         }
         layers.append(_tile_on_grid(tile, grid, footprint, light, params, source))

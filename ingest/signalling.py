@@ -98,6 +98,10 @@ class SignallingReport:
     distinct_places: int = 0
     first_day: str | None = None
     last_day: str | None = None
+    # Rows that would fall inside the extent with the points read in each datum (points
+    # format): the declared one and the others, to catch a datum given wrongly.
+    rows_inside_by_datum: dict[str, int] = field(default_factory=dict)
+    datum: str = "wgs84"
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -116,11 +120,32 @@ class SignallingReport:
                 f"signalling: {self.rows_rejected} of {self.rows_read} rows rejected, {n} as "
                 f"'{reason}'; {hint}"
             )
+        declared = self.rows_inside_by_datum.get(self.datum)
+        if declared is not None:
+            best, n = max(self.rows_inside_by_datum.items(), key=lambda kv: kv[1])
+            gain = n - declared
+            if best != self.datum and gain >= max(DATUM_MIN_ROWS, DATUM_SHARE * self.rows_read):
+                out.append(
+                    f"signalling: {gain} more rows ({gain / self.rows_read:.1%}) fall inside "
+                    f"the extent when the points are read as {best} instead of {self.datum}; "
+                    f"if they come from a {_DATUM_SOURCES[best]}, set signalling.coords: {best}"
+                )
         return out
 
 
 # A share of the rows above which a single cause of loss is worth a warning line.
 WARN_SHARE = 0.05
+# Read in the wrong datum, points move 300-600 m (GCJ-02) or ~1 km (BD-09): rows near the
+# extent's edge cross it. Read in the right one, another datum loses rows at the edge (or
+# changes little when the export is much larger than the extent). So a datum that brings this
+# many more rows inside is the likelier one.
+DATUM_SHARE = 0.0025
+DATUM_MIN_ROWS = 20
+_DATUM_SOURCES = {
+    "wgs84": "GPS or an international map (WGS84)",
+    "gcj02": "Chinese web map such as Amap/Gaode or Tencent (GCJ-02)",
+    "bd09": "Baidu map (BD-09)",
+}
 _REJECT_HINTS = {
     DUPLICATE: (
         "rows repeating a place and hour often mean wrong time offsets (local times marked Z "
@@ -363,10 +388,14 @@ def _combine_points(
     places = PointIndex(grid, cfg.coords)
     seen = SeenHours()
     totals = HourlyTotals(grid.n_cells)
+    rows_at = np.zeros(0, np.int64)  # kept rows per place
     for part in parts:
         ledger.merge(part)
         pid = places.ids(part.places.real, part.places.imag)[part.place]
         fresh = seen.first_time(pid, part.day, part.hour)
+        rows_at = np.bincount(pid[fresh], minlength=len(places)) + np.pad(
+            rows_at, (0, len(places) - len(rows_at))
+        )
         if not fresh.all():  # re-sent records of an earlier file
             lines = part.line[~fresh]
             ledger.reject(
@@ -389,6 +418,10 @@ def _combine_points(
         ledger.report.count_aggregated += float(count[inside].sum())
         totals.add(cell[inside], day[inside], hour[inside], count[inside])
     ledger.report.distinct_places = len(places)
+    ledger.report.datum = cfg.coords
+    ledger.report.rows_inside_by_datum = {
+        datum: int(rows_at[places.cells_as(datum) >= 0].sum()) for datum in _DATUM_SOURCES
+    }
     return totals
 
 

@@ -151,3 +151,37 @@ def test_the_haze_score_does_not_depend_on_the_storage_type(small_city, tmp_path
     # The same picture: the same score, and so the same decision to dehaze it.
     assert as_other.haze_score == pytest.approx(as_uint8.haze_score, abs=0.01)
     assert as_other.dehazed
+
+
+def _rewrite_with_alpha(src_path, dst_path, alpha_of_mask):
+    from rasterio.enums import ColorInterp
+
+    with rasterio.open(src_path) as src:
+        profile, data, mask = src.profile, src.read(), src.dataset_mask()
+    profile.update(count=4, nodata=None)
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(np.concatenate([data, alpha_of_mask(mask).astype(data.dtype)[None]]))
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+
+
+def test_a_0_1_mask_written_as_alpha_keeps_the_tile_s_pixels(small_city, tmp_path):
+    tile = small_city.root / "tiles" / "d_se_wgs84.tif"
+    rgba = tmp_path / "rgba01.tif"
+    _rewrite_with_alpha(tile, rgba, lambda mask: mask > 0)  # 1 = opaque, as numpy users write
+    grid = _grid_over(tile, cell=100.0, chip=8, crs="EPSG:32649")
+    plain, _ = load_imagery([tile], grid, [1, 2, 3], dehaze="never")
+    image, (report,) = load_imagery([rgba], grid, [1, 2, 3], dehaze="never")
+    assert report.status == "used"
+    valid, expected = ~np.isnan(image.values), ~np.isnan(plain.values)
+    assert expected.mean() > 0.5 and abs(valid.mean() - expected.mean()) < 0.01
+
+
+def test_a_tile_whose_every_pixel_is_masked_fails_with_the_reason(small_city, tmp_path):
+    tiles = sorted((small_city.root / "tiles").glob("*.tif"))
+    clear = tmp_path / "transparent.tif"
+    _rewrite_with_alpha(tiles[0], clear, lambda mask: np.zeros_like(mask))
+    grid = CityGrid.from_extent((113.65, 34.75, 113.67, 34.77), crs="EPSG:32649")
+    _, reports = load_imagery([clear, *tiles], grid, [1, 2, 3], dehaze="never")
+    assert reports[0].status == "failed" and "every pixel is masked" in reports[0].reason
+    with pytest.raises(InputFormatError, match="every pixel is masked"):
+        load_imagery([clear, *tiles], grid, [1, 2, 3], dehaze="never", strict=True)

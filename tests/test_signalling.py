@@ -436,3 +436,29 @@ def test_local_times_marked_utc_collide_and_the_report_warns_with_the_likely_cau
     assert "rows rejected" in line and "local times marked Z" in line
     frame.to_csv(path, index=False)
     assert load_signalling([path], GRID)[2].warnings() == []
+
+
+def _export(path, lon, lat):
+    pd.DataFrame({"time": "2026-03-02 08:00:00", "lon": lon, "lat": lat, "count": 1}).to_csv(
+        path, index=False
+    )
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.01], ids=["clipped-export", "larger-export"])
+def test_points_given_in_another_datum_than_declared_get_a_warning_naming_it(tmp_path, margin):
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(113.60 - margin, 113.70 + margin, 4000)
+    lat = rng.uniform(34.72 - margin, 34.80 + margin, 4000)
+    path = tmp_path / "rows.csv"
+    _export(path, lon, lat)  # WGS84, as declared: no warning
+    _, _, report = load_signalling([path], GRID)
+    assert report.rows_inside_by_datum["wgs84"] == report.rows_aggregated
+    assert report.warnings() == []
+    _export(path, *wgs84_to_gcj02(lon, lat))  # an Amap export, declared WGS84
+    _, _, report = load_signalling([path], GRID)
+    if margin:  # the shift moves as many rows in as out: nothing to see, and nothing said
+        assert report.warnings() == []
+        return
+    (line,) = report.warnings()
+    assert "read as gcj02 instead of wgs84" in line and "signalling.coords: gcj02" in line
+    assert load_signalling([path], GRID, coords="gcj02")[2].warnings() == []
