@@ -168,10 +168,17 @@ def _predict_block(
     predictor = load_predictor(model, providers)
     r, k = chips.shape[:2]
     n = r * k
-    prob, has_image = predictor.predict_cells(
-        chips.reshape(n, *chips.shape[2:]), activity.reshape(n, -1), has_activity.reshape(n)
-    )
-    return np.concatenate([prob, has_image[:, None]], axis=1).reshape(r, k, -1)
+    chips = chips.reshape(n, *chips.shape[2:])
+    activity, has_activity = activity.reshape(n, -1), has_activity.reshape(n)
+    # Cells with no pixel and no signalling get no class: the model need not see them (most of
+    # a region with imagery over the city only).
+    seen = (has_activity > 0.5) | ~np.isnan(chips).all(axis=(1, 2, 3))
+    out = np.full((n, len(predictor.contract.classes) + 1), np.nan, np.float32)
+    out[:, -1] = 0.0
+    if seen.any():
+        prob, has_image = predictor.predict_cells(chips[seen], activity[seen], has_activity[seen])
+        out[seen, :-1], out[seen, -1] = prob, has_image
+    return out.reshape(r, k, -1)
 
 
 def predict(
