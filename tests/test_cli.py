@@ -172,3 +172,14 @@ def test_a_failed_tile_is_a_warning_on_the_console_not_only_in_the_manifest(tmp_
     assert proc.returncode == 0, proc.stderr
     assert "warning: tile" in proc.stderr and "zz_broken.tif was not used" in proc.stderr
     assert "1 tile(s) failed, 4 used" in proc.stderr
+
+
+def test_a_grid_too_large_for_memory_is_refused_at_plan_time_with_the_estimate(
+    tmp_path, small_city
+):
+    # 1 m cells over the 3 km city: about 9 million cells, far past any machine running this.
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"grid.cell_size_m": 1})
+    proc = _run("run", cfg)
+    _assert_clean_failure(proc, "GB of memory", tmp_path / "out")
+    assert "raise grid.cell_size_m to" in proc.stderr and "split the extent" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before the lock: nothing was touched

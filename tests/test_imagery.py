@@ -146,7 +146,7 @@ def test_the_haze_score_does_not_depend_on_the_storage_type(small_city, tmp_path
     with rasterio.open(twin, "w", **{k: v for k, v in profile.items() if v is not None}) as dst:
         dst.write((data.astype(np.float64) * factor).astype(dtype))
     _, (as_uint8,) = load_imagery([hazy], grid, [1, 2, 3], dehaze="auto")
-    image, (as_other,) = load_imagery([twin], grid, [1, 2, 3], dehaze="auto")
+    _, (as_other,) = load_imagery([twin], grid, [1, 2, 3], dehaze="auto")
     assert as_uint8.dehazed and as_uint8.haze_score > 0.4
     # The same picture: the same score, and so the same decision to dehaze it.
     assert as_other.haze_score == pytest.approx(as_uint8.haze_score, abs=0.01)

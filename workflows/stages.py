@@ -26,6 +26,7 @@ from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import chips_dask
+from urbanfusion.workflows.memory import available_bytes, check_memory
 from urbanfusion.workflows.stored import stored_activity, stored_chips
 
 
@@ -80,7 +81,8 @@ def plan(config: RunConfig) -> Plan:
     """Build the grid and expand the input globs.
 
     Raises:
-        ConfigError: the grid cannot be built for the extent, or an input lies in output.dir.
+        ConfigError: the grid cannot be built for the extent, an input lies in output.dir, or
+            the run would need more memory than there is (:mod:`.memory`).
         InputNotFoundError: a path or glob of the config matches nothing.
     """
     grid = CityGrid.from_extent(
@@ -97,6 +99,7 @@ def plan(config: RunConfig) -> Plan:
                 "a run would read its own outputs; move output.dir out of the input folders or "
                 "narrow the pattern"
             )
+    check_memory(config, grid, len(signalling), available_bytes())
     return Plan(config, grid, tiles, signalling)
 
 

@@ -1,0 +1,44 @@
+"""The plan-time memory estimate: what it counts and what it tells the user to change."""
+
+import pytest
+
+from tests.conftest import write_config
+from urbanfusion.pipeline.config import load_config
+from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.memory import BASE_BYTES, check_memory, estimate_bytes, expected_days
+
+GB = 2**30
+
+
+def test_the_estimate_grows_with_cells_and_days():
+    assert estimate_bytes(200_000, 16) > estimate_bytes(200_000, 8) > estimate_bytes(100_000, 8)
+    # A province at 250 m, a week of files: far beyond a 24 GB machine.
+    assert estimate_bytes(5_455_326, 8) > 24 * GB
+
+
+def test_days_come_from_the_window_else_one_per_file(tmp_path, small_city):
+    config = load_config(write_config(tmp_path / "c.yaml", small_city))
+    assert expected_days(config, 8) == 8 and expected_days(config, 0) == 1
+    windowed = load_config(
+        write_config(tmp_path / "w.yaml", small_city, **{"signalling.window_days": 3})
+    )
+    assert expected_days(windowed, 400) == 3
+
+
+def test_a_grid_that_fits_passes_and_one_that_does_not_names_the_fix(tmp_path, small_city):
+    config = load_config(write_config(tmp_path / "c.yaml", small_city, **{"grid.cell_size_m": 25}))
+    grid = CityGrid.from_extent(config.extent, 25.0, 32, config.crs)
+    need = estimate_bytes(grid.n_cells, 8)
+    check_memory(config, grid, 8, available=need)  # just fits
+    with pytest.raises(ConfigError) as err:
+        check_memory(config, grid, 8, available=BASE_BYTES + (need - BASE_BYTES) // 4)
+    message = str(err.value)
+    assert f"{grid.n_cells:,} cells x 8 day(s)" in message
+    assert f"{need / GB:.1f} GB" in message
+    # A quarter of the memory: cells about 2x larger on a side, or 4+ parts.
+    size = int(message.split("grid.cell_size_m to ")[1].split()[0])
+    assert 50 <= size <= 70
+    assert "into 4 or more parts" in message or "into 5 or more parts" in message
+    with pytest.raises(ConfigError, match="close other programs"):
+        check_memory(config, grid, 8, available=BASE_BYTES // 2)
