@@ -7,6 +7,7 @@ by :func:`expand_paths`, which fails with the pattern's name when it matches not
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import glob
 import os
 from pathlib import Path
@@ -298,6 +299,23 @@ def load_config(path: str | Path) -> RunConfig:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
     return parse_config(data, path.parent, source=str(path))
+
+
+def glob_matches(pattern: Path, path: Path) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` would list ``path`` if it existed.
+
+    Segment by segment, as glob does: ``*`` stays inside one folder, ``**`` spans any number.
+    """
+    parts, names = pattern.parts, path.parts
+
+    def match(i: int, j: int) -> bool:
+        if i == len(parts):
+            return j == len(names)
+        if parts[i] == "**":
+            return any(match(i + 1, k) for k in range(j, len(names) + 1))
+        return j < len(names) and fnmatch.fnmatchcase(names[j], parts[i]) and match(i + 1, j + 1)
+
+    return match(0, 0)
 
 
 def expand_paths(config: RunConfig, patterns: list[str], key: str) -> list[Path]:

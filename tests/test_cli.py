@@ -153,6 +153,20 @@ def test_an_output_dir_inside_the_input_folders_is_refused_before_any_work(tmp_p
     assert proc.returncode == 2 and "inside output.dir" in proc.stderr
 
 
+def test_an_output_dir_an_input_glob_would_reach_is_refused_on_the_first_run(tmp_path, small_city):
+    # Nothing is there yet, but the next run would read this run's class_map.tif as a tile.
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        small_city,
+        **{
+            "output.dir": str(small_city.root / "tiles" / "maps"),
+            "imagery.paths": [str(small_city.root / "tiles" / "**" / "*.tif")],
+        },
+    )
+    _assert_clean_failure(_run("run", cfg), "reaches inside output.dir", tmp_path / "out")
+    assert not (small_city.root / "tiles" / "maps").exists()
+
+
 def test_an_empty_output_dir_or_a_config_folder_is_one_line(tmp_path, small_city):
     cfg = write_config(tmp_path / "c.yaml", small_city, **{"output.dir": ""})
     proc = _run("run", cfg)

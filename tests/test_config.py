@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from urbanfusion.pipeline.config import expand_paths, load_config, parse_config
+from urbanfusion.pipeline.config import expand_paths, glob_matches, load_config, parse_config
 from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
 
 BASE = {
@@ -64,3 +64,13 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_platform_grid_formats_need_the_platform_grid():
     with pytest.raises(ConfigError, match=r"needs signalling\.grid"):
         parse_config({**BASE, "signalling": {"paths": ["a"], "format": "wide"}}, Path("."))
+
+
+def test_glob_matches_like_glob_does_star_in_one_folder_double_star_in_any():
+    out = Path("/data/tiles/maps/class_map.tif")
+    assert glob_matches(Path("/data/tiles/**/*.tif"), out)
+    assert glob_matches(Path("/data/**/*.tif"), out)
+    assert not glob_matches(Path("/data/tiles/*.tif"), out)  # * stays in tiles/
+    assert glob_matches(Path("/data/tiles/*/*.tif"), out)
+    assert not glob_matches(Path("/data/tiles/**/*.csv"), out)
+    assert glob_matches(Path("/data/tiles/**"), Path("/data/tiles/a.tif"))

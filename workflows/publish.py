@@ -37,8 +37,29 @@ LATEST = "latest"
 STORE = "store"  # the run store (urbanfusion.pipeline.store): results by fingerprint
 _STAGING = ".staging-"
 _NEW_LINK = ".latest-"
+# Every output of a run, by the name readers open it under (OUT/<name>, linked through latest).
+OUTPUT_FILES = (
+    "class_map.tif",
+    "probabilities.tif",
+    "cells.gpkg",
+    "activity.parquet",
+    "rejects.parquet",
+    "quicklook.png",
+    "changes.gpkg",
+    "manifest.json",
+)
+_STORE_SUFFIXES = ("npy", "json", "parquet")
 # What an older run keeps once a newer one is published: enough to compare and to audit.
 KEPT_IN_HISTORY = frozenset({"class_map.tif", "manifest.json", "changes.gpkg"})
+
+
+def written_paths(out: Path) -> list[Path]:
+    """A path of every kind a run writes under ``out``: outputs, runs and the store."""
+    return [
+        *(out / name for name in OUTPUT_FILES),
+        *(out / RUNS / "run" / name for name in OUTPUT_FILES),
+        *(out / STORE / "kind" / f"key.{suffix}" for suffix in _STORE_SUFFIXES),
+    ]
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:

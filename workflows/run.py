@@ -21,10 +21,10 @@ from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
-from urbanfusion.workflows.publish import STORE, OutputFolder
+from urbanfusion.workflows.publish import OUTPUT_FILES, STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
-from urbanfusion.workflows.write import OUTPUT_FILES, write
+from urbanfusion.workflows.write import write
 
 
 @dataclass

@@ -19,7 +19,7 @@ from urbanfusion.ingest.imagery import TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
-from urbanfusion.pipeline.config import RunConfig, expand_paths
+from urbanfusion.pipeline.config import RunConfig, expand_paths, glob_matches
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
@@ -27,6 +27,7 @@ from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import chips_dask
 from urbanfusion.workflows.memory import available_bytes, check_memory
+from urbanfusion.workflows.publish import written_paths
 from urbanfusion.workflows.stored import stored_activity, stored_chips
 
 
@@ -91,13 +92,19 @@ def plan(config: RunConfig) -> Plan:
     tiles = expand_paths(config, config.imagery.paths, "imagery.paths")
     signalling = expand_paths(config, config.signalling.paths, "signalling.paths")
     out = config.output_dir
-    for key, files in (("imagery.paths", tiles), ("signalling.paths", signalling)):
+    written = written_paths(out)
+    for key, patterns, files in (
+        ("imagery.paths", config.imagery.paths, tiles),
+        ("signalling.paths", config.signalling.paths, signalling),
+    ):
         inside = [f for f in files if f.is_relative_to(out)]
-        if inside:
+        # Also what is not there yet: the next run would read this run's outputs.
+        would = [w for pat in patterns for w in written if glob_matches(config.resolve(pat), w)]
+        if inside or would:
+            example = inside[0] if inside else would[0]
             raise ConfigError(
-                f"{key} matches {len(inside)} file(s) inside output.dir {out} (e.g. {inside[0]}): "
-                "a run would read its own outputs; move output.dir out of the input folders or "
-                "narrow the pattern"
+                f"{key} reaches inside output.dir {out} (e.g. {example}): a run would read its "
+                "own outputs; move output.dir out of the input folders or narrow the pattern"
             )
     check_memory(config, grid, len(signalling), available_bytes())
     return Plan(config, grid, tiles, signalling)

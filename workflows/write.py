@@ -30,19 +30,8 @@ from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
-from urbanfusion.workflows.publish import OutputFolder, new_run_id
+from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
-
-OUTPUT_FILES = (
-    "class_map.tif",
-    "probabilities.tif",
-    "cells.gpkg",
-    "activity.parquet",
-    "rejects.parquet",
-    "quicklook.png",
-    "changes.gpkg",
-    "manifest.json",
-)
 
 
 def _cog_blocksize(grid: CityGrid) -> int:
