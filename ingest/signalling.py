@@ -627,7 +627,10 @@ def _nothing_inside(report: SignallingReport, n_files: int) -> str:
     why = "; ".join(f"{n} {reason}" for reason, n in reasons)
     rejected = f"{report.rows_rejected} rejected ({why})" if reasons else "none rejected"
     if reasons and reasons[0][1] > report.rows_read / 2:
-        hint = f"most rows are rejected as '{reasons[0][0]}': check signalling.columns"
+        reason = reasons[0][0]
+        hint = f"most rows are rejected as '{reason}': " + _REJECT_HINTS.get(
+            reason, "check signalling.columns"
+        )
     elif report.rows_outside > report.rows_read / 2:
         hint = (
             "most rows fall outside the extent: check the extent, that lon and lat are not "
