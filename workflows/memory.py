@@ -4,8 +4,9 @@ A run holds a few arrays per cell for the whole grid at once: the hourly sums of
 signalling, the weekly activity features, the probabilities and the tables written out. So its
 peak grows with cells x days, while the imagery is read, dehazed and predicted chunk by chunk.
 The constants are fitted to measured peaks (``benchmarks/run_memory.py``: 1,680 to 434,560
-cells, 8 and 32 days, within 5 % of every point), so a grid that cannot fit is refused in the
-plan stage, in a second, not after minutes of work.
+cells, 8 and 32 days; within 5 % from 6,720 cells up, 10 % under at 1,680 where the interpreter
+dominates), so a grid that cannot fit is refused in the plan stage, in a second, not after
+minutes of work.
 """
 
 from __future__ import annotations
