@@ -558,9 +558,7 @@ def run_fault(
     # Paths relative to the work folder: the table reads "city/tiles/a.tif", not /tmp/...
     said = [x.strip().replace(f"{work}/", "") for x in text + proc.stdout.splitlines()]
     lines = [x for x in said if x.startswith(("error", "warning", "Traceback")) or "Error" in x]
-    classes = (
-        _classes(city) if proc.returncode == 0 and fault and fault.command == ("run",) else None
-    )
+    classes = _classes(city) if proc.returncode == 0 and command[0] == "run" else None
     changed = None
     if classes is not None and baseline is not None and len(classes) == len(baseline):
         changed = int((classes != baseline).sum())
