@@ -82,9 +82,18 @@ class ModelContract:
             )
         n = len(contract.classes)
         if not (len(contract.labels) == len(contract.colours) == n) or n == 0:
-            raise ModelError(f"{source}: classes, labels and colours differ in length")
+            raise ModelError(
+                f"{source}: its contract names {n} classes, {len(contract.labels)} labels and "
+                f"{len(contract.colours)} colours; the contract is damaged: export the model "
+                "again with urbanfusion export"
+            )
         if not (len(contract.bands) == len(contract.image_mean) == len(contract.image_std)):
-            raise ModelError(f"{source}: bands and image normalisation differ in length")
+            raise ModelError(
+                f"{source}: its contract names {len(contract.bands)} bands, "
+                f"{len(contract.image_mean)} band means and {len(contract.image_std)} band "
+                "deviations; the contract is damaged: export the model again with "
+                "urbanfusion export"
+            )
         return contract
 
     @classmethod

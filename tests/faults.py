@@ -254,7 +254,13 @@ def _one_metre(city: Path) -> list[str]:
     return []
 
 
-def _lying_model(change: dict[str, object]) -> Callable[[Path], list[str]]:
+def _first_classes(n: int) -> Callable[[dict[str, list[object]]], dict[str, object]]:
+    return lambda c: {key: c[key][:n] for key in ("classes", "labels", "colours")}
+
+
+def _lying_model(
+    change: dict[str, object] | Callable[[dict[str, list[object]]], dict[str, object]],
+) -> Callable[[Path], list[str]]:
     def make(city: Path) -> list[str]:
         import json
 
@@ -266,7 +272,7 @@ def _lying_model(change: dict[str, object]) -> Callable[[Path], list[str]]:
         model = onnx.load(str(SHIPPED_MODEL))
         (meta,) = [m for m in model.metadata_props if m.key == METADATA_KEY]
         contract = json.loads(meta.value)
-        contract.update(change)
+        contract.update(change(contract) if callable(change) else change)
         meta.value = json.dumps(contract)
         onnx.save(model, str(city / "lying.onnx"))
         edit_config(city, model="lying.onnx")
@@ -405,18 +411,30 @@ def faults(shared: Path | None = None) -> list[Fault]:
             needs=("onnx",),
         ),
         Fault(
-            "model 4 classes",
-            "contract names 4 of 9",
+            "model 4 classes, network 9",
+            "a contract of 4 classes",
+            _lying_model(_first_classes(4)),
+            "error",
+            "its graph has prob of shape [9]",
+            needs=("onnx",),
+        ),
+        Fault(
+            "model contract damaged",
+            "4 classes, 9 labels",
             _lying_model({"classes": ["residential", "school", "industrial", "park"]}),
             "error",
-            "class",
+            "the contract is damaged",
             needs=("onnx",),
         ),
         Fault("model path a folder", "model: models/", _model_folder, "error", "is a folder"),
         Fault("config path a folder", "the city folder", _config_folder, "error", "is a folder"),
         Fault("output.dir a file", "out.txt", _output("file"), "error", "out.txt"),
         Fault(
-            "output.dir under a file", "out.txt/maps", _output("parent-file"), "error", "out.txt"
+            "output.dir under a file",
+            "out.txt/maps",
+            _output("parent-file"),
+            "error",
+            "out.txt is a file",
         ),
         Fault("output.dir empty", "''", _output("empty"), "error", "output.dir"),
         Fault(
