@@ -434,7 +434,7 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "out.txt/maps",
             _output("parent-file"),
             "error",
-            "out.txt is a file",
+            "out.txt is a file, not a folder",
         ),
         Fault("output.dir empty", "''", _output("empty"), "error", "output.dir"),
         Fault(

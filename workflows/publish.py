@@ -97,9 +97,10 @@ class OutputFolder:
         # The folder itself or a folder above it may be a file: name the one that is.
         blocking = next((p for p in (self.path, *self.path.parents) if p.is_file()), None)
         if blocking is not None:
-            where = "" if blocking == self.path else f" ({blocking} is a file)"
+            where = "" if blocking == self.path else f": {blocking}"
             raise ConfigError(
-                f"output.dir {self.path}{where} is not a folder; point output.dir at a folder"
+                f"output.dir {self.path}{where} is a file, not a folder; point output.dir at a "
+                "folder"
             )
         self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.path / LOCK)
