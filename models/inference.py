@@ -94,7 +94,7 @@ class Predictor:
             ):
                 raise ModelError(
                     f"{self.path}: its graph has {tensor.name} of shape {dims} (after the batch) "
-                    f"but its contract says {want}; export the model again with urbanfusion"
+                    f"but its contract says {want}; export the model again with urbanfusion export"
                 )
 
     def check_chips(self, chip_px: int, n_bands: int, fix: str) -> None:
