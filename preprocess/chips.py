@@ -6,6 +6,8 @@ chips are a reshape of each chunk: ``(band, r*chip, c*chip) -> (r, c, band, chip
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 
@@ -64,3 +66,45 @@ def image_inputs(
     out = np.nan_to_num((chips - mean) / std, nan=0.0)
     out[~with_image] = 0.0
     return out.astype(np.float32, copy=False), with_image.astype(np.float32)
+
+
+def thumbnails(chips: np.ndarray, px: int) -> np.ndarray:
+    """Chips ``(r, c, band, chip, chip)`` in [0, 1] as one RGBA image ``(r*px, c*px, 4)`` uint8.
+
+    Each chip is averaged down to ``px`` x ``px`` (``px`` divides the chip size); the first three
+    bands are red, green and blue; alpha is 0 where a pixel has no valid value.
+    """
+    r, c, bands, size, _ = chips.shape
+    k = size // px
+    rgb = chips[:, :, :3].reshape(r, c, min(bands, 3), px, k, px, k)
+    with warnings.catch_warnings():
+        # The mean of the valid pixels; none valid gives NaN ("empty slice"): transparent.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(rgb, axis=(4, 6)) if np.isnan(rgb).any() else rgb.mean(axis=(4, 6))
+    if mean.shape[2] < 3:  # one band: grey
+        mean = np.repeat(mean[:, :, :1], 3, axis=2)
+    image = mean.transpose(0, 3, 1, 4, 2).reshape(r * px, c * px, 3)
+    alpha = np.where(np.isnan(image).any(axis=2), 0, 255).astype(np.uint8)
+    rgb8 = np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.concatenate([rgb8, alpha[:, :, None]], axis=2)
+
+
+def thumbnails_dask(chips: da.Array, px: int) -> da.Array:
+    """:func:`thumbnails` of every block of a lazy chip array: ``(rows*px, cols*px, 4)`` uint8."""
+    return chips.map_blocks(
+        thumbnails,
+        px,
+        dtype=np.uint8,
+        drop_axis=[3, 4],
+        chunks=(
+            tuple(n * px for n in chips.chunks[0]),
+            tuple(n * px for n in chips.chunks[1]),
+            (4,),
+        ),
+    )
+
+
+def thumbnail_px(n_rows: int, n_cols: int, chip: int, side: int = 1024) -> int:
+    """Pixels per cell for a thumbnail of at most ``side`` pixels a side (a divisor of ``chip``)."""
+    fits = [p for p in range(1, chip + 1) if chip % p == 0 and max(n_rows, n_cols) * p <= side]
+    return max(fits, default=1)

@@ -81,11 +81,28 @@ def test_manifest_accounts_for_inputs_rows_and_model(result):
     assert all(len(f["sha256"]) == 64 for f in m["inputs"]["tiles"] + m["inputs"]["signalling"])
 
 
-def test_quicklook_is_a_picture(result):
+def test_quicklook_shows_the_imagery_beneath_the_classes(result):
     import cv2
 
-    image = cv2.imread(str(result[0].outputs["quicklook.png"]))
-    assert image is not None and image.shape[0] > 200 and image.std() > 10
+    from urbanfusion.workflows.quicklook import CLASS_ALPHA
+
+    res, _ = result
+    image = cv2.imread(str(res.outputs["quicklook.png"]))
+    assert image is not None and image.shape[0] > 200
+    # The map's top-left cell: flat colour if classes hid the picture, texture if they do not.
+    scale = 800 // max(res.class_id.size**0.5, 1)
+    cell = image[45 : 40 + int(scale) - 5, 15 : 10 + int(scale) - 5].astype(float)
+    assert cell.std(axis=(0, 1)).mean() > 5 and 0 < CLASS_ALPHA < 1
+
+
+def test_cells_carry_the_margin_between_the_two_likeliest_classes(result):
+    res, _ = result
+    cells = gpd.read_file(res.outputs["cells.gpkg"])
+    probs = np.sort(cells.filter(like="p_").to_numpy(), axis=1)
+    predicted = cells["class_name"] != ""
+    expected = probs[predicted, -1] - probs[predicted, -2]
+    assert np.allclose(cells.loc[predicted, "margin"], expected, atol=1e-6)
+    assert ((cells["margin"][predicted] >= 0) & (cells["margin"][predicted] <= 1)).all()
 
 
 def test_the_shipped_model_maps_an_unseen_city_well(result, small_city):

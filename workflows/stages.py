@@ -7,9 +7,10 @@ in production. The last stage, write, is :mod:`.write`; :mod:`.run` runs them al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_iden
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
-from urbanfusion.preprocess.chips import chips_dask
+from urbanfusion.preprocess.chips import chips_dask, thumbnail_px, thumbnails_dask
 from urbanfusion.workflows.memory import available_bytes, check_memory
 from urbanfusion.workflows.publish import written_paths
 from urbanfusion.workflows.stored import stored_activity, stored_chips
@@ -71,6 +72,9 @@ class Predicted:
     class_id: np.ndarray  # (cell,) uint8, NO_CLASS (255) where the cell has no input at all
     has_image: np.ndarray  # (cell,) bool
     has_activity: np.ndarray  # (cell,) bool
+    # The imagery the model saw, averaged to a few pixels per cell: (y, x, RGBA) uint8 of at
+    # most 1,024 px a side, for the quicklook and the web map (empty when not made).
+    preview: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 4), np.uint8))
 
     @property
     def predicted(self) -> np.ndarray:
@@ -203,8 +207,10 @@ def predict(
     A cell with neither imagery nor signalling gets no class (``NO_CLASS``). With a ``store``,
     the predictions are reused when the chips, the activity and the model are unchanged.
     """
+    grid = p.grid
+    thumbs = thumbnails_dask(prepared.chips, thumbnail_px(grid.nrows, grid.ncols, grid.chip_px))
     if store is None:
-        out = _predicted_values(p, prepared, model, providers)
+        out, preview = _predicted_values(p, prepared, model, providers, thumbs)
     else:
         key = digest(
             {
@@ -215,20 +221,29 @@ def predict(
         )
         path = store.path("predictions", key, "npy")
         if store.has("predictions", key, "npy"):
-            out = store.load_array(path)
+            # The chips are in the store too: the preview reads them, it computes nothing.
+            out, preview = store.load_array(path), thumbs.compute()
         else:
-            out = store.save_array(path, _predicted_values(p, prepared, model, providers))
+            out, preview = _predicted_values(p, prepared, model, providers, thumbs)
+            store.save_array(path, out)
     n_classes = out.shape[1] - 1
     prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
     with_activity = prepared.has_activity > 0.5
     class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
-    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity)
+    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity, preview)
 
 
 def _predicted_values(
-    p: Plan, prepared: Prepared, model: Path, providers: tuple[str, ...] | None
-) -> np.ndarray:
-    """``(cell, class + 1)`` float32: the probabilities, then has_image as 0/1."""
+    p: Plan,
+    prepared: Prepared,
+    model: Path,
+    providers: tuple[str, ...] | None,
+    thumbs: da.Array,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(cell, class + 1)`` float32 (the probabilities, then has_image as 0/1) and the preview.
+
+    Both in one compute, so every chunk of chips is made once for the two.
+    """
     grid = p.grid
     n_classes = len(load_predictor(str(model), providers).contract.classes)
     chips = prepared.chips
@@ -255,5 +270,6 @@ def _predicted_values(
         dtype=np.float32,
         model=str(model),
         providers=providers,
-    ).compute()
-    return out.reshape(grid.n_cells, n_classes + 1)
+    )
+    values, preview = dask.compute(out, thumbs)
+    return values.reshape(grid.n_cells, n_classes + 1), preview

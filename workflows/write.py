@@ -12,7 +12,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import cv2
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
 from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
+from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
 
@@ -139,6 +139,9 @@ def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> g
     cells["class_id"] = class_id.astype(np.int16)
     cells["class_name"] = names[np.where(predicted, class_id, len(contract.classes))]
     cells["confidence"] = np.where(predicted, prob.max(axis=1), np.nan).astype(np.float32)
+    top2 = np.sort(prob, axis=1)[:, -2:] if prob.shape[1] > 1 else np.zeros((len(prob), 2))
+    # Top-1 minus top-2: near 0 where the model hesitates between two classes.
+    cells["margin"] = np.where(predicted, top2[:, 1] - top2[:, 0], np.nan).astype(np.float32)
     for i, name in enumerate(contract.classes):
         cells[f"p_{name}"] = np.where(predicted, prob[:, i], np.nan).astype(np.float32)
     cells["has_imagery"] = result.has_image.astype(bool)
@@ -150,37 +153,6 @@ def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> g
 def write_cells(path: Path, cells: gpd.GeoDataFrame) -> None:
     """``cells.gpkg``, layer ``cells``."""
     cells.to_file(path, layer="cells", driver="GPKG", engine="pyogrio")
-
-
-def write_quicklook(
-    path: Path, grid: CityGrid, class_id: np.ndarray, contract: ModelContract, title: str
-) -> None:
-    """``quicklook.png``: the class map with a legend and a title."""
-    scale = max(1, 640 // max(grid.nrows, grid.ncols))
-    lut = np.full((256, 3), 230, dtype=np.uint8)  # no prediction: light grey
-    lut[: len(contract.colours)] = np.array(contract.colours, dtype=np.uint8)
-    rgb = lut[class_id.reshape(grid.nrows, grid.ncols)]
-    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-    h, w, _ = rgb.shape
-    legend_w, line = 260, 26
-    canvas_h = max(h, line * (len(contract.labels) + 3)) + 70
-    canvas = np.full((canvas_h, w + legend_w + 30, 3), 255, dtype=np.uint8)
-    canvas[40 : 40 + h, 10 : 10 + w] = rgb
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(canvas, title[:70], (10, 28), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-    x0 = w + 30
-    entries = [*zip(contract.labels, contract.colours, strict=True), ("No prediction", [230] * 3)]
-    for i, (label, colour) in enumerate(entries):
-        y = 50 + i * line
-        cv2.rectangle(canvas, (x0, y), (x0 + 20, y + 18), tuple(int(c) for c in colour), -1)
-        cv2.rectangle(canvas, (x0, y), (x0 + 20, y + 18), (80, 80, 80), 1)
-        cv2.putText(canvas, label, (x0 + 30, y + 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    scale_m = grid.cell_size * 4
-    y = 40 + h + 5
-    cv2.line(canvas, (10, y), (10 + 4 * scale, y), (0, 0, 0), 2)
-    cv2.putText(canvas, f"{scale_m:g} m", (10, y + 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
 
 
 def write_json(path: Path, payload: dict[str, object]) -> None:
@@ -223,7 +195,9 @@ def write(
         write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
         write_rejects(staging / "rejects.parquet", ingested.rejects)
         write_activity(staging / "activity.parquet", ingested.activity)
-        write_quicklook(staging / "quicklook.png", grid, class_id, contract, p.config.name)
+        write_quicklook(
+            staging / "quicklook.png", grid, class_id, predicted.preview, contract, p.config.name
+        )
         changes = changes_since(previous, grid, predicted, contract)
         write_changes(staging / "changes.gpkg", changes)
         manifest = build_manifest(
