@@ -32,8 +32,8 @@ from urbanfusion.pipeline.errors import ConfigError
 
 # Offsets that make absolute rows/cols non-negative before packing: 2**27 cells of 1 m cover
 # +-134,000 km, well past any projected CRS's domain.
-_ID_OFFSET = 2**27
-_ID_SPAN = 2**28
+ID_OFFSET = 2**27
+ID_SPAN = 2**28
 # Cells in a grid above which we refuse to plan (a typo in the extent, not a city).
 MAX_CELLS = 50_000_000
 # Tolerance for snapping: coordinates within this fraction of a cell of an edge are on it.
@@ -48,15 +48,15 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 
 def cell_ids_for(abs_rows: np.ndarray, abs_cols: np.ndarray) -> np.ndarray:
     """Pack absolute rows and columns into stable int64 cell ids."""
-    rows = np.asarray(abs_rows, dtype=np.int64) + _ID_OFFSET
-    cols = np.asarray(abs_cols, dtype=np.int64) + _ID_OFFSET
-    return rows * _ID_SPAN + cols
+    rows = np.asarray(abs_rows, dtype=np.int64) + ID_OFFSET
+    cols = np.asarray(abs_cols, dtype=np.int64) + ID_OFFSET
+    return rows * ID_SPAN + cols
 
 
 def abs_rowcol_of(cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unpack cell ids into absolute rows and columns (inverse of :func:`cell_ids_for`)."""
     ids = np.asarray(cell_ids, dtype=np.int64)
-    return ids // _ID_SPAN - _ID_OFFSET, ids % _ID_SPAN - _ID_OFFSET
+    return ids // ID_SPAN - ID_OFFSET, ids % ID_SPAN - ID_OFFSET
 
 
 @dataclass(frozen=True)

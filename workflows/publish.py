@@ -45,6 +45,7 @@ OUTPUT_FILES = (
     "activity.parquet",
     "rejects.parquet",
     "quicklook.png",
+    "map.html",
     "changes.gpkg",
     "manifest.json",
 )

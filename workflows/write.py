@@ -32,6 +32,7 @@ from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
 from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+from urbanfusion.workflows.webmap.page import map_data, write_map_html
 
 
 def _cog_blocksize(grid: CityGrid) -> int:
@@ -200,6 +201,10 @@ def write(
         )
         changes = changes_since(previous, grid, predicted, contract)
         write_changes(staging / "changes.gpkg", changes)
+        page = map_data(
+            grid, predicted, contract, ingested.activity, changes, p.config.name, run_id
+        )
+        write_map_html(staging / "map.html", page)
         manifest = build_manifest(
             p,
             ingested,
