@@ -41,6 +41,7 @@ _NEW_LINK = ".latest-"
 OUTPUT_FILES = (
     "class_map.tif",
     "probabilities.tif",
+    "probabilities.qml",
     "cells.gpkg",
     "activity.parquet",
     "rejects.parquet",

@@ -32,6 +32,7 @@ from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
 from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+from urbanfusion.workflows.styles import write_cells_style, write_probabilities_style
 from urbanfusion.workflows.webmap.page import map_data, write_map_html
 
 
@@ -193,7 +194,9 @@ def write(
         write_probabilities(
             staging / "probabilities.tif", grid, predicted.prob, predicted.predicted, contract
         )
+        write_probabilities_style(staging / "probabilities.tif", contract)
         write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
+        write_cells_style(staging / "cells.gpkg", contract, class_id)
         write_rejects(staging / "rejects.parquet", ingested.rejects)
         write_activity(staging / "activity.parquet", ingested.activity)
         write_quicklook(

@@ -162,12 +162,12 @@ def render(data: dict[str, object]) -> str:
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     title = str(data["title"]).replace("&", "&amp;").replace("<", "&lt;")
     return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}: urbanfusion map</title>\n"
         f"<style>\n{(vendor / 'leaflet.css').read_text(encoding='utf-8')}\n</style>\n"
         f"<style>\n{(HERE / 'map.css').read_text(encoding='utf-8')}\n</style>\n"
-        "</head>\n<body>\n<div id=\"map\"></div>\n"
+        '</head>\n<body>\n<div id="map"></div>\n'
         f"<script>\n{(vendor / 'leaflet.js').read_text(encoding='utf-8')}\n</script>\n"
         f'<script type="application/json" id="run-data">{payload}</script>\n'
         f"<script>\n{(HERE / 'map.js').read_text(encoding='utf-8')}\n</script>\n"
