@@ -48,6 +48,7 @@ OUTPUT_FILES = (
     "quicklook.png",
     "map.html",
     "changes.gpkg",
+    "item.json",
     "manifest.json",
 )
 _STORE_SUFFIXES = ("npy", "json", "parquet")

@@ -31,6 +31,7 @@ from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
 from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
 from urbanfusion.workflows.quicklook import write_quicklook
+from urbanfusion.workflows.stac import run_item, write_item
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 from urbanfusion.workflows.styles import write_cells_style, write_probabilities_style
 from urbanfusion.workflows.webmap.page import map_data, write_map_html
@@ -223,6 +224,8 @@ def write(
         # Per kind of stored result, how many this run computed and how many it reused.
         manifest["store"] = store.summary() if store is not None else {}
         manifest["changes"] = changes.to_dict()
+        names = sorted({f.name for f in staging.iterdir()} | {"item.json", "manifest.json"})
+        write_item(staging / "item.json", run_item(grid, contract, class_id, manifest, names))
         # The manifest is the last file: it lists the others with their hashes.
         manifest["outputs"] = {
             f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())

@@ -1,4 +1,4 @@
-"""QGIS styles travel with the outputs: read back from the files, opened by QGIS where it is."""
+"""QGIS styles and the STAC Item travel with the outputs: read back, and opened by QGIS."""
 
 import shutil
 import sqlite3
@@ -98,3 +98,26 @@ def test_qgis_opens_both_with_their_styles(result):
     assert f"category '{contract.classes[0]}' {contract.labels[0]}" in out
     assert f"#{r:02x}{g:02x}{b:02x}" in out
     assert "raster True singlebandpseudocolor" in out
+
+
+def test_item_json_is_a_stac_item_of_the_run_with_its_classes(result):
+    import pystac
+    from pystac.extensions.classification import ClassificationExtension
+
+    folder = result.outputs["item.json"].resolve().parent
+    item = pystac.Item.from_file(str(result.outputs["item.json"]))
+    manifest = result.manifest
+    assert item.id.endswith(manifest["run"]["id"])
+    assert item.properties["start_datetime"].startswith(manifest["signalling"]["first_day"])
+    assert item.properties["proj:code"] == manifest["grid"]["crs"]
+    lon0, lat0, lon1, lat1 = manifest["config"]["extent"]
+    west, south, east, north = item.bbox
+    assert west <= lon0 + 0.01 and east >= lon1 - 0.01
+    assert south <= lat0 + 0.01 and north >= lat1 - 0.01
+    for key, asset in item.assets.items():
+        assert (folder / asset.href).is_file(), key  # relative hrefs, every file there
+        assert asset.media_type and asset.roles
+    assert item.assets["class_map.tif"].media_type.endswith("profile=cloud-optimized")
+    classes = ClassificationExtension.ext(item.assets["class_map.tif"]).classes
+    counts = manifest["cells"]["per_class"]
+    assert {c.name: c.count for c in classes if not c.nodata} == counts
