@@ -38,6 +38,11 @@ class ModelContract:
         architecture: a short description of the network.
         trained_on: what the weights were fitted on.
         metrics: held-out figures measured at training time.
+        temperature: divides the logits before the softmax (fitted on validation blocks; 1:
+            not calibrated).
+        domain: per input branch ("image", "activity"), where its training embeddings live
+            (:class:`~urbanfusion.models.calibration.DomainModel` fields); empty: no score.
+        calibration: how the temperature and the domain were fitted, and what they gave.
     """
 
     classes: list[str]
@@ -56,6 +61,9 @@ class ModelContract:
     trained_on: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     version: int = CONTRACT_VERSION
+    temperature: float = 1.0
+    domain: dict[str, dict[str, object]] = field(default_factory=dict)
+    calibration: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise for the ONNX metadata."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from urbanfusion.models.calibration import calibration_error, reliability, softmax
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import Predictor
 from urbanfusion.models.metrics import scores
@@ -25,13 +26,13 @@ def evaluate(model: Path, data: CellData) -> dict[str, object]:
     names = list(predictor.contract.classes)
 
     def predicted(hide: str | None = None) -> np.ndarray:
-        prob, _ = predictor.predict_cells(
+        cells = predictor.predict_cells(
             data.chips,
             data.activity,
             data.has_activity,
             hide,  # type: ignore[arg-type]
         )
-        return prob.argmax(1)
+        return cells.prob.argmax(1)
 
     result = scores(data.labels, predicted(), names)
     result["ablation"] = {
@@ -41,4 +42,33 @@ def evaluate(model: Path, data: CellData) -> dict[str, object]:
     }
     result["provider"] = predictor.provider
     result["classes"] = names
+    result["calibration"] = _calibration(predictor, data)
     return result
+
+
+def _calibration(predictor: Predictor, data: CellData) -> dict[str, object]:
+    """How well the model's confidence matches its accuracy on ``data``.
+
+    Expected calibration error without and with the model's temperature, per-bin curves for
+    the reliability diagram, and the share of cells in the model's domain (None: no score).
+    """
+    if not predictor.scored:
+        return {"temperature": None}
+    logits, _, _, _ = predictor.raw_outputs(data.chips, data.activity, data.has_activity)
+    t = predictor.contract.temperature
+    curves = {
+        name: reliability(softmax(logits, temp), data.labels)
+        for name, temp in (("uncalibrated", 1.0), (f"temperature {t:.2f}", t))
+    }
+    domain = predictor.predict_cells(data.chips, data.activity, data.has_activity).domain
+    scored = ~np.isnan(domain)
+    return {
+        "temperature": t,
+        "ece_uncalibrated": calibration_error(softmax(logits), data.labels),
+        "ece_calibrated": calibration_error(softmax(logits, t), data.labels),
+        "in_domain_share": float((domain[scored] <= 1).mean()) if scored.any() else None,
+        "reliability": {
+            name: {"confidence": c.tolist(), "accuracy": a.tolist(), "count": n.tolist()}
+            for name, (c, a, n) in curves.items()
+        },
+    }

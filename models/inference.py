@@ -7,12 +7,14 @@ worker share it, onnxruntime sessions are safe to run from several threads.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
+from urbanfusion.models.calibration import FEATURES, LOGITS, DomainModel, domain_score, softmax
 from urbanfusion.models.contract import METADATA_KEY, ModelContract
 from urbanfusion.pipeline.errors import InputNotFoundError, ModelError
 from urbanfusion.preprocess.chips import image_inputs
@@ -25,6 +27,15 @@ def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, then CPU."""
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    """What the model says about cells."""
+
+    prob: np.ndarray  # (n, classes) float32, calibrated when the model carries a temperature
+    has_image: np.ndarray  # (n,) bool: enough valid pixels to count as imagery
+    domain: np.ndarray  # (n,) float32: <= 1 in the training data's domain; NaN: no score
 
 
 class Predictor:
@@ -68,6 +79,13 @@ class Predictor:
                 f"{path}: inputs {names} differ from its contract {self.contract.inputs}"
             )
         self._check_graph_against_contract()
+        outputs = {o.name for o in self.session.get_outputs()}
+        # A calibrated model also outputs its logits and the branch embeddings.
+        self.scored = {LOGITS, *FEATURES.values()} <= outputs
+        self.domain_models = {
+            branch: DomainModel(**fields)  # type: ignore[arg-type]
+            for branch, fields in self.contract.domain.items()
+        }
 
     def _check_graph_against_contract(self) -> None:
         """The graph's fixed dimensions are those its contract promises (batch aside).
@@ -115,6 +133,22 @@ class Predictor:
         """The execution provider onnxruntime actually uses (it may fall back to CPU silently)."""
         return self.session.get_providers()[0]
 
+    def _feeds(
+        self,
+        image: np.ndarray,
+        activity: np.ndarray,
+        has_image: np.ndarray,
+        has_activity: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """One batch of prepared inputs, by the contract's input names."""
+        values = [
+            np.ascontiguousarray(image, dtype=np.float32),
+            np.ascontiguousarray(activity, dtype=np.float32),
+            np.asarray(has_image, dtype=np.float32).reshape(-1, 1),
+            np.asarray(has_activity, dtype=np.float32).reshape(-1, 1),
+        ]
+        return dict(zip(self.contract.inputs, values, strict=True))
+
     def predict(
         self,
         image: np.ndarray,
@@ -126,23 +160,30 @@ class Predictor:
         """Class probabilities ``(n, classes)`` float32 for prepared inputs (see ``preprocess``)."""
         n = len(image)
         out = np.empty((n, len(self.contract.classes)), dtype=np.float32)
-        names = self.contract.inputs
         for s in range(0, n, batch):
             e = min(n, s + batch)
-            feeds = dict(
-                zip(
-                    names,
-                    [
-                        np.ascontiguousarray(image[s:e], dtype=np.float32),
-                        np.ascontiguousarray(activity[s:e], dtype=np.float32),
-                        np.asarray(has_image[s:e], dtype=np.float32).reshape(-1, 1),
-                        np.asarray(has_activity[s:e], dtype=np.float32).reshape(-1, 1),
-                    ],
-                    strict=True,
-                )
-            )
+            feeds = self._feeds(image[s:e], activity[s:e], has_image[s:e], has_activity[s:e])
             out[s:e] = self.session.run([self.contract.output], feeds)[0]
         return out
+
+    def _scored(
+        self,
+        image: np.ndarray,
+        activity: np.ndarray,
+        has_image: np.ndarray,
+        has_activity: np.ndarray,
+        batch: int = BATCH,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Logits and branch embeddings of a calibrated model, batch by batch."""
+        names = [LOGITS, *FEATURES.values()]
+        parts: list[list[np.ndarray]] = [[] for _ in names]
+        for s in range(0, len(image), batch):
+            e = min(len(image), s + batch)
+            feeds = self._feeds(image[s:e], activity[s:e], has_image[s:e], has_activity[s:e])
+            for part, out in zip(parts, self.session.run(names, feeds), strict=True):
+                part.append(out)
+        logits, *features = (np.concatenate(p) for p in parts)
+        return logits, dict(zip(FEATURES, features, strict=True))
 
     def predict_cells(
         self,
@@ -150,8 +191,8 @@ class Predictor:
         activity: np.ndarray,
         has_activity: np.ndarray,
         hide: Literal["image", "activity"] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(n, classes)`` and ``has_image`` ``(n,)`` for cells' raw inputs.
+    ) -> CellPrediction:
+        """Probabilities, ``has_image`` and the in-domain score for cells' raw inputs.
 
         The one way cells reach the model, for runs and evaluation alike: ``chips``
         ``(n, band, chip, chip)`` in [0, 1] with NaN for nodata are normalised with the model's
@@ -167,7 +208,38 @@ class Predictor:
             image, fed_image = np.zeros_like(image), np.zeros_like(has_image)
         elif hide == "activity":
             activity, fed_activity = np.zeros_like(activity), np.zeros_like(has_activity)
-        return self.predict(image, activity, fed_image, fed_activity), has_image > 0.5
+        if not self.scored:  # an uncalibrated model: its probabilities as they come
+            prob = self.predict(image, activity, fed_image, fed_activity)
+            return CellPrediction(prob, has_image > 0.5, np.full(len(prob), np.nan, np.float32))
+        logits, features = self._scored(image, activity, fed_image, fed_activity)
+        present = {"image": fed_image > 0.5, "activity": fed_activity > 0.5}
+        return CellPrediction(
+            softmax(logits, c.temperature),
+            has_image > 0.5,
+            domain_score(self.domain_models, features, present)
+            if self.domain_models
+            else np.full(len(logits), np.nan, np.float32),
+        )
+
+    def raw_outputs(
+        self, chips: np.ndarray, activity: np.ndarray, has_activity: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Logits, branch embeddings and which inputs each cell had: what calibration fits.
+
+        Raises:
+            ModelError: the model does not output its logits and embeddings.
+        """
+        if not self.scored:
+            raise ModelError(
+                f"{self.path}: it does not output its logits and embeddings; calibrate it with "
+                "urbanfusion calibrate, which adds them"
+            )
+        c = self.contract
+        image, has_image = image_inputs(chips, np.array(c.image_mean), np.array(c.image_std))
+        activity = activity.reshape(len(activity), c.days, c.hours)
+        has_activity = has_activity.reshape(len(has_activity))
+        logits, features = self._scored(image, activity, has_image, has_activity)
+        return logits, features, has_image > 0.5, has_activity > 0.5
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,44 @@ def write_confusion(
     cv2.putText(img, "true \\ predicted", (5, margin - 8), font, 0.45, (90, 90, 90), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(folder / "confusion.png"), img):
         raise OSError(f"could not write {folder / 'confusion.png'}")
+
+
+def write_reliability(
+    folder: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> None:
+    """``reliability.png``: accuracy against confidence per bin, one curve per name.
+
+    ``curves`` maps a name (e.g. "uncalibrated", "calibrated") to :func:`reliability`'s mean
+    confidence, accuracy and count per bin; a perfectly calibrated model lies on the diagonal.
+    """
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    size, margin = 360, 60
+    img = np.full((size + 2 * margin, size + 2 * margin + 150, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def at(conf: float, acc: float) -> tuple[int, int]:
+        return int(margin + conf * size), int(margin + (1 - acc) * size)
+
+    cv2.rectangle(img, at(0, 1), at(1, 0), (0, 0, 0), 1)
+    cv2.line(img, at(0, 0), at(1, 1), (170, 170, 170), 1, cv2.LINE_AA)
+    for t in (0.0, 0.5, 1.0):
+        cv2.putText(img, f"{t:g}", (at(t, 0)[0] - 8, margin + size + 20), font, 0.45, (0, 0, 0), 1)
+        cv2.putText(img, f"{t:g}", (margin - 30, at(0, t)[1] + 5), font, 0.45, (0, 0, 0), 1)
+    where = (margin + size // 2 - 45, size + margin + 45)
+    cv2.putText(img, "confidence", where, font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "accuracy", (5, margin - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    colours = [(0, 90, 220), (30, 150, 30), (200, 60, 0)]  # BGR
+    for k, (name, (conf, acc, count)) in enumerate(curves.items()):
+        colour = colours[k % len(colours)]
+        points = [at(c, a) for c, a, n in zip(conf, acc, count, strict=True) if n > 0]
+        for a, b in itertools.pairwise(points):
+            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+        for p in points:
+            cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
+        y = margin + 20 + 22 * k
+        cv2.line(img, (margin + size + 15, y - 4), (margin + size + 35, y - 4), colour, 2)
+        cv2.putText(img, name, (margin + size + 40, y), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(folder / "reliability.png"), img):
+        raise OSError(f"could not write {folder / 'reliability.png'}")

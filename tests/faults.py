@@ -146,6 +146,49 @@ def _world(shared: Path) -> Callable[[Path], list[str]]:
     return make
 
 
+def _real_pixels(shared: Path) -> Callable[[Path], list[str]]:
+    """Real aerial pixels (cogeo.tif, 0.6 m, Korea) repeated over the whole city as one VRT."""
+
+    def make(city: Path) -> list[str]:
+        source = shared / "geotiff" / "cogeo.tif"
+        with rasterio.open(city / "tiles" / ONE_TILE) as src:
+            crs = src.crs
+        config = yaml.safe_load((city / "city.yaml").read_text())
+        from rasterio.warp import transform_bounds
+
+        west, south, east, north = transform_bounds("EPSG:4326", crs, *config["extent"])
+        with rasterio.open(source) as src:
+            px, side = src.res[0], src.width
+        n_x, n_y = int((east - west) / (px * side)) + 2, int((north - south) / (px * side)) + 2
+        bands = []
+        for band, colour in ((1, "Red"), (2, "Green"), (3, "Blue")):
+            sources = "".join(
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+                f"<SourceBand>{band}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{side}" ySize="{side}"/>'
+                f'<DstRect xOff="{i * side}" yOff="{j * side}" xSize="{side}" ySize="{side}"/>'
+                "</SimpleSource>"
+                for i in range(n_x)
+                for j in range(n_y)
+            )
+            bands.append(
+                f'<VRTRasterBand dataType="Byte" band="{band}"><ColorInterp>{colour}'
+                f"</ColorInterp>{sources}</VRTRasterBand>"
+            )
+        origin = (west - px * side / 2, north + px * side / 2)
+        for tile in (city / "tiles").glob("*.tif"):
+            tile.unlink()
+        (city / "tiles" / "real.vrt").write_text(
+            f'<VRTDataset rasterXSize="{n_x * side}" rasterYSize="{n_y * side}">'
+            f"<SRS>{crs.to_string()}</SRS><GeoTransform>{origin[0]}, {px}, 0, {origin[1]}, 0, "
+            f"{-px}</GeoTransform>{''.join(bands)}</VRTDataset>"
+        )
+        edit_config(city, **{"imagery.paths": ["tiles/*.vrt"]})
+        return []
+
+    return make
+
+
 def _retyped(dtype: str, factor: float) -> Callable[[Path], list[str]]:
     def make(city: Path) -> list[str]:
         tile = city / "tiles" / HAZY_TILE
@@ -480,6 +523,16 @@ def faults(shared: Path | None = None) -> list[Fault]:
         ),
     ]
     if shared is not None:
+        out.append(
+            Fault(
+                "real aerial pixels, demo model",
+                "cogeo.tif (0.6 m, Korea) over the city",
+                _real_pixels(shared),
+                "warning",
+                "look like the data the model was trained on",
+                needs=("shared",),
+            )
+        )
         out.insert(
             8,
             Fault(

@@ -44,9 +44,7 @@ def test_cells_gpkg_carries_its_class_style_as_the_default(result):
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_name"
     values = [c.get("value") for c in renderer.iter("category")]
     assert values == [*contract.classes, ""]
-    colours = [
-        o.get("value") for o in renderer.iter("Option") if o.get("name") == "color"
-    ]
+    colours = [o.get("value") for o in renderer.iter("Option") if o.get("name") == "color"]
     assert colours[: len(contract.colours)] == [f"{r},{g},{b},204" for r, g, b in contract.colours]
 
 

@@ -95,9 +95,18 @@ def test_quicklook_shows_the_imagery_beneath_the_classes(result):
     assert cell.std(axis=(0, 1)).mean() > 5 and 0 < CLASS_ALPHA < 1
 
 
+def test_an_unseen_demo_city_is_mostly_in_the_model_s_domain(result):
+    res, _ = result
+    share = res.manifest["cells"]["in_domain_share"]
+    assert share is not None and share > 0.7
+    cells = gpd.read_file(res.outputs["cells.gpkg"], layer="cells")
+    assert cells["in_domain"].mean() == pytest.approx(share, abs=1e-9)
+    assert (cells["in_domain"] == (cells["domain_score"] <= 1)).all()
+
+
 def test_cells_carry_the_margin_between_the_two_likeliest_classes(result):
     res, _ = result
-    cells = gpd.read_file(res.outputs["cells.gpkg"])
+    cells = gpd.read_file(res.outputs["cells.gpkg"], layer="cells")
     probs = np.sort(cells.filter(like="p_").to_numpy(), axis=1)
     predicted = cells["class_name"] != ""
     expected = probs[predicted, -1] - probs[predicted, -2]

@@ -373,6 +373,46 @@ def train_command(
     )
 
 
+@app.command("calibrate")
+@_one_line_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model to calibrate.")],
+    sources: Annotated[list[Path], typer.Argument(help=_SOURCES_HELP)],
+    model_out: Annotated[Path, typer.Option("--out", help="Calibrated ONNX file to write.")],
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option("--labels", help="Zones GeoPackage per run config, in order."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the blocked split (the one the model was trained with).")
+    ] = 0,
+) -> None:
+    """Fit a model's temperature and in-domain score on labelled data (needs the train extra).
+
+    The validation blocks (the same split as `train` with this seed) set the temperature and
+    the in-domain radius; the other cells are the training distribution. Weights and argmax
+    are unchanged. `train` does this by itself.
+    """
+    with _needs_train_extra("calibration"):
+        from urbanfusion.models.training.export import calibrate_onnx
+        from urbanfusion.models.training.train import TrainConfig, block_split
+    from urbanfusion.workflows.labelled import load_labelled_cities
+
+    data = load_labelled_cities(sources, labels or [])
+    _print_notes(data.notes)
+    validation = block_split(data.blocks, TrainConfig().val_fraction, seed)
+    contract = calibrate_onnx(model, data, validation, model_out)
+    c = contract.calibration
+    out.print(
+        f"temperature {contract.temperature:.3f} on {c['validation_cells']} validation cells: "
+        f"expected calibration error {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+        f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}; in-domain radius for "
+        f"{', '.join(contract.domain) or 'no branch'} at the "
+        f"{c['in_domain_quantile']:.0%} quantile\nwrote {model_out}",
+        highlight=False,
+    )
+
+
 @app.command("export")
 @_one_line_errors
 def export_command(
@@ -402,14 +442,17 @@ def evaluate_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report_dir: Annotated[
-        Path | None, typer.Option("--out", help="Also write confusion.csv and confusion.png here.")
+        Path | None,
+        typer.Option(
+            "--out", help="Also write confusion.csv, confusion.png and reliability.png here."
+        ),
     ] = None,
 ) -> None:
-    """Score a model on labelled data: accuracy, kappa, F1, confusion and the ablation."""
+    """Score a model on labelled data: accuracy, kappa, F1, confusion, ablation, calibration."""
     import numpy as np
 
     from urbanfusion.models.evaluation import evaluate
-    from urbanfusion.models.metrics import write_confusion
+    from urbanfusion.models.metrics import write_confusion, write_reliability
     from urbanfusion.workflows.labelled import load_labelled_cities
 
     data = load_labelled_cities(sources, labels or [])
@@ -417,6 +460,15 @@ def evaluate_command(
     result = evaluate(model, data)
     if report_dir is not None:
         write_confusion(report_dir, np.asarray(result["confusion"]), result["classes"])
+        curves = result["calibration"].get("reliability", {})
+        if curves:
+            write_reliability(
+                report_dir,
+                {
+                    k: tuple(np.asarray(v[f]) for f in ("confidence", "accuracy", "count"))
+                    for k, v in curves.items()
+                },
+            )
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -429,6 +481,17 @@ def evaluate_command(
         highlight=False,
     )
     _print_per_class_f1(result["per_class_f1"])
+    cal = result["calibration"]
+    if cal.get("temperature") is None:
+        out.print("calibration: none (an uncalibrated model; see urbanfusion calibrate)")
+        return
+    share = cal["in_domain_share"]
+    out.print(
+        f"calibration: expected calibration error {cal['ece_uncalibrated']:.3f} uncalibrated, "
+        f"{cal['ece_calibrated']:.3f} with temperature {cal['temperature']:.2f}; "
+        + ("no in-domain score" if share is None else f"{share:.0%} of cells in domain"),
+        highlight=False,
+    )
 
 
 @app.command("pretrain-image")

@@ -102,6 +102,8 @@ def build_manifest(
             "providers_requested": predictor.requested_providers,
             "architecture": contract.architecture,
             "trained_on": contract.trained_on,
+            "temperature": contract.temperature,
+            "calibration": contract.calibration,
         },
         "cells": {
             "total": int(p.grid.n_cells),
@@ -110,6 +112,8 @@ def build_manifest(
             "with_imagery": int(predicted.has_image.sum()),
             "with_signalling": int(predicted.has_activity.sum()),
             "per_class": {c: int(n) for c, n in zip(contract.classes, counts, strict=True)},
+            # Share of predicted cells whose inputs look like the model's training data.
+            "in_domain_share": predicted.in_domain_share(),
         },
         "timings_s": timings,
         "versions": {

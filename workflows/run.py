@@ -26,6 +26,9 @@ from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
 from urbanfusion.workflows.write import write
 
+# Below this share of cells in the model's domain, a run says its map is not to be trusted.
+IN_DOMAIN_WARN_SHARE = 0.5
+
 
 @dataclass
 class RunResult:
@@ -141,6 +144,14 @@ def _locked_run(
         prepared = prepare(p, ingested, store)
     with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
         predicted = predict(p, prepared, predictor.path, store=store)
+    share = predicted.in_domain_share()
+    if share is not None and share < IN_DOMAIN_WARN_SHARE:
+        timer.warn(
+            f"only {share:.0%} of the cells look like the data the model was trained on "
+            f"({predictor.path.name}: {predictor.contract.trained_on or 'unknown data'}); its "
+            "classes here are guesses: label zones of this city and train on them with "
+            "`urbanfusion train`"
+        )
     outputs, manifest, changes = write(
         p,
         ingested,

@@ -111,9 +111,9 @@ def run_item(
                 count=int((class_id == NO_CLASS).sum()),
             )
         )
-        ClassificationExtension.ext(item.assets["class_map.tif"], add_if_missing=True).classes = (
-            classes
-        )
+        ClassificationExtension.ext(
+            item.assets["class_map.tif"], add_if_missing=True
+        ).classes = classes
     return item
 
 

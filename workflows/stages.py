@@ -72,6 +72,9 @@ class Predicted:
     class_id: np.ndarray  # (cell,) uint8, NO_CLASS (255) where the cell has no input at all
     has_image: np.ndarray  # (cell,) bool
     has_activity: np.ndarray  # (cell,) bool
+    # How far each cell's inputs are from the model's training data: <= 1 in domain, NaN where
+    # the model has no score (an uncalibrated model) or the cell no prediction.
+    domain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     # The imagery the model saw, averaged to a few pixels per cell: (y, x, RGBA) uint8 of at
     # most 1,024 px a side, for the quicklook and the web map (empty when not made).
     preview: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 4), np.uint8))
@@ -80,6 +83,19 @@ class Predicted:
     def predicted(self) -> np.ndarray:
         """Cells with at least one input, so with a prediction."""
         return self.class_id != NO_CLASS
+
+    @property
+    def out_of_domain(self) -> np.ndarray:
+        """Predicted cells whose inputs are unlike the model's training data (score over 1)."""
+        scored = self.predicted & ~np.isnan(self.domain)
+        return scored & (np.nan_to_num(self.domain) > 1.0)
+
+    def in_domain_share(self) -> float | None:
+        """Share of scored, predicted cells in the model's domain (None: no score)."""
+        scored = self.predicted & ~np.isnan(self.domain)
+        if not scored.any():
+            return None
+        return float(1 - self.out_of_domain.sum() / scored.sum())
 
 
 def plan(config: RunConfig) -> Plan:
@@ -187,11 +203,12 @@ def _predict_block(
     # Cells with no pixel and no signalling get no class: the model need not see them (most of
     # a region with imagery over the city only).
     seen = (has_activity > 0.5) | ~np.isnan(chips).all(axis=(1, 2, 3))
-    out = np.full((n, len(predictor.contract.classes) + 1), np.nan, np.float32)
-    out[:, -1] = 0.0
+    # Per cell: the probabilities, has_image (0/1), then the in-domain score.
+    out = np.full((n, len(predictor.contract.classes) + 2), np.nan, np.float32)
+    out[:, -2] = 0.0
     if seen.any():
-        prob, has_image = predictor.predict_cells(chips[seen], activity[seen], has_activity[seen])
-        out[seen, :-1], out[seen, -1] = prob, has_image
+        cells = predictor.predict_cells(chips[seen], activity[seen], has_activity[seen])
+        out[seen, :-2], out[seen, -2], out[seen, -1] = cells.prob, cells.has_image, cells.domain
     return out.reshape(r, k, -1)
 
 
@@ -226,11 +243,11 @@ def predict(
         else:
             out, preview = _predicted_values(p, prepared, model, providers, thumbs)
             store.save_array(path, out)
-    n_classes = out.shape[1] - 1
+    n_classes = out.shape[1] - 2
     prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
     with_activity = prepared.has_activity > 0.5
     class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
-    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity, preview)
+    return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity, out[:, -1], preview)
 
 
 def _predicted_values(
@@ -240,7 +257,7 @@ def _predicted_values(
     providers: tuple[str, ...] | None,
     thumbs: da.Array,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(cell, class + 1)`` float32 (the probabilities, then has_image as 0/1) and the preview.
+    """``(cell, class + 2)`` float32 (probabilities, has_image 0/1, domain score) and the preview.
 
     Both in one compute, so every chunk of chips is made once for the two.
     """
@@ -265,11 +282,11 @@ def _predicted_values(
         "rcdh",
         has_activity,
         "rc",
-        new_axes={"k": n_classes + 1},
+        new_axes={"k": n_classes + 2},
         concatenate=True,
         dtype=np.float32,
         model=str(model),
         providers=providers,
     )
     values, preview = dask.compute(out, thumbs)
-    return values.reshape(grid.n_cells, n_classes + 1), preview
+    return values.reshape(grid.n_cells, n_classes + 2), preview

@@ -147,6 +147,9 @@ def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> g
     cells["margin"] = np.where(predicted, top2[:, 1] - top2[:, 0], np.nan).astype(np.float32)
     for i, name in enumerate(contract.classes):
         cells[f"p_{name}"] = np.where(predicted, prob[:, i], np.nan).astype(np.float32)
+    # How far the cell's inputs are from the training data: at most 1 in domain (NaN: no score).
+    cells["domain_score"] = np.where(predicted, result.domain, np.nan).astype(np.float32)
+    cells["in_domain"] = predicted & ~result.out_of_domain
     cells["has_imagery"] = result.has_image.astype(bool)
     cells["has_signalling"] = result.has_activity.astype(bool)
     cells["no_data_reason"] = np.where(predicted, "", NO_INPUT_REASON).astype(str)
@@ -206,7 +209,14 @@ def write(
         changes = changes_since(previous, grid, predicted, contract)
         write_changes(staging / "changes.gpkg", changes)
         page = map_data(
-            grid, predicted, contract, ingested.activity, changes, p.config.name, run_id
+            grid,
+            predicted,
+            contract,
+            ingested.activity,
+            changes,
+            p.config.name,
+            run_id,
+            predicted.out_of_domain,
         )
         write_map_html(staging / "map.html", page)
         manifest = build_manifest(

@@ -13,13 +13,26 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from urbanfusion.models.calibration import (
+    COMPONENTS,
+    FEATURES,
+    IN_DOMAIN_QUANTILE,
+    LOGITS,
+    DomainModel,
+    calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    softmax,
+)
 from urbanfusion.models.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, ModelContract
+from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import Predictor
 from urbanfusion.models.training.network import FusionNet
 from urbanfusion.pipeline.errors import ModelError
@@ -112,3 +125,97 @@ def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
     finally:
         tmp.unlink(missing_ok=True)
     return diff
+
+
+def add_score_outputs(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Also output the logits and each branch's embedding (what calibration and scores need).
+
+    Found by structure, the same in every architecture: the logits are the input of the final
+    softmax, a branch's embedding the input of its deep-supervision head (``image_head``,
+    ``activity_head``). Adding outputs changes no computation. Idempotent.
+
+    Raises:
+        ModelError: the graph has no such softmax or heads (not an urbanfusion network).
+    """
+    graph = proto.graph
+    if {LOGITS, *FEATURES.values()} <= {o.name for o in graph.output}:
+        return proto
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    softmax = next(
+        (n for n in graph.node if n.op_type == "Softmax" and OUTPUT_NAME in n.output), None
+    )
+    heads = {
+        branch: next(
+            (n for n in graph.node if n.op_type == "Gemm" and f"{branch}_head.weight" in n.input),
+            None,
+        )
+        for branch in FEATURES
+    }
+    if softmax is None or any(node is None for node in heads.values()):
+        raise ModelError("the model's graph has no final softmax or no branch heads to score")
+    n_classes = dims[f"{next(iter(FEATURES))}_head.weight"][0]
+    sources = {LOGITS: (softmax.input[0], n_classes)}
+    for branch, node in heads.items():
+        sources[FEATURES[branch]] = (node.input[0], dims[f"{branch}_head.weight"][1])  # type: ignore[union-attr]
+    for name, (source, width) in sources.items():
+        graph.node.append(onnx.helper.make_node("Identity", [source], [name], name=f"out_{name}"))
+        graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", width])
+        )
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        onnx.save(proto, str(tmp))
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Path) -> ModelContract:
+    """Fit the temperature and the in-domain model of ``model`` and write it to ``out``.
+
+    ``validation`` marks the cells (whole spatial blocks, as in training) that set the
+    temperature, the in-domain radius and the calibration figures; the others are the training
+    distribution of the embeddings. The weights are unchanged, so is every argmax.
+    """
+    proto = add_score_outputs(onnx.load(str(model)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(proto, out)
+    predictor = Predictor(out, ["CPUExecutionProvider"])
+    logits, features, has_image, has_activity = predictor.raw_outputs(
+        data.chips, data.activity, data.has_activity
+    )
+    labels, val, fit = data.labels, validation, ~validation
+    temperature = fit_temperature(logits[val], labels[val])
+    present = {"image": has_image, "activity": has_activity}
+    domain = {
+        branch: DomainModel.fit(features[branch][fit & has], features[branch][val & has]).to_dict()
+        for branch, has in present.items()
+        if (fit & has).sum() > COMPONENTS and (val & has).sum() > 0
+    }
+    before, after = softmax(logits[val]), softmax(logits[val], temperature)
+    contract = replace(
+        predictor.contract,
+        temperature=temperature,
+        domain=domain,
+        calibration={
+            "cells": len(labels),
+            "validation_cells": int(val.sum()),
+            "ece_before": calibration_error(before, labels[val]),
+            "ece_after": calibration_error(after, labels[val]),
+            "nll_before": negative_log_likelihood(before, labels[val]),
+            "nll_after": negative_log_likelihood(after, labels[val]),
+            "in_domain_quantile": IN_DOMAIN_QUANTILE,
+        },
+    )
+    entry = next(m for m in proto.metadata_props if m.key == METADATA_KEY)
+    entry.value = contract.to_json()
+    _save_atomic(proto, out)
+    return contract

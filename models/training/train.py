@@ -312,8 +312,9 @@ def train_and_export(
     checkpoint: Path | None = None,
     resume: bool = False,
 ) -> tuple[TrainResult, float]:
-    """Train on ``data``, export to ``out`` with its contract; returns the result and the parity."""
-    from urbanfusion.models.training.export import export_onnx  # onnx is only needed here
+    """Train on ``data``, export and calibrate to ``out``; returns the result and the parity."""
+    # onnx is only needed here
+    from urbanfusion.models.training.export import calibrate_onnx, export_onnx
 
     result = train(
         data,
@@ -324,4 +325,7 @@ def train_and_export(
         resume=resume,
         trained_on=trained_on,
     )
-    return result, export_onnx(result.model, contract_of(result.state), out)
+    diff = export_onnx(result.model, contract_of(result.state), out)
+    # Temperature and in-domain radius from the same validation blocks as early stopping.
+    calibrate_onnx(out, data, block_split(data.blocks, cfg.val_fraction, cfg.seed), out)
+    return result, diff

@@ -1,0 +1,82 @@
+"""Calibrated probabilities and the in-domain score: fitted right, stored, used by runs."""
+
+import numpy as np
+import pytest
+
+from urbanfusion.models.calibration import (
+    DomainModel,
+    calibration_error,
+    fit_temperature,
+    softmax,
+)
+from urbanfusion.models.inference import SHIPPED_MODEL, Predictor
+
+
+def _overconfident(n=4000, temperature=2.5, seed=0):
+    """Logits whose labels are drawn from softmax(logits / temperature): T is the truth."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, 5))
+    p = softmax(logits, temperature).astype(np.float64)
+    labels = np.array([rng.choice(5, p=row / row.sum()) for row in p])
+    return logits, labels
+
+
+def test_the_fitted_temperature_is_the_one_the_labels_come_from():
+    logits, labels = _overconfident()
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+    before = calibration_error(softmax(logits), labels)
+    after = calibration_error(softmax(logits, t), labels)
+    assert after < before / 3 and after < 0.03
+    assert (softmax(logits, t).argmax(1) == logits.argmax(1)).all()  # the map does not change
+
+
+def test_the_in_domain_radius_keeps_95_percent_of_held_out_cells_and_not_other_data():
+    rng = np.random.default_rng(1)
+    basis = rng.normal(0, 1, (8, 64))
+
+    def draw(n, shift=0.0):
+        return rng.normal(0, 1, (n, 8)) @ basis + rng.normal(0, 0.1, (n, 64)) + shift
+
+    model = DomainModel.fit(draw(3000), draw(1000))
+    assert np.mean(model.score(draw(5000)) <= 1) == pytest.approx(0.95, abs=0.02)
+    assert np.mean(model.score(draw(1000, shift=1.0)) <= 1) < 0.05  # moved: out of domain
+    off_plane = draw(1000) + rng.normal(0, 1.0, (1000, 64))  # new directions, same spread
+    assert np.mean(model.score(off_plane) <= 1) < 0.05
+
+
+def test_the_shipped_model_is_calibrated_and_scores_its_domain():
+    predictor = Predictor(SHIPPED_MODEL)
+    c = predictor.contract
+    assert predictor.scored and c.temperature > 1  # it was overconfident
+    assert set(c.domain) == {"image", "activity"}
+    assert c.calibration["ece_after"] < c.calibration["ece_before"]
+
+
+def test_calibrating_a_trained_model_changes_no_class_and_scores_every_cell(tmp_path):
+    pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    from tests.test_model import _tiny_data
+    from urbanfusion.models.training.export import calibrate_onnx
+    from urbanfusion.models.training.train import TrainConfig, block_split, train_and_export
+
+    data = _tiny_data(160)
+    path = tmp_path / "m.onnx"
+    cfg = TrainConfig(epochs=3, batch=32)
+    train_and_export(data, path, cfg, quiet=True)  # calibrates by itself
+    model = Predictor(path)
+    assert model.scored and model.contract.temperature != 1.0
+    cells = model.predict_cells(data.chips, data.activity, data.has_activity)
+    assert np.isfinite(cells.domain).all() and np.allclose(cells.prob.sum(1), 1, atol=1e-5)
+    raw = model.predict(*_prepared(model, data))
+    assert (cells.prob.argmax(1) == raw.argmax(1)).all()
+    # Calibrating again gives the same contract: no hidden state, no randomness.
+    again = calibrate_onnx(path, data, block_split(data.blocks, 0.2, 0), tmp_path / "m2.onnx")
+    assert again.temperature == pytest.approx(model.contract.temperature)
+
+
+def _prepared(model, data):
+    from urbanfusion.preprocess.chips import image_inputs
+
+    c = model.contract
+    image, has_image = image_inputs(data.chips, np.array(c.image_mean), np.array(c.image_std))
+    return image, data.activity, has_image, data.has_activity
