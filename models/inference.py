@@ -149,6 +149,27 @@ class Predictor:
         ]
         return dict(zip(self.contract.inputs, values, strict=True))
 
+    def run(
+        self,
+        names: list[str],
+        image: np.ndarray,
+        activity: np.ndarray,
+        has_image: np.ndarray,
+        has_activity: np.ndarray,
+        batch: int = BATCH,
+    ) -> list[np.ndarray]:
+        """The graph outputs ``names`` for prepared inputs, batch by batch (bounded memory)."""
+        parts: list[list[np.ndarray]] = [[] for _ in names]
+        for s in range(0, len(image), batch):
+            e = min(len(image), s + batch)
+            feeds = self._feeds(image[s:e], activity[s:e], has_image[s:e], has_activity[s:e])
+            for part, out in zip(parts, self.session.run(names, feeds), strict=True):
+                part.append(out)
+        if not len(image):  # no batch ran: empty outputs of the graph's widths
+            widths = {o.name: o.shape[1:] for o in self.session.get_outputs()}
+            return [np.zeros((0, *widths[n]), np.float32) for n in names]
+        return [np.concatenate(p) for p in parts]
+
     def predict(
         self,
         image: np.ndarray,
@@ -158,13 +179,8 @@ class Predictor:
         batch: int = BATCH,
     ) -> np.ndarray:
         """Class probabilities ``(n, classes)`` float32 for prepared inputs (see ``preprocess``)."""
-        n = len(image)
-        out = np.empty((n, len(self.contract.classes)), dtype=np.float32)
-        for s in range(0, n, batch):
-            e = min(n, s + batch)
-            feeds = self._feeds(image[s:e], activity[s:e], has_image[s:e], has_activity[s:e])
-            out[s:e] = self.session.run([self.contract.output], feeds)[0]
-        return out
+        names = [self.contract.output]
+        return self.run(names, image, activity, has_image, has_activity, batch)[0]
 
     def _scored(
         self,
@@ -172,18 +188,20 @@ class Predictor:
         activity: np.ndarray,
         has_image: np.ndarray,
         has_activity: np.ndarray,
-        batch: int = BATCH,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Logits and branch embeddings of a calibrated model, batch by batch."""
+        """Logits and branch embeddings of a calibrated model."""
         names = [LOGITS, *FEATURES.values()]
-        parts: list[list[np.ndarray]] = [[] for _ in names]
-        for s in range(0, len(image), batch):
-            e = min(len(image), s + batch)
-            feeds = self._feeds(image[s:e], activity[s:e], has_image[s:e], has_activity[s:e])
-            for part, out in zip(parts, self.session.run(names, feeds), strict=True):
-                part.append(out)
-        logits, *features = (np.concatenate(p) for p in parts)
+        logits, *features = self.run(names, image, activity, has_image, has_activity)
         return logits, dict(zip(FEATURES, features, strict=True))
+
+    def _prepare(
+        self, chips: np.ndarray, activity: np.ndarray, has_activity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Raw cell inputs as the graph takes them: image, activity, has_image, has_activity."""
+        c = self.contract
+        image, has_image = image_inputs(chips, np.array(c.image_mean), np.array(c.image_std))
+        activity = activity.reshape(len(activity), c.days, c.hours)
+        return image, activity, has_image, has_activity.reshape(len(has_activity))
 
     def predict_cells(
         self,
@@ -199,10 +217,7 @@ class Predictor:
         own band statistics; ``activity`` ``(n, days, hours)`` are the prepared features.
         ``hide`` withholds one input from every cell (the single-source ablation).
         """
-        c = self.contract
-        image, has_image = image_inputs(chips, np.array(c.image_mean), np.array(c.image_std))
-        activity = activity.reshape(len(activity), c.days, c.hours)
-        has_activity = has_activity.reshape(len(has_activity))
+        image, activity, has_image, has_activity = self._prepare(chips, activity, has_activity)
         fed_image, fed_activity = has_image, has_activity
         if hide == "image":
             image, fed_image = np.zeros_like(image), np.zeros_like(has_image)
@@ -214,7 +229,7 @@ class Predictor:
         logits, features = self._scored(image, activity, fed_image, fed_activity)
         present = {"image": fed_image > 0.5, "activity": fed_activity > 0.5}
         return CellPrediction(
-            softmax(logits, c.temperature),
+            softmax(logits, self.contract.temperature),
             has_image > 0.5,
             domain_score(self.domain_models, features, present)
             if self.domain_models
@@ -234,10 +249,7 @@ class Predictor:
                 f"{self.path}: it does not output its logits and embeddings; calibrate it with "
                 "urbanfusion calibrate, which adds them"
             )
-        c = self.contract
-        image, has_image = image_inputs(chips, np.array(c.image_mean), np.array(c.image_std))
-        activity = activity.reshape(len(activity), c.days, c.hours)
-        has_activity = has_activity.reshape(len(has_activity))
+        image, activity, has_image, has_activity = self._prepare(chips, activity, has_activity)
         logits, features = self._scored(image, activity, has_image, has_activity)
         return logits, features, has_image > 0.5, has_activity > 0.5
 
