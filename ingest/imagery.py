@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -285,14 +286,41 @@ def _mosaic(
 
 
 def _preview(src: rasterio.DatasetReader, tile: TileSource, grid: CityGrid) -> np.ndarray:
-    """The scene at about the grid's pixel size (at most :data:`_PREVIEW_PX` a side), scaled."""
+    """The scene at about the grid's pixel size (at most :data:`_PREVIEW_PX` a side), scaled.
+
+    A decimated read in the tile's own CRS (GDAL takes it from the overviews when the file has
+    them), averaging the pixels it skips: no warp, so a preview costs a fraction of a read of
+    the tile. Pixels the tile's mask, nodata value or alpha band leave out are NaN.
+    """
     res = max(abs(src.res[0]), abs(src.res[1]))
     # Compare resolutions in the tile's units: convert the grid pixel when the tile is in degrees.
     target = grid.pixel_size if src.crs.is_projected else grid.pixel_size / 111_320.0
     factor = max(1.0, target / res, max(src.width, src.height) / _PREVIEW_PX)
     shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
-    transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
-    return read_window(tile, src.crs, transform, shape)
+    try:
+        data = src.read(
+            list(tile.bands),
+            out_shape=(len(tile.bands), *shape),
+            resampling=Resampling.average,
+            out_dtype="float32",
+        )
+        alpha = _own_alpha(src)
+        if alpha is None:
+            valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        else:
+            level = src.read(alpha, out_shape=shape, resampling=Resampling.average)
+            valid = level >= tile.opaque
+    except RasterioError as err:
+        raise InputFormatError(
+            f"{tile.path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
+            "truncated: re-download it or remove it from imagery.paths"
+        ) from None
+    lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
+    hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
+    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+    out[:, ~valid] = np.nan
+    out[np.isnan(data)] = np.nan
+    return out
 
 
 class EmptyTileError(InputFormatError):
@@ -484,12 +512,23 @@ def load_imagery(
         ),
     )
     layers: list[da.Array] = []
+
+    def stats(k: int) -> tuple[TileSource, float, np.ndarray | None] | Exception:
+        report, _, chosen = touching[k]
+        try:
+            return _scene_stats(Path(report.path), chosen, grid, params, dehaze, store)
+        except (RasterioError, OSError, InputFormatError) as err:
+            return err
+
+    # Every tile's preview at once: GDAL reads and decodes outside the GIL.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(order), os.cpu_count() or 1))) as pool:
+        scenes = dict(zip(order, pool.map(stats, order), strict=True))
     for k in order:
         report, footprint, chosen = touching[k]
         path = Path(report.path)
-        try:
-            tile, score, light = _scene_stats(path, chosen, grid, params, dehaze, store)
-        except (RasterioError, OSError, InputFormatError) as err:
+        result = scenes[k]
+        if isinstance(result, Exception):
+            err = result
             # Truncated files often open fine and fail on the first pixels read.
             reason = str(err).splitlines()[0]
             report.reason = reason if isinstance(err, EmptyTileError) else f"unreadable: {reason}"
@@ -498,6 +537,7 @@ def load_imagery(
                     f"{path}: {report.reason}; --strict is on: fix or remove the file"
                 ) from None
             continue
+        tile, score, light = result
         report.scale = list(tile.scale)
         report.haze_score = round(score, 4)
         report.dehazed = light is not None
