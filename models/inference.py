@@ -20,7 +20,9 @@ from urbanfusion.pipeline.errors import InputNotFoundError, ModelError
 from urbanfusion.preprocess.chips import image_inputs
 
 SHIPPED_MODEL = Path(__file__).with_name("weights") / "urbanfusion-demo.onnx"
-BATCH = 1024
+# Cells per session call: 256 keeps a batch's activations in cache (2,400 cells/s on 2 cores
+# against 1,900 at 1,024) and its memory small.
+BATCH = 256
 
 
 def default_providers() -> list[str]:
@@ -41,8 +43,8 @@ class CellPrediction:
 class Predictor:
     """An onnxruntime session with the model's contract."""
 
-    def __init__(self, path: Path, providers: list[str] | None = None) -> None:
-        """Open ``path``.
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int = 0) -> None:
+        """Open ``path``; ``threads`` for onnxruntime's intra-op pool (0: its default, every core).
 
         Raises:
             InputNotFoundError: the file does not exist.
@@ -59,6 +61,8 @@ class Predictor:
         try:
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=self.requested_providers
             )
@@ -255,6 +259,8 @@ class Predictor:
 
 
 @functools.lru_cache(maxsize=4)
-def load_predictor(path: str, providers: tuple[str, ...] | None = None) -> Predictor:
+def load_predictor(
+    path: str, providers: tuple[str, ...] | None = None, threads: int = 0
+) -> Predictor:
     """The process-wide :class:`Predictor` for a model path (created once, then shared)."""
-    return Predictor(Path(path), list(providers) if providers else None)
+    return Predictor(Path(path), list(providers) if providers else None, threads)

@@ -29,6 +29,7 @@ from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import chips_dask, thumbnail_px, thumbnails_dask
 from urbanfusion.workflows.memory import available_bytes, check_memory
 from urbanfusion.workflows.publish import written_paths
+from urbanfusion.workflows.scheduler import model_threads
 from urbanfusion.workflows.stored import stored_activity, stored_chips
 
 
@@ -194,8 +195,9 @@ def _predict_block(
     has_activity: np.ndarray,
     model: str,
     providers: tuple[str, ...] | None,
+    threads: int = 0,
 ) -> np.ndarray:
-    predictor = load_predictor(model, providers)
+    predictor = load_predictor(model, providers, threads)
     r, k = chips.shape[:2]
     n = r * k
     chips = chips.reshape(n, *chips.shape[2:])
@@ -287,6 +289,7 @@ def _predicted_values(
         dtype=np.float32,
         model=str(model),
         providers=providers,
+        threads=model_threads(p.config.dask),
     )
     values, preview = dask.compute(out, thumbs)
     return values.reshape(grid.n_cells, n_classes + 2), preview
