@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 
-import dask.array as da
 import numpy as np
 
 # A cell whose chip has less valid (non-NaN in every band) area than this has no image.
@@ -20,28 +19,6 @@ def to_chips(block: np.ndarray, chip: int) -> np.ndarray:
     bands, h, w = block.shape
     r, c = h // chip, w // chip
     return block.reshape(bands, r, chip, c, chip).transpose(1, 3, 0, 2, 4)
-
-
-def chips_dask(image: da.Array, chip: int) -> da.Array:
-    """Lazily cut a ``(band, y, x)`` dask array into ``(row, col, band, chip, chip)`` chips.
-
-    Every spatial chunk must be a whole number of cells (the imagery stage guarantees it).
-    """
-    image = image.rechunk({0: -1})
-    if any(size % chip for sizes in image.chunks[1:] for size in sizes):
-        raise ValueError(f"imagery chunks {image.chunks[1:]} are not multiples of chip_px={chip}")
-    return da.blockwise(
-        to_chips,
-        "rcbpq",
-        image,
-        "brc",
-        new_axes={"p": chip, "q": chip},
-        adjust_chunks={"r": lambda n: n // chip, "c": lambda n: n // chip},
-        dtype=image.dtype,
-        chip=chip,
-        # The band axis of the input maps to a new output position; declare it concatenated.
-        concatenate=True,
-    )
 
 
 def has_image(chips: np.ndarray) -> np.ndarray:
@@ -87,21 +64,6 @@ def thumbnails(chips: np.ndarray, px: int) -> np.ndarray:
     alpha = np.where(np.isnan(image).any(axis=2), 0, 255).astype(np.uint8)
     rgb8 = np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
     return np.concatenate([rgb8, alpha[:, :, None]], axis=2)
-
-
-def thumbnails_dask(chips: da.Array, px: int) -> da.Array:
-    """:func:`thumbnails` of every block of a lazy chip array: ``(rows*px, cols*px, 4)`` uint8."""
-    return chips.map_blocks(
-        thumbnails,
-        px,
-        dtype=np.uint8,
-        drop_axis=[3, 4],
-        chunks=(
-            tuple(n * px for n in chips.chunks[0]),
-            tuple(n * px for n in chips.chunks[1]),
-            (4,),
-        ),
-    )
 
 
 def thumbnail_px(n_rows: int, n_cols: int, chip: int, side: int = 1024) -> int:

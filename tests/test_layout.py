@@ -107,3 +107,20 @@ def test_no_generic_top_level_name_is_importable(tmp_path, name):
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
     ours = f"import urbanfusion.{name}"
     assert subprocess.run([sys.executable, "-c", ours], cwd=tmp_path).returncode == 0
+
+
+def test_the_cli_and_model_info_start_without_dask_xarray_pandas_or_torch():
+    # `urbanfusion --help` and `model info` must start in a fraction of a second: the heavy
+    # libraries load only in the commands that use them.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import urbanfusion.workflows.cli, urbanfusion.models.inference\n"
+        "from urbanfusion.models.inference import Predictor, SHIPPED_MODEL\n"
+        "Predictor(SHIPPED_MODEL)\n"
+        "print(' '.join(m for m in ('dask', 'xarray', 'pandas', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -26,7 +26,8 @@ from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_iden
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
-from urbanfusion.preprocess.chips import chips_dask, thumbnail_px, thumbnails_dask
+from urbanfusion.preprocess.chips import thumbnail_px
+from urbanfusion.preprocess.chips_dask import chips_dask, thumbnails_dask
 from urbanfusion.workflows.memory import available_bytes, check_memory
 from urbanfusion.workflows.publish import written_paths
 from urbanfusion.workflows.scheduler import model_threads
