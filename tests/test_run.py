@@ -77,7 +77,7 @@ def test_manifest_accounts_for_inputs_rows_and_model(result):
     assert s["rows_rejected"] > 0 and s["rejects_file"] == "rejects.parquet"
     assert m["imagery"]["tiles_used"] == 4 and m["imagery"]["tiles_failed"] == []
     assert len(m["model"]["sha256"]) == 64 and m["model"]["provider"].endswith("ExecutionProvider")
-    assert {"plan", "ingest", "prepare", "predict"} <= set(m["timings_s"])
+    assert {"plan", "ingest", "prepare", "predict", "write", "hash"} <= set(m["timings_s"])
     assert all(len(f["sha256"]) == 64 for f in m["inputs"]["tiles"] + m["inputs"]["signalling"])
 
 

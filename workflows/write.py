@@ -171,6 +171,45 @@ def write_rejects(path: Path, rejects: pd.DataFrame) -> None:
     rejects.to_parquet(path, index=False)
 
 
+def _write_outputs(
+    p: Plan,
+    ingested: Ingested,
+    predicted: Predicted,
+    contract: ModelContract,
+    staging: Path,
+    previous: Path | None,
+    run_id: str,
+) -> Changes:
+    """Every output but the STAC Item and the manifest, into ``staging``; returns the changes."""
+    grid, class_id = p.grid, predicted.class_id
+    write_class_map(staging / "class_map.tif", grid, class_id, contract)
+    write_probabilities(
+        staging / "probabilities.tif", grid, predicted.prob, predicted.predicted, contract
+    )
+    write_probabilities_style(staging / "probabilities.tif", contract)
+    write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
+    write_cells_style(staging / "cells.gpkg", contract, class_id)
+    write_rejects(staging / "rejects.parquet", ingested.rejects)
+    write_activity(staging / "activity.parquet", ingested.activity)
+    write_quicklook(
+        staging / "quicklook.png", grid, class_id, predicted.preview, contract, p.config.name
+    )
+    changes = changes_since(previous, grid, predicted, contract)
+    write_changes(staging / "changes.gpkg", changes)
+    page = map_data(
+        grid,
+        predicted,
+        contract,
+        ingested.activity,
+        changes,
+        p.config.name,
+        run_id,
+        predicted.out_of_domain,
+    )
+    write_map_html(staging / "map.html", page)
+    return changes
+
+
 def write(
     p: Plan,
     ingested: Ingested,
@@ -192,54 +231,34 @@ def write(
     """
     grid, contract = p.grid, predictor.contract
     run_id, previous = new_run_id(), out.latest()
-    with timer.stage("write", str(out.path)), out.staging(run_id) as staging:
-        class_id = predicted.class_id
-        write_class_map(staging / "class_map.tif", grid, class_id, contract)
-        write_probabilities(
-            staging / "probabilities.tif", grid, predicted.prob, predicted.predicted, contract
-        )
-        write_probabilities_style(staging / "probabilities.tif", contract)
-        write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
-        write_cells_style(staging / "cells.gpkg", contract, class_id)
-        write_rejects(staging / "rejects.parquet", ingested.rejects)
-        write_activity(staging / "activity.parquet", ingested.activity)
-        write_quicklook(
-            staging / "quicklook.png", grid, class_id, predicted.preview, contract, p.config.name
-        )
-        changes = changes_since(previous, grid, predicted, contract)
-        write_changes(staging / "changes.gpkg", changes)
-        page = map_data(
-            grid,
-            predicted,
-            contract,
-            ingested.activity,
-            changes,
-            p.config.name,
-            run_id,
-            predicted.out_of_domain,
-        )
-        write_map_html(staging / "map.html", page)
-        manifest = build_manifest(
-            p,
-            ingested,
-            predicted,
-            predictor,
-            started=started,
-            scheduler=scheduler,
-            timings=timer.timings,
-            rejects_file="rejects.parquet",
-        )
-        manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
-        manifest["fingerprint"] = fingerprint
-        # Per kind of stored result, how many this run computed and how many it reused.
-        manifest["store"] = store.summary() if store is not None else {}
-        manifest["changes"] = changes.to_dict()
-        names = sorted({f.name for f in staging.iterdir()} | {"item.json", "manifest.json"})
-        write_item(staging / "item.json", run_item(grid, contract, class_id, manifest, names))
-        # The manifest is the last file: it lists the others with their hashes.
-        manifest["outputs"] = {
-            f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())
-        }
+    with out.staging(run_id) as staging:
+        with timer.stage("write", str(out.path)):
+            changes = _write_outputs(p, ingested, predicted, contract, staging, previous, run_id)
+        with timer.stage("hash", "inputs and outputs (SHA-256)"):
+            manifest = build_manifest(
+                p,
+                ingested,
+                predicted,
+                predictor,
+                started=started,
+                scheduler=scheduler,
+                timings=timer.timings,
+                rejects_file="rejects.parquet",
+            )
+            manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
+            manifest["fingerprint"] = fingerprint
+            # Per kind of stored result, how many this run computed and how many it reused.
+            manifest["store"] = store.summary() if store is not None else {}
+            manifest["changes"] = changes.to_dict()
+            names = sorted({f.name for f in staging.iterdir()} | {"item.json", "manifest.json"})
+            item = run_item(grid, contract, predicted.class_id, manifest, names)
+            write_item(staging / "item.json", item)
+            # The manifest is the last file: it lists the others with their hashes.
+            manifest["outputs"] = {
+                f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())
+            }
+        # Every stage's time, write and hash included (only this file's own write is not).
+        manifest["timings_s"] = dict(timer.timings)
         write_json(staging / "manifest.json", manifest)
         out.publish(staging, run_id, p.config.history.keep)
     return {name: out.path / name for name in OUTPUT_FILES}, manifest, changes
