@@ -60,3 +60,13 @@ def test_a_loop_resumed_from_its_state_ends_with_the_weights_of_an_uninterrupted
     assert torch.equal(resumed.model[1].weight, whole.model[1].weight)
     other, _, _ = _run(scores, resume_from=states[0])  # one epoch earlier: still the same end
     assert torch.equal(other.model[1].weight, whole.model[1].weight)
+
+
+def test_glibc_is_asked_to_keep_freed_training_buffers():
+    import platform
+
+    from urbanfusion.models.training.loop import keep_freed_memory
+
+    # On glibc every parameter is accepted; elsewhere the call is a harmless no-op.
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
