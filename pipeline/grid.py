@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import rasterio.windows
 import shapely
@@ -29,6 +29,9 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 from urbanfusion.pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 # Offsets that make absolute rows/cols non-negative before packing: 2**27 cells of 1 m cover
 # +-134,000 km, well past any projected CRS's domain.
@@ -324,6 +327,8 @@ class CityGrid:
     def cells(self) -> gpd.GeoDataFrame:
         """Every cell as a GeoDataFrame with ``cell_id``, ``row``, ``col`` and its polygon."""
         rows, cols = self.rowcol()
+        import geopandas as gpd  # only tables need it: the dehaze command does not
+
         return gpd.GeoDataFrame(
             {"cell_id": self.cell_ids(), "row": rows, "col": cols},
             geometry=self.cell_polygons(),

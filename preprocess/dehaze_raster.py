@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask
-import dask.array as da
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
@@ -28,9 +27,17 @@ from rasterio.shutil import copy as raster_copy
 
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 from urbanfusion.pipeline.grid import ChunkGrid, Window
-from urbanfusion.preprocess.dehaze import DehazeParams, haze_score, haze_strength
-from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
+from urbanfusion.preprocess.dehaze import (
+    DehazeParams,
+    atmospheric_light,
+    dehaze_with_light,
+    haze_score,
+    haze_strength,
+)
 from urbanfusion.preprocess.scaling import white_level
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 CHUNK = 2048
 _WRITABLE = {"GTiff"}  # drivers that write window by window; others go through a memory copy
@@ -64,9 +71,25 @@ def _scene_range(src: rasterio.DatasetReader, bands: list[int]) -> tuple[float, 
         block = block[np.isfinite(block)]
         if block.size:
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    return _range_from(src, bands[0], lo, hi)
+
+
+def _range_of(src: rasterio.DatasetReader, data: np.ndarray, band: int) -> tuple[float, float]:
+    """:func:`_scene_range` of pixels already read (NaN where not valid)."""
+    if src.dtypes[0] == "uint8":
+        return 0.0, 255.0
+    valid = data[np.isfinite(data)]
+    if not valid.size:
+        return 0.0, 1.0
+    return _range_from(src, band, float(valid.min()), float(valid.max()))
+
+
+def _range_from(
+    src: rasterio.DatasetReader, band: int, lo: float, hi: float
+) -> tuple[float, float]:
     if not np.isfinite(lo):
         return 0.0, 1.0
-    nbits = src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
+    nbits = src.tags(band, ns="IMAGE_STRUCTURE").get("NBITS")
     # The maximum, not a percentile: every value must come back, none clipped.
     level = white_level(src.dtypes[0], hi, nbits)
     return min(0.0, lo), max(level, hi)
@@ -126,7 +149,49 @@ def _dehaze_open(
         raise InputFormatError(
             f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
         )
-    lo, hi = _scene_range(src, bands)
+    if src.height <= CHUNK and src.width <= CHUNK:
+        # One chunk: read it once and dehaze it in numpy; no dask, no second read.
+        data = src.read(bands).astype(np.float64)  # as the chunked path: the same bytes out
+        data[:, src.dataset_mask() == 0] = np.nan
+        lo, hi = _range_of(src, data, bands[0])
+        scaled = ((data - lo) / (hi - lo)).astype(np.float32)
+        light = atmospheric_light(scaled, params)
+        out = dehaze_with_light(scaled, light, params)
+        blocks: Iterator[tuple[Window, np.ndarray]] = iter([(Window(0, 0, *out.shape[1:]), out)])
+        whole: Callable[[], np.ndarray] = lambda: out  # noqa: E731
+    else:
+        lo, hi = _scene_range(src, bands)
+        light, out_dask = _dehaze_chunked(src_path, src, bands, lo, hi, params)
+        blocks, whole = _blocks(out_dask), out_dask.compute
+    score = haze_score(_preview(src, bands, lo, hi), params.patch)
+    profile = src.profile
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _write(src, tmp, blocks, whole, bands, lo, hi, profile)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
+        os.replace(tmp, dst_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
+
+
+def _dehaze_chunked(
+    src_path: Path,
+    src: rasterio.DatasetReader,
+    bands: list[int],
+    lo: float,
+    hi: float,
+    params: DehazeParams,
+) -> tuple[np.ndarray, da.Array]:
+    """The airlight and the lazily dehazed raster, in overlapping chunks of :data:`CHUNK`."""
+    import dask
+    import dask.array as da
+
+    from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
+
     chunks = ChunkGrid(src.height, src.width, CHUNK)
     rows, cols = chunks.shape
     blocks = [
@@ -142,20 +207,7 @@ def _dehaze_open(
     ]
     scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
     light = scene_light(scaled, params)
-    score = haze_score(_preview(src, bands, lo, hi), params.patch)
-    out = dehaze_dask(scaled, light, params)
-    profile = src.profile
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write(src, tmp, out, bands, lo, hi, profile)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
-        os.replace(tmp, dst_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
+    return light, dehaze_dask(scaled, light, params)
 
 
 def _umask() -> int:
@@ -197,7 +249,8 @@ def _to_dtype(
 def _write(
     src: rasterio.DatasetReader,
     path: Path,
-    out: da.Array,
+    blocks: Iterator[tuple[Window, np.ndarray]],
+    whole: Callable[[], np.ndarray],
     bands: list[int],
     lo: float,
     hi: float,
@@ -208,7 +261,7 @@ def _write(
     if src.driver in _WRITABLE:
         with rasterio.open(path, "w", **profile) as dst:
             _copy_meta(src, dst)
-            for chunk, block in _blocks(out):
+            for chunk, block in blocks:
                 window = chunk.to_rasterio()
                 kept = src.read(others, window=window) if others else None
                 dst.write(_to_dtype(block, lo, hi, dtype, nodata, kept), bands, window=window)
@@ -220,7 +273,7 @@ def _write(
     # PNG and JPEG only copy: build the result in memory, then let GDAL copy it out.
     data = src.read()
     kept = data[[b - 1 for b in others]] if others else None
-    data[[b - 1 for b in bands]] = _to_dtype(out.compute(), lo, hi, dtype, nodata, kept)
+    data[[b - 1 for b in bands]] = _to_dtype(whole(), lo, hi, dtype, nodata, kept)
     mem_profile = {**profile, "driver": "GTiff"}
     for key in ("quality", "zlevel", "worldfile"):
         mem_profile.pop(key, None)
@@ -245,6 +298,8 @@ def _blocks(arr: da.Array) -> Iterator[tuple[Window, np.ndarray]]:
     wider than a chunk, so they need not be the chunks the raster was read in.
     """
     tops = np.cumsum((0, *arr.chunks[1]))[:-1]
+    import dask
+
     lefts = np.cumsum((0, *arr.chunks[2]))[:-1]
     delayed = arr.to_delayed()
     for i, top in enumerate(tops):

@@ -133,3 +133,29 @@ def test_a_truncated_input_names_the_file(tmp_path):
     cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     with pytest.raises(InputFormatError, match=r"cut\.tif"):
         dr.dehaze_raster(cut, tmp_path / "out.tif")
+
+
+def test_a_raster_of_one_chunk_is_dehazed_in_memory_like_the_chunked_path(tmp_path, monkeypatch):
+    src_path = tmp_path / "scene.tif"
+    _uint16_scene(src_path)
+    whole = tmp_path / "whole.tif"
+    result = dr.dehaze_raster(src_path, whole)  # fits one chunk: numpy, read once
+    monkeypatch.setattr(dr, "CHUNK", 64)
+    chunked = tmp_path / "chunked.tif"
+    assert dr.dehaze_raster(src_path, chunked).airlight == pytest.approx(result.airlight)
+    with rasterio.open(whole) as a, rasterio.open(chunked) as b:
+        assert np.abs(a.read().astype(int) - b.read().astype(int)).max() <= 1  # rounding
+
+
+def test_dehazing_one_chunk_imports_no_dask(tmp_path):
+    src_path = tmp_path / "scene.tif"
+    _uint16_scene(src_path)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from urbanfusion.preprocess.dehaze_raster import dehaze_raster\n"
+        f"dehaze_raster(Path({str(src_path)!r}), Path({str(tmp_path / 'o.tif')!r}))\n"
+        "print(' '.join(m for m in ('dask', 'xarray', 'geopandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
