@@ -49,6 +49,14 @@ from urbanfusion.preprocess.scaling import white_level
 # GDAL's block cache defaults to 5 % of RAM and keeps blocks of every tile read; bounded
 # memory needs a bounded cache. A value the user set wins.
 os.environ.setdefault("GDAL_CACHEMAX", "256")
+# The GDAL settings reads depend on, as the manifest records them (None: GDAL's default).
+GDAL_SETTINGS = ("GDAL_CACHEMAX", "GDAL_NUM_THREADS", "GDAL_DISABLE_READDIR_ON_OPEN", "VSI_CACHE")
+
+
+def gdal_settings() -> dict[str, str | None]:
+    """The GDAL configuration options in force for reads (environment)."""
+    return {key: os.environ.get(key) for key in GDAL_SETTINGS}
+
 
 # Pixels per chunk side, rounded to whole cells so that no cell straddles two chunks.
 CHUNK_TARGET_PX = 1024

@@ -78,6 +78,7 @@ def test_manifest_accounts_for_inputs_rows_and_model(result):
     assert m["imagery"]["tiles_used"] == 4 and m["imagery"]["tiles_failed"] == []
     assert len(m["model"]["sha256"]) == 64 and m["model"]["provider"].endswith("ExecutionProvider")
     assert {"plan", "ingest", "prepare", "predict", "write", "hash"} <= set(m["timings_s"])
+    assert m["gdal_settings"]["GDAL_CACHEMAX"]  # set on purpose, and recorded
     assert all(len(f["sha256"]) == 64 for f in m["inputs"]["tiles"] + m["inputs"]["signalling"])
 
 

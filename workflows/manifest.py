@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime
 import rasterio
 
+from urbanfusion.ingest.imagery import gdal_settings
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.fingerprint import (
     code_fingerprint,
@@ -124,4 +125,6 @@ def build_manifest(
             "onnxruntime": onnxruntime.__version__,
             "dask": dask.__version__,
         },
+        # Reads depend on these (the block cache above all): set on purpose, recorded.
+        "gdal_settings": gdal_settings(),
     }
