@@ -113,26 +113,6 @@ class TileSource:
     opaque: float = 128.0
 
 
-def _scene_scale(src: rasterio.DatasetReader, bands: tuple[int, ...]) -> list[tuple[float, float]]:
-    """Per-band (low, high) mapped to (0, 1): 0 and the data's white level, one for all bands.
-
-    The white level (:func:`~urbanfusion.preprocess.scaling.white_level`) is found from a
-    decimated read of the whole scene, so every chunk of a scene is scaled the same way, and
-    the haze floor and the colour balance survive any storage type.
-    """
-    if src.dtypes[0] == "uint8":
-        return [(0.0, 255.0)] * len(bands)
-    factor = max(1.0, max(src.width, src.height) / _PREVIEW_PX)
-    shape = (len(bands), max(1, int(src.height / factor)), max(1, int(src.width / factor)))
-    data = src.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
-    values = data.compressed().astype(np.float64)
-    values = values[np.isfinite(values)]
-    # A high percentile, not the maximum: one hot pixel must not darken the whole scene.
-    high = float(np.percentile(values, 99.9)) if values.size else 0.0
-    level = white_level(src.dtypes[0], high, src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS"))
-    return [(0.0, level)] * len(bands)
-
-
 def _own_alpha(src: rasterio.DatasetReader) -> int | None:
     """The index of the band GDAL marks alpha, if the tile has one."""
     return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
@@ -162,16 +142,24 @@ def read_window(
                 data = vrt.read(list(tile.bands), out_dtype="float32")
                 alpha = vrt.read(own_alpha or vrt.count)
     except RasterioError as err:
-        raise InputFormatError(
-            f"{tile.path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
-            "truncated: re-download it or remove it from imagery.paths"
-        ) from None
-    scale = tile.scale
-    lo = np.array([s[0] for s in scale], dtype=np.float32)[:, None, None]
-    hi = np.array([s[1] for s in scale], dtype=np.float32)[:, None, None]
-    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+        raise _unreadable(tile.path, err) from None
     # Bilinear alpha is partial along the footprint's edge: half-covered pixels are nodata.
-    out[:, alpha < (tile.opaque if own_alpha else 128)] = np.nan
+    return _scaled(data, alpha >= (tile.opaque if own_alpha else 128), tile)
+
+
+def _unreadable(path: Path, err: RasterioError) -> InputFormatError:
+    return InputFormatError(
+        f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
+        "truncated: re-download it or remove it from imagery.paths"
+    )
+
+
+def _scaled(data: np.ndarray, valid: np.ndarray, tile: TileSource) -> np.ndarray:
+    """Raw values to [0, 1] by the tile's scaling; NaN where not ``valid`` or not a number."""
+    lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
+    hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
+    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+    out[:, ~valid] = np.nan
     out[np.isnan(data)] = np.nan
     return out
 
@@ -293,12 +281,17 @@ def _mosaic(
     return da.block(blocks), sources
 
 
-def _preview(src: rasterio.DatasetReader, tile: TileSource, grid: CityGrid) -> np.ndarray:
-    """The scene at about the grid's pixel size (at most :data:`_PREVIEW_PX` a side), scaled.
+def _scene_preview(
+    src: rasterio.DatasetReader, path: Path, bands: tuple[int, ...], grid: CityGrid
+) -> tuple[TileSource, np.ndarray]:
+    """How to read a scene, and the scene at about the grid's pixel size, scaled: one read.
 
     A decimated read in the tile's own CRS (GDAL takes it from the overviews when the file has
-    them), averaging the pixels it skips: no warp, so a preview costs a fraction of a read of
-    the tile. Pixels the tile's mask, nodata value or alpha band leave out are NaN.
+    them), averaging the pixels it skips: no warp, so it costs a fraction of a read of the tile.
+    From it come the white level (:func:`~urbanfusion.preprocess.scaling.white_level`, one for
+    all bands, so the haze floor and the colour balance survive any storage type), the alpha
+    band's opaque level, and the preview (at most :data:`_PREVIEW_PX` a side, NaN where the
+    tile's mask, nodata value or alpha band leave pixels out).
     """
     res = max(abs(src.res[0]), abs(src.res[1]))
     # Compare resolutions in the tile's units: convert the grid pixel when the tile is in degrees.
@@ -307,44 +300,37 @@ def _preview(src: rasterio.DatasetReader, tile: TileSource, grid: CityGrid) -> n
     shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
     try:
         data = src.read(
-            list(tile.bands),
-            out_shape=(len(tile.bands), *shape),
+            list(bands),
+            out_shape=(len(bands), *shape),
             resampling=Resampling.average,
             out_dtype="float32",
         )
         alpha = _own_alpha(src)
         if alpha is None:
+            opaque = 128.0
             valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
         else:
             level = src.read(alpha, out_shape=shape, resampling=Resampling.average)
-            valid = level >= tile.opaque
+            # A 0/1 mask written as alpha is opaque at 1, where GDAL would read 1/255.
+            opaque = max(float(level.max()), 1.0) / 2
+            valid = level >= opaque
     except RasterioError as err:
-        raise InputFormatError(
-            f"{tile.path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
-            "truncated: re-download it or remove it from imagery.paths"
-        ) from None
-    lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
-    hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
-    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
-    out[:, ~valid] = np.nan
-    out[np.isnan(data)] = np.nan
-    return out
+        raise _unreadable(path, err) from None
+    if src.dtypes[0] == "uint8":
+        white = 255.0
+    else:
+        values = data[:, valid]
+        values = values[np.isfinite(values)]
+        # A high percentile, not the maximum: one hot pixel must not darken the whole scene.
+        high = float(np.percentile(values, 99.9)) if values.size else 0.0
+        nbits = src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
+        white = white_level(src.dtypes[0], high, nbits)
+    tile = TileSource(path, bands, ((0.0, white),) * len(bands), opaque)
+    return tile, _scaled(data, valid, tile)
 
 
 class EmptyTileError(InputFormatError):
     """A readable tile whose every pixel is masked: nothing of it can reach the map."""
-
-
-def _opaque_level(src: rasterio.DatasetReader) -> float:
-    """Half the top value of the tile's own alpha band (128 when it has none)."""
-    band = _own_alpha(src)
-    if band is None:
-        return 128.0
-    factor = max(1.0, max(src.width, src.height) / _PREVIEW_PX)
-    shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
-    top = float(src.read(band, out_shape=shape, resampling=Resampling.nearest).max())
-    # A 0/1 mask written as alpha is opaque at 1, where GDAL would read 1/255 as see-through.
-    return max(top, 1.0) / 2
 
 
 def _scene_stats(
@@ -382,8 +368,7 @@ def _scene_stats(
             None if light is None else np.asarray(light, dtype=np.float32),
         )
     with rasterio.open(path) as src:
-        tile = TileSource(path, chosen, tuple(_scene_scale(src, chosen)), _opaque_level(src))
-        preview = _preview(src, tile, grid)
+        tile, preview = _scene_preview(src, path, chosen, grid)
     if np.isnan(preview).all():
         raise EmptyTileError(
             "every pixel is masked by its nodata value or alpha band; check how it was exported"

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from urbanfusion.models.calibration import calibration_error, reliability, softmax
+from urbanfusion.models.calibration import (
+    calibration_error,
+    domain_score,
+    reliability,
+    softmax,
+)
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import Predictor
 from urbanfusion.models.metrics import scores
@@ -54,13 +59,16 @@ def _calibration(predictor: Predictor, data: CellData) -> dict[str, object]:
     """
     if not predictor.scored:
         return {"temperature": None}
-    logits, _, _, _ = predictor.raw_outputs(data.chips, data.activity, data.has_activity)
+    logits, features, has_image, has_activity = predictor.raw_outputs(
+        data.chips, data.activity, data.has_activity
+    )
     t = predictor.contract.temperature
     curves = {
         name: reliability(softmax(logits, temp), data.labels)
         for name, temp in (("uncalibrated", 1.0), (f"temperature {t:.2f}", t))
     }
-    domain = predictor.predict_cells(data.chips, data.activity, data.has_activity).domain
+    present = {"image": has_image, "activity": has_activity}
+    domain = domain_score(predictor.domain_models, features, present)
     scored = ~np.isnan(domain)
     return {
         "temperature": t,

@@ -80,3 +80,19 @@ def _prepared(model, data):
     c = model.contract
     image, has_image = image_inputs(data.chips, np.array(c.image_mean), np.array(c.image_std))
     return image, data.activity, has_image, data.has_activity
+
+
+def test_calibrating_a_file_that_is_no_model_or_without_validation_cells_is_one_error(tmp_path):
+    pytest.importorskip("onnx", reason="calibration needs the train extra (onnx)")
+    from tests.test_model import _tiny_data
+    from urbanfusion.models.training.export import calibrate_onnx
+    from urbanfusion.pipeline.errors import ModelError
+
+    data = _tiny_data(40)
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    with pytest.raises(ModelError, match="is it an ONNX file"):
+        calibrate_onnx(junk, data, np.arange(40) % 5 == 0, tmp_path / "out.onnx")
+    with pytest.raises(ModelError, match="both to fit and to validate"):
+        calibrate_onnx(SHIPPED_MODEL, data, np.zeros(40, bool), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()

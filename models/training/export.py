@@ -184,7 +184,17 @@ def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Pat
     ``validation`` marks the cells (whole spatial blocks, as in training) that set the
     temperature, the in-domain radius and the calibration figures; the others are the training
     distribution of the embeddings. The weights are unchanged, so is every argmax.
+
+    Raises:
+        ModelError: the file is not an urbanfusion model, or the split leaves no cells to fit
+            or to validate on.
     """
+    Predictor(model, ["CPUExecutionProvider"])  # one-line errors for a file that is not one
+    if not validation.any() or validation.all():
+        raise ModelError(
+            "calibration needs labelled cells both to fit and to validate on "
+            f"({int(validation.sum())} of {len(validation)} validate); give more labelled cells"
+        )
     proto = add_score_outputs(onnx.load(str(model)))
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_atomic(proto, out)
