@@ -7,6 +7,8 @@ day (cells x 24), so memory depends on the grid and the days, never on the numbe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -32,9 +34,9 @@ class PointIndex:
     def __len__(self) -> int:
         return len(self.cell)
 
-    def keys(self) -> np.ndarray:
-        """The points as ``lon + 1j * lat`` (complex128), in id order."""
-        return self._index.to_numpy(dtype=np.complex128)
+    def keys(self, start: int = 0) -> np.ndarray:
+        """The points from id ``start`` on as ``lon + 1j * lat`` (complex128), in id order."""
+        return self._index[start:].to_numpy(dtype=np.complex128)
 
     def cells_as(self, datum: str) -> np.ndarray:
         """Each point's grid cell (-1 outside) had its coordinates been given in ``datum``."""
@@ -63,16 +65,14 @@ class SeenHours:
     def __init__(self) -> None:
         """Nothing seen yet."""
         self._seen: dict[int, np.ndarray] = {}
+        self._marked: dict[int, int] = {}  # records seen per day
 
     def first_time(self, key: np.ndarray, day: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """True where a record is new; marks them seen. Repeats inside the batch count too."""
         out = np.ones(len(key), dtype=bool)
         if len(key) == 0:
             return out
-        for d in _days(day):
-            sel = np.flatnonzero(day == d)
-            if sel.size == 0:
-                continue
+        for d, sel in _by_day(day):
             flat = key[sel] * 24 + hour[sel]
             seen = self._seen.get(int(d))
             need = int(flat.max()) + 1
@@ -81,10 +81,15 @@ class SeenHours:
                 if seen is not None:
                     grown[: len(seen)] = seen
                 self._seen[int(d)] = seen = grown
-            earlier = seen[flat]
-            repeated = pd.Series(flat).duplicated().to_numpy()
-            out[sel] = ~(earlier | repeated)
+            new = ~seen[flat]
             seen[flat] = True
+            marked = int(np.count_nonzero(seen))
+            # As many records newly marked as rows new to the bitmap: no repeat inside the batch
+            # (the usual case), found without hashing the batch.
+            if marked - self._marked.get(int(d), 0) != int(new.sum()):
+                new &= ~pd.Series(flat).duplicated().to_numpy()
+            self._marked[int(d)] = marked
+            out[sel] = new
         return out
 
 
@@ -93,12 +98,24 @@ def _days(day: np.ndarray) -> range:
     return range(int(day.min()), int(day.max()) + 1) if len(day) else range(0)
 
 
+def _by_day(day: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
+    """Each day in ``day`` with the rows of that day (all of them, uncopied, when one day)."""
+    days = _days(day)
+    if len(days) == 1:
+        yield days[0], slice(None)
+        return
+    for d in days:
+        sel = np.flatnonzero(day == d)
+        if sel.size:
+            yield d, sel
+
+
 class HourlyTotals:
     """Sums of counts and whether any row was seen, per (cell, local day, hour)."""
 
     # Rows buffered per day before one bincount: a bincount costs the grid's size, so it is
     # worth paying once per few million rows, not once per block.
-    FLUSH_ROWS = 4_000_000
+    FLUSH_ROWS = 2_000_000
 
     def __init__(self, n_cells: int) -> None:
         """Empty totals for ``n_cells`` cells."""
@@ -142,12 +159,11 @@ class HourlyTotals:
 
     def add(self, cell: np.ndarray, day: np.ndarray, hour: np.ndarray, count: np.ndarray) -> None:
         """Add rows: cells (row-major index), days since 1970-01-01, local hours, counts."""
-        for d in _days(day):
-            sel = day == d
-            if sel.any():
-                self._pending.setdefault(d, []).append((cell[sel] * 24 + hour[sel], count[sel]))
-                self.rows_by_day[d] = self.rows_by_day.get(d, 0) + int(sel.sum())
-                self.count_by_day[d] = self.count_by_day.get(d, 0.0) + float(count[sel].sum())
+        for d, sel in _by_day(day):
+            flat, day_count = cell[sel] * 24 + hour[sel], count[sel]
+            self._pending.setdefault(d, []).append((flat, day_count))
+            self.rows_by_day[d] = self.rows_by_day.get(d, 0) + len(flat)
+            self.count_by_day[d] = self.count_by_day.get(d, 0.0) + float(day_count.sum())
         self._pending_rows += len(day)
         if self._pending_rows >= self.FLUSH_ROWS:
             self._flush()

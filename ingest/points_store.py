@@ -3,7 +3,7 @@
 Each file of a run is read by its own task (on a dask worker when the run uses a cluster) and
 kept in the run store under a fingerprint of the file's identity, the signalling settings, the
 grid and the code; the run then combines the parts one at a time (:func:`.load_signalling`),
-so memory holds one file's rows at most, and a nightly run reads only its new daily file.
+so memory holds a block of rows, and a nightly run reads only its new daily file.
 
 Files of a part ``<key>``: ``.rows.parquet`` (place, day, hour, count, line), ``.places.npy``
 (complex lon + 1j*lat), ``.rejects.parquet`` and ``.json`` (its counts), written last: a part
@@ -12,18 +12,40 @@ without its ``.json`` is not there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from urbanfusion.ingest.signalling import PointsPart, SignallingReport, points_part
+from urbanfusion.ingest.signalling import (
+    PointRows,
+    PointsPart,
+    RowLedger,
+    SignallingReport,
+    points_part,
+)
 from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.prefetch import prefetched
 from urbanfusion.pipeline.store import ResultStore
 
 KIND = "signalling-files"
 _EXTENSIONS = ("rows.parquet", "places.npy", "rejects.parquet", "json")
 _ROWS = ("place", "day", "hour", "count", "line")
+_WIDE = {"i": np.int64, "f": np.float64}
+# Narrow on disk (a day fits int32, an hour int8), int64 again in memory.
+_SCHEMA = pa.schema(
+    [
+        ("place", pa.int64()),
+        ("day", pa.int32()),
+        ("hour", pa.int8()),
+        ("count", pa.float64()),
+        ("line", pa.int64()),
+    ]
+)
 
 
 def part_files(store: ResultStore, key: str) -> dict[str, Path]:
@@ -32,26 +54,40 @@ def part_files(store: ResultStore, key: str) -> dict[str, Path]:
 
 
 def read_and_keep(path: Path, grid: CityGrid, cfg: SignallingConfig, files: dict[str, Path]) -> str:
-    """Read one file and keep its part (a task: returns only the file's path, not its rows)."""
+    """Read one file and keep its part (a task: returns only the file's path, not its rows).
+
+    The rows are written block by block (a row group each), so memory holds a block.
+    """
     part = points_part(path, grid, cfg)
     files["rows.parquet"].parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({c: getattr(part, c) for c in _ROWS}).to_parquet(files["rows.parquet"])
-    ResultStore.save_array(files["places.npy"], part.places)
-    part.rejects.to_parquet(files["rejects.parquet"], index=False)
-    record = {"source": part.source, "report": part.report.to_dict(), "reasons": part.reasons}
+    places = []
+    with pq.ParquetWriter(files["rows.parquet"], _SCHEMA) as rows:
+        for block in prefetched(part.blocks):
+            places.append(block.new_places)
+            rows.write_table(pa.table({c: getattr(block, c) for c in _ROWS}, schema=_SCHEMA))
+    ResultStore.save_array(files["places.npy"], np.concatenate([np.zeros(0, complex), *places]))
+    part.ledger.rejects().to_parquet(files["rejects.parquet"], index=False)
+    report = part.ledger.report.to_dict()
+    record = {"source": part.source, "report": report, "reasons": dict(part.ledger.reasons)}
     ResultStore.save_json(files["json"], record)
     return str(path)
 
 
 def load_part(files: dict[str, Path]) -> PointsPart:
-    """A part kept by :func:`read_and_keep`."""
+    """A part kept by :func:`read_and_keep`; its rows are read as its blocks are taken."""
     record = ResultStore.load_json(files["json"])
-    rows = pd.read_parquet(files["rows.parquet"])
-    return PointsPart(
-        record["source"],  # type: ignore[index]
-        ResultStore.load_array(files["places.npy"]),
-        *(rows[c].to_numpy() for c in _ROWS),
-        rejects=pd.read_parquet(files["rejects.parquet"]),
-        report=SignallingReport(**record["report"]),  # type: ignore[index]
-        reasons=dict(record["reasons"]),  # type: ignore[index]
-    )
+    ledger = RowLedger(SignallingReport(**record["report"]))  # type: ignore[index]
+    ledger.reasons.update(record["reasons"])  # type: ignore[index]
+    ledger.frames.append(pd.read_parquet(files["rejects.parquet"]))
+    return PointsPart(record["source"], _stored_blocks(files), ledger)  # type: ignore[index]
+
+
+def _stored_blocks(files: dict[str, Path]) -> Iterator[PointRows]:
+    places = ResultStore.load_array(files["places.npy"])
+    rows = pq.ParquetFile(files["rows.parquet"])
+    # A row group at a time: iter_batches buffers far ahead (hundreds of MB on a city-week).
+    for i in range(rows.num_row_groups):
+        group = rows.read_row_group(i)
+        columns = (group.column(c).to_numpy() for c in _ROWS)
+        yield PointRows(places, *(v.astype(_WIDE[v.dtype.kind], copy=False) for v in columns))
+        places = places[:0]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from urbanfusion.ingest.row_blocks import RowBlock, read_blocks
 from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.prefetch import prefetched
 
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
@@ -157,8 +158,8 @@ _REJECT_HINTS = {
 }
 
 
-class _Ledger:
-    """Rejects and counters, filled block by block."""
+class RowLedger:
+    """Rejects and counters of a file or a run, filled block by block."""
 
     def __init__(self, report: SignallingReport) -> None:
         self.report = report
@@ -166,6 +167,7 @@ class _Ledger:
         self.reasons: Counter[str] = Counter()
 
     def malformed(self, block: RowBlock) -> None:
+        """Reject the block's lines with the wrong number of fields (counted as read)."""
         if block.malformed:
             self.report.rows_read += len(block.malformed)
             self.reject(
@@ -179,6 +181,7 @@ class _Ledger:
     def reject(
         self, source: str, line: np.ndarray, code: np.ndarray, raw: list[str], count: float
     ) -> None:
+        """Reject rows of ``source`` at ``line`` for reason ``code``; ``count`` is their sum."""
         if len(line) == 0:
             return
         reason = REASONS[code]
@@ -191,7 +194,7 @@ class _Ledger:
             )
         )
 
-    def merge(self, part: PointsPart) -> None:
+    def merge(self, part: RowLedger) -> None:
         """Add what one file's own reading counted and rejected."""
         r, mine = part.report, self.report
         mine.rows_read += r.rows_read
@@ -201,10 +204,10 @@ class _Ledger:
         mine.rows_rejected += r.rows_rejected
         mine.count_rejected += r.count_rejected
         self.reasons.update(part.reasons)
-        if len(part.rejects):
-            self.frames.append(part.rejects)
+        self.frames.extend(part.frames)
 
     def rejects(self) -> pd.DataFrame:
+        """Every rejected row (source_file, line, reason, raw); sets the report's reasons."""
         self.report.reject_reasons = dict(self.reasons)
         if not self.frames:
             return pd.DataFrame(
@@ -217,7 +220,7 @@ class _Ledger:
 
 
 def _apply_window(
-    totals: HourlyTotals, cfg: SignallingConfig, ledger: _Ledger, counted: bool
+    totals: HourlyTotals, cfg: SignallingConfig, ledger: RowLedger, counted: bool
 ) -> int | None:
     """Keep the ``window_days`` days ending on the newest day with data; returns the first.
 
@@ -252,7 +255,7 @@ def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
 
 def _timed_rows(
     block: RowBlock,
-    ledger: _Ledger,
+    ledger: RowLedger,
     place: np.ndarray,
     place_reason: np.ndarray,
     day_range: tuple[int | None, int | None],
@@ -300,25 +303,37 @@ def _timed_rows(
 
 
 @dataclass
+class PointRows:
+    """Kept rows of a ``points`` file, a block of them, in file order.
+
+    ``place`` are ids into the file's own places; the block brings the places that it is the
+    first to use (``new_places``), so the places of a file are known block by block.
+    """
+
+    new_places: np.ndarray  # complex128 lon + 1j*lat, ids len(before) .. len(before) + n - 1
+    place: np.ndarray  # int64
+    day: np.ndarray  # int64 days since 1970-01-01, local
+    hour: np.ndarray  # int64
+    count: np.ndarray  # float64
+    line: np.ndarray  # int64, for a duplicate found across files
+
+
+@dataclass
 class PointsPart:
-    """One ``points`` file read on its own: its places and its rows, deduplicated within it.
+    """One ``points`` file read on its own: its kept rows (deduplicated within it), block by block.
 
     Files are read independently (in any order, on any dask worker, or taken from a run store);
     :func:`_combine_points` then does, in file order, what one pass over all files would: a row
     repeating the place, day and hour of an earlier file is a duplicate, the others are counted
     inside or outside the extent. So a new daily file is the only one read again.
+
+    ``blocks`` is read once; the file's counts and rejects in ``ledger`` are whole after that.
+    Memory holds a block, never the file.
     """
 
     source: str
-    places: np.ndarray  # complex128 lon + 1j*lat of every place with coordinates in range
-    place: np.ndarray  # int64 index into ``places`` of each kept row
-    day: np.ndarray  # int64 days since 1970-01-01, local
-    hour: np.ndarray  # int64
-    count: np.ndarray  # float64
-    line: np.ndarray  # int64, for a duplicate found across files
-    rejects: pd.DataFrame
-    report: SignallingReport  # this file's rows read, rejected and outside the days
-    reasons: dict[str, int]
+    blocks: Iterable[PointRows]
+    ledger: RowLedger
 
 
 def _points_mapping(cfg: SignallingConfig) -> dict[str, str]:
@@ -327,17 +342,22 @@ def _points_mapping(cfg: SignallingConfig) -> dict[str, str]:
 
 
 def points_part(path: Path, grid: CityGrid, cfg: SignallingConfig) -> PointsPart:
-    """Read one ``points`` file: reject its bad rows, keep the rest with their places.
+    """One ``points`` file, read as its blocks are taken: bad rows rejected, the rest kept.
 
-    Raises:
-        InputFormatError: the file is unreadable or lacks the mapped columns.
+    Reading raises InputFormatError when the file is unreadable or lacks the mapped columns.
     """
+    ledger = RowLedger(SignallingReport(format=cfg.format, files=[str(path)]))
+    return PointsPart(str(path), _point_blocks(path, grid, cfg, ledger), ledger)
+
+
+def _point_blocks(
+    path: Path, grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger
+) -> Iterator[PointRows]:
     places = PointIndex(grid, cfg.coords)
     seen = SeenHours()
-    ledger = _Ledger(SignallingReport(format=cfg.format, files=[str(path)]))
     day_range = _day_range(cfg)
-    kept = []
-    for block in read_blocks(path, _points_mapping(cfg), cfg.timezone):
+    # Parsing runs a block ahead on its own thread, as the checks run ahead of the combining.
+    for block in prefetched(read_blocks(path, _points_mapping(cfg), cfg.timezone)):
         ledger.malformed(block)
         block = block.take(~block.blank())
         ledger.report.rows_read += len(block)
@@ -348,25 +368,10 @@ def points_part(path: Path, grid: CityGrid, cfg: SignallingConfig) -> PointsPart
         _flag(place_reason, ~finite, "missing or non-numeric coordinates")
         _flag(place_reason, ~in_range, "coordinates out of range")
         place = np.full(len(block), -1, dtype=np.int64)
+        known = len(places)
         place[in_range] = places.ids(lon[in_range], lat[in_range])
-        kept.append(_timed_rows(block, ledger, place, place_reason, day_range, seen, cfg.max_count))
-    if kept:
-        place, day, hour, count, line = (np.concatenate(c) for c in zip(*kept, strict=True))
-    else:
-        place = day = hour = line = np.zeros(0, np.int64)
-        count = np.zeros(0)
-    return PointsPart(
-        str(path),
-        places.keys(),
-        place.astype(np.int64),
-        day.astype(np.int64),
-        hour.astype(np.int64),
-        count.astype(np.float64),
-        line.astype(np.int64),
-        rejects=ledger.rejects(),
-        report=ledger.report,
-        reasons=dict(ledger.reasons),
-    )
+        kept = _timed_rows(block, ledger, place, place_reason, day_range, seen, cfg.max_count)
+        yield PointRows(places.keys(known), *kept)
 
 
 def _raw_lines(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]:
@@ -381,42 +386,62 @@ def _raw_lines(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]
     return [found.get(int(n), "") for n in lines]
 
 
+def _where(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays' items where ``mask`` is true.
+
+    When it is true everywhere (the usual case), the arrays themselves, without copying every
+    column of every block.
+    """
+    return arrays if mask.all() else tuple(a[mask] for a in arrays)
+
+
 def _combine_points(
-    parts: Iterable[PointsPart], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
+    parts: Iterable[PointsPart], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger
 ) -> HourlyTotals:
-    """Aggregate the parts of the files in order, exactly as one pass over all of them."""
+    """Aggregate the parts of the files in order, exactly as one pass over all of them.
+
+    Each part's blocks are produced on a second thread (parsed and checked, or read from the
+    store) while this one adds the previous block: the two cores, in file order.
+    """
     places = PointIndex(grid, cfg.coords)
     seen = SeenHours()
     totals = HourlyTotals(grid.n_cells)
     rows_at = np.zeros(0, np.int64)  # kept rows per place
     for part in parts:
-        ledger.merge(part)
-        pid = places.ids(part.places.real, part.places.imag)[part.place]
-        fresh = seen.first_time(pid, part.day, part.hour)
-        rows_at = np.bincount(pid[fresh], minlength=len(places)) + np.pad(
-            rows_at, (0, len(places) - len(rows_at))
-        )
-        if not fresh.all():  # re-sent records of an earlier file
-            lines = part.line[~fresh]
+        to_global = np.zeros(0, np.int64)  # the part's place ids -> ours
+        resent: list[np.ndarray] = []  # lines of rows re-sent from an earlier file
+        resent_count = 0.0
+        for rows in prefetched(part.blocks):
+            if len(rows.new_places):
+                new = places.ids(rows.new_places.real, rows.new_places.imag)
+                to_global = np.concatenate([to_global, new])
+            pid = to_global[rows.place]
+            fresh = seen.first_time(pid, rows.day, rows.hour)
+            if not fresh.all():
+                resent.append(rows.line[~fresh])
+                resent_count += float(rows.count[~fresh].sum())
+            pid, day, hour, count = _where(fresh, pid, rows.day, rows.hour, rows.count)
+            kept = np.bincount(pid, minlength=len(places))
+            kept[: len(rows_at)] += rows_at
+            rows_at = kept
+            cell = places.cell[pid]
+            inside = cell >= 0
+            ledger.report.rows_outside += int((~inside).sum())
+            ledger.report.count_outside += float(count[~inside].sum())
+            cell, day, hour, count = _where(inside, cell, day, hour, count)
+            ledger.report.rows_aggregated += len(cell)
+            ledger.report.count_aggregated += float(count.sum())
+            totals.add(cell, day, hour, count)
+        ledger.merge(part.ledger)
+        if resent:
+            lines = np.concatenate(resent)
             ledger.reject(
                 part.source,
                 lines,
                 np.full(len(lines), _CODE[DUPLICATE]),
                 _raw_lines(part.source, lines, cfg),
-                float(part.count[~fresh].sum()),
+                resent_count,
             )
-        cell, day, hour, count = (
-            places.cell[pid[fresh]],
-            part.day[fresh],
-            part.hour[fresh],
-            part.count[fresh],
-        )
-        inside = cell >= 0
-        ledger.report.rows_outside += int((~inside).sum())
-        ledger.report.count_outside += float(count[~inside].sum())
-        ledger.report.rows_aggregated += int(inside.sum())
-        ledger.report.count_aggregated += float(count[inside].sum())
-        totals.add(cell[inside], day[inside], hour[inside], count[inside])
     ledger.report.distinct_places = len(places)
     ledger.report.datum = cfg.coords
     ledger.report.rows_inside_by_datum = {
@@ -434,7 +459,7 @@ def _spread_days(platform: PlatformGrid, sums: HourlyTotals, n_cells: int) -> Ho
     return totals
 
 
-def _account_spread(per_id: np.ndarray, platform: PlatformGrid, ledger: _Ledger) -> None:
+def _account_spread(per_id: np.ndarray, platform: PlatformGrid, ledger: RowLedger) -> None:
     """Split each platform cell's total into the part inside the extent and the part outside."""
     share = platform.inside_share
     ledger.report.count_aggregated += float((per_id * share).sum())
@@ -453,7 +478,7 @@ def _platform_ids(block: RowBlock, platform: PlatformGrid) -> tuple[np.ndarray, 
     return place, code
 
 
-def _count_outside_rows(place: np.ndarray, platform: PlatformGrid, ledger: _Ledger) -> np.ndarray:
+def _count_outside_rows(place: np.ndarray, platform: PlatformGrid, ledger: RowLedger) -> np.ndarray:
     """Rows whose platform cell lies wholly outside the extent: counted outside, not spread."""
     outside = platform.inside_share[place] <= 0
     ledger.report.rows_outside += int(outside.sum())
@@ -466,7 +491,7 @@ def _grid_rows(
     grid: CityGrid,
     cfg: SignallingConfig,
     platform: PlatformGrid,
-    ledger: _Ledger,
+    ledger: RowLedger,
 ) -> HourlyTotals:
     c = cfg.columns
     mapping = {"time": c.time, "grid_id": c.grid_id, "count": c.count}
@@ -495,7 +520,7 @@ def _grid_rows(
 
 
 def _stored(
-    paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: _Ledger
+    paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger
 ) -> HourlyTotals:
     seen = SeenHours()
     totals = HourlyTotals(grid.n_cells)
@@ -554,7 +579,7 @@ def _wide(
     grid: CityGrid,
     cfg: SignallingConfig,
     platform: PlatformGrid,
-    ledger: _Ledger,
+    ledger: RowLedger,
 ) -> tuple[HourlyTotals, int, int]:
     hours = [cfg.wide.hour_columns.format(hour=h) for h in range(24)]
     mapping = {"grid_id": cfg.columns.grid_id, **{f"h{h}": col for h, col in enumerate(hours)}}
@@ -669,7 +694,7 @@ def load_signalling(
         NoCoverageError: no valid row falls inside the extent and the day range.
     """
     report = SignallingReport(format=cfg.format, files=[str(p) for p in paths])
-    ledger = _Ledger(report)
+    ledger = RowLedger(report)
     first, last = _day_range(cfg)
     window_first: int | None = None
     if cfg.format in ("points", "activity"):

@@ -462,3 +462,48 @@ def test_points_given_in_another_datum_than_declared_get_a_warning_naming_it(tmp
     (line,) = report.warnings()
     assert "read as gcj02 instead of wgs84" in line and "signalling.coords: gcj02" in line
     assert load_signalling([path], GRID, coords="gcj02")[2].warnings() == []
+
+
+def _many_blocks_rows(tmp_path):
+    """Two files with rows re-sent inside each file and across them, a bad row, a malformed
+    line and a row outside the extent, over two days: dozens of blocks at 1 KB a block."""
+    frame = _clean_rows()
+    first = pd.concat([frame, frame.iloc[5:40]], ignore_index=True)  # re-sent inside the file
+    first.loc[10, "count"] = -1
+    second = pd.concat([frame.iloc[100:160], frame.iloc[::-7]], ignore_index=True)
+    second.loc[3, "lon"] = 120.0
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.to_csv(a, index=False)
+    lines = second.to_csv(index=False).splitlines()
+    lines.insert(50, "broken,row")  # the exact path takes over midway through the file
+    b.write_text("\n".join(lines) + "\n")
+    return [a, b]
+
+
+def test_blocks_of_any_size_and_stored_parts_give_the_same_activity_rejects_and_counts(
+    tmp_path, monkeypatch
+):
+    from urbanfusion.ingest import row_blocks
+    from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
+    from urbanfusion.pipeline.store import ResultStore
+
+    paths = _many_blocks_rows(tmp_path)
+    cfg = SignallingConfig(paths=["x"])
+    whole = _load(paths, GRID, cfg)
+    monkeypatch.setattr(row_blocks, "BLOCK_BYTES", 1024)  # dozens of blocks per file
+    small = _load(paths, GRID, cfg)
+    store = ResultStore(tmp_path / "store")
+    files = [part_files(store, p.stem) for p in paths]
+    for path, part in zip(paths, files, strict=True):
+        read_and_keep(path, GRID, cfg, part)
+    stored = _load(paths, GRID, cfg, [load_part(f) for f in files])
+    assert whole[2].rows_rejected > 40 and whole[2].rows_outside > 0  # the cases are there
+    assert set(whole[1]["reason"]) >= {DUPLICATE, "negative count", "wrong number of fields"}
+    for name, (ds, rejects, report) in {"small blocks": small, "stored": stored}.items():
+        np.testing.assert_array_equal(ds["activity"].values, whole[0]["activity"].values, name)
+        # `raw` is the line as read where the exact path read it, else rendered from its values
+        # (ISO time with a T), and where the exact path takes over depends on the block size.
+        rendered = {n: r["raw"].str.replace("T", " ") for n, r in (("a", rejects), ("b", whole[1]))}
+        pd.testing.assert_series_equal(rendered["a"], rendered["b"], obj=name)
+        pd.testing.assert_frame_equal(rejects.drop(columns="raw"), whole[1].drop(columns="raw"))
+        assert report == whole[2], name
