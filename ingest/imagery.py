@@ -158,9 +158,12 @@ def _scaled(data: np.ndarray, valid: np.ndarray, tile: TileSource) -> np.ndarray
     """Raw values to [0, 1] by the tile's scaling; NaN where not ``valid`` or not a number."""
     lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
     hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
-    out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
-    out[:, ~valid] = np.nan
-    out[np.isnan(data)] = np.nan
+    # In place (a chunk is tens of MB): NaN stays NaN through each step, as it did in copies.
+    out = np.asarray(data, dtype=np.float32)
+    np.subtract(out, lo, out=out)
+    np.divide(out, hi - lo, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    np.copyto(out, np.float32(np.nan), where=~valid[None])
     return out
 
 
@@ -247,7 +250,7 @@ def first_valid(*blocks: np.ndarray) -> np.ndarray:
         missing = np.isnan(out).any(axis=0)
         if not missing.any():
             break
-        out[:, missing] = block[:, missing]
+        np.copyto(out, block, where=missing[None])  # a masked copy, no fancy-indexed gather
     return out
 
 
