@@ -152,9 +152,11 @@ def _dehaze_open(
     if src.height <= CHUNK and src.width <= CHUNK:
         # One chunk: read it once and dehaze it in numpy; no dask, no second read.
         data = src.read(bands).astype(np.float64)  # as the chunked path: the same bytes out
-        data[:, src.dataset_mask() == 0] = np.nan
+        np.copyto(data, np.nan, where=src.dataset_mask()[None] == 0)
         lo, hi = _range_of(src, data, bands[0])
-        scaled = ((data - lo) / (hi - lo)).astype(np.float32)
+        data -= lo
+        data /= hi - lo
+        scaled = data.astype(np.float32)
         light = atmospheric_light(scaled, params)
         out = dehaze_with_light(scaled, light, params)
         blocks: Iterator[tuple[Window, np.ndarray]] = iter([(Window(0, 0, *out.shape[1:]), out)])
@@ -232,18 +234,23 @@ def _to_dtype(
     kept: np.ndarray | None = None,
 ) -> np.ndarray:
     """Scale back to ``dtype``; ``kept`` are the untouched bands of the same pixels."""
-    back = values.astype(np.float64) * (hi - lo) + lo
+    # In place, in float64 as before (the same bytes out): a raster is hundreds of MB here.
+    back = values.astype(np.float64)
+    back *= hi - lo
+    back += lo
     if np.issubdtype(np.dtype(dtype), np.integer):
         info = np.iinfo(dtype)
-        back = np.clip(np.rint(back), info.min, info.max)
+        np.rint(back, out=back)
+        np.minimum(back, info.max, out=back)  # NaN stays NaN, as with np.clip
+        np.maximum(back, info.min, out=back)
         if nodata is not None:
             # A valid pixel darkened to nodata in every band would vanish: keep it a step off.
             vanishing = (back == nodata).all(axis=0)
             if kept is not None:
                 vanishing &= (kept == nodata).all(axis=0)
             back[0][vanishing] = nodata + (1 if nodata < info.max else -1)
-    fill = nodata if nodata is not None else 0
-    return np.where(np.isnan(back), fill, back).astype(dtype)
+    np.copyto(back, nodata if nodata is not None else 0, where=np.isnan(back))
+    return back.astype(dtype)
 
 
 def _write(
