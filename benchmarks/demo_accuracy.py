@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--modality-dropout", type=float, default=TrainConfig.modality_dropout)
     parser.add_argument("--aux-weight", type=float, default=TrainConfig.aux_weight)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--select", default=TrainConfig.select, choices=["heads", "fused"])
     parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
@@ -101,6 +102,7 @@ def main() -> None:
             modality_dropout=args.modality_dropout,
             aux_weight=args.aux_weight,
             seed=args.seed,
+            select=args.select,
         )
         path = models / f"{name.replace(' ', '-').replace(',', '')}.onnx"
         result, _ = train_and_export(

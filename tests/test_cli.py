@@ -197,3 +197,19 @@ def test_a_grid_too_large_for_memory_is_refused_at_plan_time_with_the_estimate(
     _assert_clean_failure(proc, "GB of memory", tmp_path / "out")
     assert "raise grid.cell_size_m to" in proc.stderr and "split the extent" in proc.stderr
     assert not (tmp_path / "out").exists()  # refused before the lock: nothing was touched
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--pyramid", "--image-encoder", "vit"], "--pyramid needs a convolutional"),
+        (["--exchange", "--branches", "image"], "use --branches fusion"),
+        (["--activity-encoder", "lstm"], "use one of conv, bilstm, mlp, convlstm"),
+        (["--select", "best"], "use one of heads, fused"),
+    ],
+)
+def test_training_options_that_cannot_go_together_are_one_line(tmp_path, small_city, args, says):
+    pytest.importorskip("torch", reason="training needs the train extra")
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    proc = _run("train", cfg, "--out", tmp_path / "o" / "m.onnx", *args)
+    _assert_clean_failure(proc, says, tmp_path / "o")

@@ -204,3 +204,101 @@ def test_a_model_whose_graph_differs_from_its_contract_is_refused_when_opened(
 def test_a_model_path_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(InputNotFoundError, match="is a folder"):
         Predictor(tmp_path)
+
+
+def _leaks(net, contract):
+    """Largest change of the output when the values of a masked input change (both inputs)."""
+    image, act, _, _ = (torch.from_numpy(a) for a in sample_inputs(contract, 8))
+    one, none = torch.ones(8, 1), torch.zeros(8, 1)
+    with torch.no_grad():
+        image_missing = (net(image, act, none, one) - net(image * 3 + 1, act, none, one)).abs()
+        activity_missing = (net(image, act, one, none) - net(image, act * 2 - 1, one, none)).abs()
+    return float(image_missing.max()), float(activity_missing.max())
+
+
+RESEARCH_OPTIONS = [
+    ("resnext", "convlstm", "cross", {}),
+    ("resnet", "convlstm", "bottleneck", {}),
+    ("vit", "convlstm", "concat", {}),
+    ("resnext", "conv", "cross", {"pyramid": True}),
+    ("resnext", "conv", "cross", {"exchange": True}),
+    ("resnext", "conv", "cross", {"align_dim": 16}),
+    ("resnet", "bilstm", "bottleneck", {"pyramid": True, "exchange": True}),
+    ("resnext", "mlp", "concat", {"exchange": True, "align_dim": 16}),
+    ("resnext", "convlstm", "cross", {"pyramid": True, "exchange": True, "align_dim": 16}),
+]
+
+
+@pytest.mark.parametrize(("image", "activity", "fusion", "options"), RESEARCH_OPTIONS)
+def test_every_research_option_exports_with_parity_and_no_missing_input_leaks(
+    tmp_path, image, activity, fusion, options
+):
+    torch.manual_seed(0)
+    cfg = NetworkConfig(
+        chip_px=16,
+        image_width=16,
+        activity_width=8,
+        features=32,
+        image_encoder=image,
+        activity_encoder=activity,
+        fusion=fusion,
+        **options,
+    )
+    net = FusionNet(cfg).eval()
+    if net.exchange is not None:  # as after training: some scales shrunk, channels exchanged
+        with torch.no_grad():
+            net.exchange.image_norm.weight[:8] = 0.0
+            net.exchange.activity_norm.weight[-8:] = 0.01
+    path = tmp_path / "m.onnx"
+    assert export_onnx(net, CONTRACT, path) < PARITY_TOLERANCE
+    assert _leaks(net, CONTRACT) == (0.0, 0.0)
+    described = cfg.describe()  # what a trained model's contract says
+    for option, words in (("pyramid", "pyramid"), ("exchange", "exchange"), ("align_dim", "align")):
+        assert (words in described) == (option in options), described
+
+
+def test_the_research_losses_train_and_record_every_head():
+    data = _tiny_data()
+    net = NetworkConfig(
+        chip_px=16,
+        image_width=8,
+        activity_width=4,
+        features=16,
+        activity_encoder="convlstm",
+        exchange=True,
+    )
+    # The ConvLSTM starts slower than the convolutions: no early stop on this toy.
+    cfg = TrainConfig(epochs=20, batch=32, seed=1, patience=20, network=net, distill=0.5, align=0.1)
+    result = train(data, list(CLASS_NAMES), cfg, quiet=True)
+    assert result.validation["overall_accuracy"] > 0.8
+    assert result.model.align is not None  # align asked for, projections made
+    last = result.history[-1]
+    assert {"val_fused", "val_image_only", "val_activity_only"} <= set(last)
+    # Early stopping kept the epoch best on the mean of the three.
+    best = result.history[result.best_epoch - 1]
+    mean = np.mean([best["val_fused"], best["val_image_only"], best["val_activity_only"]])
+    assert best["val_accuracy"] == pytest.approx(mean)
+    assert best["val_accuracy"] == max(h["val_accuracy"] for h in result.history)
+
+
+def test_a_vit_pretrained_at_another_size_loads_with_resized_positions(tmp_path):
+    from dataclasses import asdict
+
+    from urbanfusion.models.training.network import ImageEncoder
+    from urbanfusion.models.training.pretrain import load_into, resize_positions, save_encoder
+
+    big = NetworkConfig(image_encoder="vit", chip_px=64, features=32)
+    torch.manual_seed(0)
+    encoder = ImageEncoder(big)
+    path = tmp_path / "vit.pt"
+    save_encoder(path, {"encoder": encoder.state_dict(), "network": asdict(big)})
+    small = NetworkConfig(image_encoder="vit", chip_px=32, features=32)
+    net = FusionNet(small)
+    load_into(net.image_encoder, small, path)
+    pos = net.image_encoder.pos
+    assert pos.shape == (1, 1 + 16, 32)
+    torch.testing.assert_close(pos[:, 0], encoder.pos[:, 0])  # the class token's is kept
+    torch.testing.assert_close(net.image_encoder.embed.weight, encoder.embed.weight)
+    assert resize_positions(encoder.pos, encoder.pos.shape[1]) is encoder.pos
+    # A smooth grid stays smooth: the resized grid's mean is the original's, near enough.
+    assert abs(float(pos[:, 1:].mean() - encoder.pos[:, 1:].mean())) < 0.01

@@ -95,3 +95,16 @@ def test_a_pretrained_encoder_loads_into_a_fusion_model_of_the_same_kind(encoder
             NetworkConfig(image_width=32, features=32),
             path,
         )
+
+
+def test_a_vit_pretrains_on_scenes_and_loads_into_smaller_chips(tmp_path):
+    root = _scene_folder(tmp_path / "s", n=8)
+    cfg = PretrainConfig(side=32, epochs=2, batch=16, image_encoder="vit", features=32)
+    state = pretrain(load_scenes(root, 32), cfg)
+    path = tmp_path / "vit.pt"
+    save_encoder(path, state)
+    small = NetworkConfig(image_encoder="vit", chip_px=16, features=32)
+    net = FusionNet(small)
+    load_into(net.image_encoder, small, path)  # 4 x 4 patches at 32 px, 2 x 2 at 16 px
+    assert net.image_encoder.pos.shape == (1, 1 + 4, 32)
+    torch.testing.assert_close(net.image_encoder.pos[:, 0], state["encoder"]["pos"][:, 0])

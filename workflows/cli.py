@@ -295,13 +295,34 @@ def train_command(
         str, typer.Option(help="Image encoder: resnext, resnet or vit.")
     ] = "resnext",
     activity_encoder: Annotated[
-        str, typer.Option(help="Activity encoder: conv, bilstm or mlp.")
+        str, typer.Option(help="Activity encoder: conv, bilstm, mlp or convlstm.")
     ] = "conv",
     fusion: Annotated[str, typer.Option(help="Fusion: cross, concat or bottleneck.")] = "cross",
     loss: Annotated[str, typer.Option(help="Loss: ce, balanced or focal.")] = "ce",
     consistency: Annotated[
         float, typer.Option(help="Weight of the cross-modal consistency loss (0 = off).")
     ] = 0.0,
+    pyramid: Annotated[
+        bool, typer.Option(help="Multi-scale image features (last three stages pooled).")
+    ] = False,
+    exchange: Annotated[
+        bool, typer.Option(help="Channel exchanging between the branches (CEN).")
+    ] = False,
+    align: Annotated[
+        float,
+        typer.Option(help="Weight of the align-before-fuse contrastive loss (0 = off)."),
+    ] = 0.0,
+    distill: Annotated[
+        float,
+        typer.Option(help="Weight of deep distillation from the fused head (0 = off)."),
+    ] = 0.0,
+    select: Annotated[
+        str,
+        typer.Option(
+            help="Early stopping on: heads (mean of the fused accuracy and each branch's with "
+            "the other input masked) or fused (the fused accuracy)."
+        ),
+    ] = "heads",
     image_weights: Annotated[
         Path | None, typer.Option(help="Pre-trained image encoder (from pretrain-image).")
     ] = None,
@@ -323,13 +344,20 @@ def train_command(
 
     choices = {
         "--image-encoder": (image_encoder, ("resnet", "resnext", "vit")),
-        "--activity-encoder": (activity_encoder, ("conv", "bilstm", "mlp")),
+        "--activity-encoder": (activity_encoder, ("conv", "bilstm", "mlp", "convlstm")),
         "--fusion": (fusion, ("concat", "bottleneck", "cross")),
         "--loss": (loss, ("ce", "balanced", "focal")),
+        "--select": (select, ("heads", "fused")),
     }
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise UrbanFusionError(f"{option} {value!r}: use one of {', '.join(allowed)}")
+    if pyramid and image_encoder == "vit":
+        raise UrbanFusionError("--pyramid needs a convolutional --image-encoder (resnext, resnet)")
+    if branches != Branches.fusion and (exchange or align or distill):
+        raise UrbanFusionError(
+            "--exchange, --align and --distill work between the two branches: use --branches fusion"
+        )
     data = load_labelled_cities(sources, labels or [])
     _print_notes(data.notes)
     net = NetworkConfig(
@@ -338,6 +366,8 @@ def train_command(
         image_encoder=image_encoder,  # type: ignore[arg-type]
         activity_encoder=activity_encoder,  # type: ignore[arg-type]
         fusion=fusion,  # type: ignore[arg-type]
+        pyramid=pyramid,
+        exchange=exchange,
     )
     cfg = TrainConfig(
         epochs=epochs,
@@ -346,6 +376,9 @@ def train_command(
         network=net,
         loss=loss,  # type: ignore[arg-type]
         consistency=consistency,
+        align=align,
+        distill=distill,
+        select=select,  # type: ignore[arg-type]
         image_weights=str(image_weights) if image_weights else None,
     )
     names = ", ".join(
@@ -501,13 +534,26 @@ def pretrain_image_command(
     encoder_out: Annotated[Path, typer.Option("--out", help="Encoder file to write (.pt).")],
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
     side: Annotated[int, typer.Option(help="Scenes are resized to this many pixels a side.")] = 64,
-    image_encoder: Annotated[str, typer.Option(help="resnext or resnet.")] = "resnext",
+    image_encoder: Annotated[
+        str,
+        typer.Option(
+            help="resnext, resnet or vit (a ViT's positional embeddings are resized to the "
+            "chips of the model it is loaded into)."
+        ),
+    ] = "resnext",
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
 ) -> None:
     """Pre-train the image encoder on labelled scenes (needs the train extra)."""
     with _needs_train_extra("pre-training"):
         from urbanfusion.models.training.pretrain import PretrainConfig, pretrain, save_encoder
     from urbanfusion.models.training.scenes import load_scenes
+
+    if image_encoder not in ("resnext", "resnet", "vit"):
+        raise UrbanFusionError(
+            f"--image-encoder {image_encoder!r}: use one of resnext, resnet, vit"
+        )
+    if image_encoder == "vit" and side % 8:
+        raise UrbanFusionError(f"--side {side}: a ViT needs a multiple of its 8 px patches")
 
     cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
     state = pretrain(load_scenes(folder, side), cfg)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 ImageKind = Literal["resnet", "resnext", "vit"]
-ActivityKind = Literal["conv", "bilstm", "mlp"]
+ActivityKind = Literal["conv", "bilstm", "mlp", "convlstm"]
 FusionKind = Literal["concat", "bottleneck", "cross"]
 
 
@@ -25,8 +25,16 @@ class NetworkConfig:
 
     ``image_encoder``: a small ResNet, a ResNeXt (grouped convolutions) or a tiny ViT.
     ``activity_encoder``: convolutions over weekday x hour, a 2-layer BiLSTM over the days of
-    24-hour profiles, or a TiDE-style residual MLP. ``fusion``: concatenation, attention
+    24-hour profiles, a TiDE-style residual MLP, or a convolutional LSTM stepping over the days
+    with each day's 24 hours as its (1-D) image. ``fusion``: concatenation, attention
     bottleneck tokens (MBT) or cross-attention between the two token sequences.
+
+    Options from the research this project comes from, for ablations (all off by default):
+    ``pyramid``, a multi-scale image feature (the pooled features of the last three stages,
+    ResNet/ResNeXt); ``exchange``, channel exchanging (CEN, Wang et al. 2020) between the two
+    branch features, guided by their BatchNorm scales; ``align_dim``, projections of the two
+    branch features into a shared space for align-before-fuse (ALBEF's image-text contrastive
+    loss, here image-activity; the loss is the training's ``align``).
     """
 
     bands: int = 3
@@ -45,16 +53,28 @@ class NetworkConfig:
     fusion: FusionKind = "cross"
     heads: int = 4
     bottleneck_tokens: int = 4
+    pyramid: bool = False
+    exchange: bool = False
+    align_dim: int = 0
 
     def describe(self) -> str:
         """One line for the model's contract."""
         branches = "+".join(
             b for b, on in (("image", self.use_image), ("activity", self.use_activity)) if on
         )
+        options = [
+            name
+            for name, on in (
+                ("feature pyramid", self.pyramid),
+                ("channel exchange", self.exchange),
+                ("aligned before fusion", self.align_dim > 0),
+            )
+            if on
+        ]
         return (
             f"urbanfusion v1: {branches}; image {self.image_encoder} (width {self.image_width}), "
             f"activity {self.activity_encoder} (width {self.activity_width}), "
-            f"{self.fusion} fusion, {self.features} features"
+            f"{self.fusion} fusion, {self.features} features" + "".join(f", {o}" for o in options)
         )
 
 
@@ -91,6 +111,8 @@ class ImageEncoder(nn.Module):
         self.kind = cfg.image_encoder
         w, d = cfg.image_width, cfg.features
         if self.kind == "vit":
+            if cfg.pyramid:
+                raise ValueError("the feature pyramid needs a convolutional image encoder")
             patch = 8
             n = (cfg.chip_px // patch) ** 2
             self.embed = nn.Conv2d(cfg.bands, d, patch, patch)
@@ -112,7 +134,11 @@ class ImageEncoder(nn.Module):
             _Residual(2 * w, 3 * w, 2, groups),
             _Residual(3 * w, 4 * w, 2, groups),
         )
-        self.vector = nn.Sequential(nn.Linear(4 * w, d), nn.ReLU(inplace=True))
+        # A pyramid pools the last three stages (1/2, 1/4, 1/8 of the chip): the features of
+        # small objects survive next to the whole chip's.
+        self.pyramid = cfg.pyramid
+        pooled = (2 + 3 + 4) * w if cfg.pyramid else 4 * w
+        self.vector = nn.Sequential(nn.Linear(pooled, d), nn.ReLU(inplace=True))
         self.token = nn.Linear(4 * w, d)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +148,16 @@ class ImageEncoder(nn.Module):
             tokens = torch.cat([self.cls.expand(image.shape[0], -1, -1), tokens], dim=1) + self.pos
             tokens = self.norm(self.blocks(tokens))
             return torch.relu(tokens[:, 0]), tokens[:, 1:]
-        fmap = self.net(image)
-        return self.vector(fmap.mean(dim=(2, 3))), self.token(fmap.flatten(2).transpose(1, 2))
+        if not self.pyramid:
+            fmap = self.net(image)
+            return self.vector(fmap.mean(dim=(2, 3))), self.token(fmap.flatten(2).transpose(1, 2))
+        x, stages = image, []
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i >= len(self.net) - 3:
+                stages.append(x.mean(dim=(2, 3)))
+        pooled = torch.cat(stages, dim=1)
+        return self.vector(pooled), self.token(x.flatten(2).transpose(1, 2))
 
 
 class ActivityEncoder(nn.Module):
@@ -138,6 +172,15 @@ class ActivityEncoder(nn.Module):
                 cfg.hours, d // 2, 2, batch_first=True, bidirectional=True, dropout=cfg.dropout / 3
             )
             self.vector = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True))
+        elif self.kind == "convlstm":
+            self.cell = _ConvLSTMCell(1, 2 * w)
+            self.vector = nn.Sequential(
+                nn.Flatten(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(2 * w * cfg.hours, d),
+                nn.ReLU(inplace=True),
+            )
+            self.token = nn.Linear(2 * w, d)
         elif self.kind == "mlp":
             self.inp = nn.Linear(cfg.days * cfg.hours, d)
             self.blocks = nn.ModuleList(
@@ -173,6 +216,15 @@ class ActivityEncoder(nn.Module):
         if self.kind == "bilstm":
             tokens, _ = self.lstm(activity)
             return self.vector(tokens.mean(dim=1)), tokens
+        if self.kind == "convlstm":
+            n, days, hours = activity.shape
+            h = activity.new_zeros(n, self.cell.width, hours)
+            c = torch.zeros_like(h)
+            states = []
+            for day in range(days):  # a fixed number of days: the loop unrolls in the export
+                h, c = self.cell(activity[:, day].unsqueeze(1), h, c)
+                states.append(h.mean(dim=2))
+            return self.vector(h), self.token(torch.stack(states, dim=1))
         if self.kind == "mlp":
             x = self.inp(activity.flatten(1))
             for block in self.blocks:
@@ -181,6 +233,61 @@ class ActivityEncoder(nn.Module):
             return x, x.unsqueeze(1)
         fmap = self.net(activity.unsqueeze(1))  # (n, c, days, hours / 2)
         return self.vector(fmap), self.token(fmap.mean(dim=3).transpose(1, 2))
+
+
+class _ConvLSTMCell(nn.Module):
+    """A convolutional LSTM step (Shi et al. 2015) over a day's hours.
+
+    Gates are 1-D convolutions of the day and the state, so an hour's state sees its
+    neighbouring hours, and the state carries from one day to the next.
+    """
+
+    def __init__(self, cin: int, width: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.width = width
+        self.gates = nn.Conv1d(cin + width, 4 * width, kernel, padding=kernel // 2)
+        with torch.no_grad():  # forget gate open at first (Jozefowicz et al. 2015): days carry
+            self.gates.bias[width : 2 * width].fill_(1.0)
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class _Exchange(nn.Module):
+    """Channel exchanging (CEN) between the two branch features.
+
+    A branch's channels whose BatchNorm scale has shrunk below ``threshold`` take the other
+    branch's value of that channel.
+
+    The training's L1 penalty on the scales (:meth:`sparsity`) shrinks the first half of the
+    image scales and the second half of the activity scales, so channels flow both ways.
+    A missing partner's features are zero (masked before this), so nothing of it leaks.
+    """
+
+    def __init__(self, features: int, threshold: float = 2e-2) -> None:
+        super().__init__()
+        self.image_norm = nn.BatchNorm1d(features)
+        self.activity_norm = nn.BatchNorm1d(features)
+        self.threshold = threshold
+        half = features // 2
+        self.register_buffer("image_half", (torch.arange(features) < half).float())
+
+    def forward(self, vi: torch.Tensor, va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ni, na = self.image_norm(vi), self.activity_norm(va)
+        take_i = (self.image_norm.weight.abs() < self.threshold).float()
+        take_a = (self.activity_norm.weight.abs() < self.threshold).float()
+        return ni * (1 - take_i) + na * take_i, na * (1 - take_a) + ni * take_a
+
+    def sparsity(self) -> torch.Tensor:
+        """L1 of the scales that may shrink (image: first half, activity: second half)."""
+        half = self.image_half
+        return (self.image_norm.weight.abs() * half).sum() + (
+            self.activity_norm.weight.abs() * (1 - half)
+        ).sum()
 
 
 class _Bottleneck(nn.Module):
@@ -259,6 +366,16 @@ class FusionNet(nn.Module):
         )
         self.image_head = nn.Linear(d, cfg.classes)
         self.activity_head = nn.Linear(d, cfg.classes)
+        self.exchange = _Exchange(d) if cfg.exchange else None
+        # Align-before-fuse: the training's contrastive loss pulls a cell's two projections
+        # together; the projections are not on the path to the output.
+        self.align: nn.ModuleDict | None = (
+            nn.ModuleDict(
+                {"image": nn.Linear(d, cfg.align_dim), "activity": nn.Linear(d, cfg.align_dim)}
+            )
+            if cfg.align_dim
+            else None
+        )
 
     def heads(
         self,
@@ -268,16 +385,33 @@ class FusionNet(nn.Module):
         has_activity: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits of the fused head, the image head and the activity head."""
+        fused, image_logits, activity_logits, _, _ = self.outputs(
+            image, activity, has_image, has_activity
+        )
+        return fused, image_logits, activity_logits
+
+    def outputs(
+        self,
+        image: torch.Tensor,
+        activity: torch.Tensor,
+        has_image: torch.Tensor,
+        has_activity: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three heads' logits and the two branch features before fusion (for losses)."""
         has_image, has_activity = self._flags(has_image, has_activity)
         vi, ti = self.image_encoder(image)
         va, ta = self.activity_encoder(activity)
         vi, va = vi * has_image, va * has_activity
+        embeddings = (vi, va)
+        if self.exchange is not None:
+            vi, va = self.exchange(vi, va)
+            vi, va = vi * has_image, va * has_activity
         parts = [vi, va, has_image, has_activity]
         if self.mixer is not None:
             ti, ta = ti * has_image.unsqueeze(2), ta * has_activity.unsqueeze(2)
             parts.insert(2, self.mixer(ti, ta, has_image, has_activity))
         fused = self.fusion(torch.cat(parts, dim=1))
-        return fused, self.image_head(vi), self.activity_head(va)
+        return fused, self.image_head(vi), self.activity_head(va), *embeddings
 
     def forward(
         self,

@@ -2,7 +2,8 @@
 
 The encoder is the one :class:`~urbanfusion.models.training.network.FusionNet` uses, with a
 linear head on top; the head is thrown away after pre-training. Convolutional encoders do not
-care about the image size, so scenes may be larger than the chips of a run. Files are
+care about the image size, so scenes may be larger than the chips of a run; a ViT's positional
+embeddings are interpolated to the run's patch grid when it is loaded. Files are
 ``torch.save`` dictionaries holding the encoder's weights, its
 :class:`~urbanfusion.models.training.network.NetworkConfig` fields, the classes, the band
 statistics and the validation figures.
@@ -59,10 +60,6 @@ def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.T
 
 def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
     """Fit encoder + head on a stratified split; returns what :func:`save_encoder` writes."""
-    if cfg.image_encoder == "vit":
-        raise ModelError(
-            "pre-training supports resnet and resnext encoders (a ViT's size is fixed)"
-        )
     generator = seeded(cfg.seed)
     device = pick_device()
     val = stratified_split(scenes.labels, cfg.val_fraction, cfg.seed)
@@ -161,4 +158,21 @@ def load_into(model_encoder: ImageEncoder, cfg: NetworkConfig, path: Path) -> No
                 f"{path}: pre-trained {key} is {saved[key]!r} but the model uses "  # type: ignore[index]
                 f"{getattr(cfg, key)!r}; pre-train with the same settings"
             )
-    model_encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]
+    weights = dict(state["encoder"])  # type: ignore[call-overload]
+    if cfg.image_encoder == "vit":
+        weights["pos"] = resize_positions(weights["pos"], model_encoder.pos.shape[1])
+    model_encoder.load_state_dict(weights)
+
+
+def resize_positions(pos: torch.Tensor, tokens: int) -> torch.Tensor:
+    """A ViT's positional embeddings ``(1, 1 + g*g, d)`` for ``tokens`` = 1 + G*G tokens.
+
+    The class token's embedding is kept; the patch grid's is resized bicubically, as ViT and
+    DeiT do to fine-tune at another image size.
+    """
+    old, new = round((pos.shape[1] - 1) ** 0.5), round((tokens - 1) ** 0.5)
+    if old == new:
+        return pos
+    grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)

@@ -4,8 +4,9 @@ Splits are spatial blocks of cells (:data:`~urbanfusion.models.dataset.BLOCK_CEL
 chosen with a fixed seed, so that validation cells are not neighbours of training cells. The
 loss is deep supervision: fused cross-entropy plus ``aux_weight`` times each branch head's.
 Modalities are dropped at random so the model copes with a missing input. The epochs are
-:class:`~.loop.TrainingLoop`'s (early stopping keeps the weights of the best validation
-accuracy); a checkpoint after every epoch lets an interrupted run resume.
+:class:`~.loop.TrainingLoop`'s (early stopping keeps the weights of the best validation score:
+by default the mean of the fused accuracy and each branch's with the other input masked); a
+checkpoint after every epoch lets an interrupted run resume.
 """
 
 from __future__ import annotations
@@ -54,6 +55,21 @@ class TrainConfig:
     image_weights: str | None = None  # a pre-trained encoder file (pretrain-image)
     focal_gamma: float = 2.0
     consistency: float = 0.0
+    # Deep distillation: each branch head also learns the fused head's predictions softened by
+    # `distill_temperature`, on cells with both inputs (loss = main + aux_weight * supervision
+    # + distill * distillation).
+    distill: float = 0.0
+    distill_temperature: float = 2.0
+    # Align before fuse: an image-activity contrastive loss (InfoNCE both ways, ALBEF's ITC) on
+    # the two branch features before fusion, projected to `network.align_dim` (64 if unset).
+    align: float = 0.0
+    align_temperature: float = 0.07
+    # Channel exchanging (network.exchange): the L1 weight on the BatchNorm scales that decide it.
+    exchange_l1: float = 1e-3
+    # What early stopping keeps: "heads", the epoch best on the mean of the fused accuracy and
+    # each branch's accuracy with the other input masked (a cell missing an input is classified
+    # by its branch head, so that head must be at its best too); "fused", the fused accuracy.
+    select: Literal["heads", "fused"] = "heads"
     val_fraction: float = 0.2
     device: str = "auto"
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -109,6 +125,55 @@ def consistency_loss(
     )
 
 
+def distillation_loss(
+    fused: torch.Tensor,
+    branches: tuple[torch.Tensor, torch.Tensor],
+    hi: torch.Tensor,
+    ha: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """KL from the fused head's softened predictions (a fixed teacher) to each branch head's.
+
+    On the cells with both inputs, where the fused head sees more than either branch; scaled by
+    the temperature squared, as in Hinton et al. 2015, so its gradients do not shrink with it.
+    """
+    both = (hi[:, 0] > 0) & (ha[:, 0] > 0)
+    if not both.any():
+        return fused.sum() * 0
+    teacher = nn.functional.log_softmax(fused[both].detach() / temperature, dim=1)
+    total = fused.new_zeros(())
+    for logits in branches:
+        student = nn.functional.log_softmax(logits[both] / temperature, dim=1)
+        total = total + nn.functional.kl_div(
+            student, teacher, log_target=True, reduction="batchmean"
+        )
+    return total * temperature**2
+
+
+def alignment_loss(
+    projections: nn.ModuleDict,
+    vi: torch.Tensor,
+    va: torch.Tensor,
+    hi: torch.Tensor,
+    ha: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Image-activity contrastive loss: a cell's two features match each other, not the batch's.
+
+    InfoNCE both ways over the cells with both inputs (other cells of the batch are the
+    negatives), on L2-normalised projections.
+    """
+    both = (hi[:, 0] > 0) & (ha[:, 0] > 0)
+    if int(both.sum()) < 2:
+        return vi.sum() * 0
+    zi = nn.functional.normalize(projections["image"](vi[both]), dim=1)
+    za = nn.functional.normalize(projections["activity"](va[both]), dim=1)
+    logits = zi @ za.T / temperature
+    target = torch.arange(len(zi), device=zi.device)
+    ce = nn.functional.cross_entropy
+    return 0.5 * (ce(logits, target) + ce(logits.T, target))
+
+
 def band_statistics(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation over the valid pixels of chips with imagery."""
     with_image = chips[has_image(chips)]
@@ -151,6 +216,29 @@ def predict_proba(
         batch = [t[s : s + 1024].to(device) for t in tensors[:4]]
         out.append(model(*batch).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.cfg.classes), np.float32)
+
+
+def _head_accuracies(
+    model: FusionNet, tensors: list[torch.Tensor], fused_pred: np.ndarray, device: torch.device
+) -> dict[str, float]:
+    """Validation accuracy of the fused output and, for a fused model, of each branch alone.
+
+    ``val_image_only``: the cells with imagery, their signalling masked; ``val_activity_only``:
+    the cells with signalling, their imagery masked. Either is left out when no cell has it.
+    """
+    labels = tensors[4].numpy()
+    out = {"val_fused": float((fused_pred == labels).mean()) if len(labels) else 0.0}
+    if not (model.cfg.use_image and model.cfg.use_activity):
+        return out
+    image, activity, hi, ha = tensors[:4]
+    for name, keep, masked in (
+        ("val_image_only", hi[:, 0] > 0, [image, activity, hi, torch.zeros_like(ha)]),
+        ("val_activity_only", ha[:, 0] > 0, [image, activity, torch.zeros_like(hi), ha]),
+    ):
+        if keep.any():
+            pred = predict_proba(model, [t[keep] for t in masked], device).argmax(axis=1)
+            out[name] = float((pred == labels[keep.numpy()]).mean())
+    return out
 
 
 @contextlib.contextmanager
@@ -205,6 +293,7 @@ def train(
             "bands": data.chips.shape[1],
             "chip_px": data.chip_px,
             "classes": len(class_names),
+            "align_dim": cfg.network.align_dim or (64 if cfg.align else 0),
         }
     )
     model = FusionNet(net_cfg)
@@ -227,10 +316,20 @@ def train(
         image = augment_chips(image, generator)
         hi, ha = _drop_modalities(hi, ha, cfg.modality_dropout, generator)
         image, act, hi, ha, y = (t.to(device) for t in (image, act, hi, ha, y))
-        fused, img_logits, act_logits = model.heads(image, act, hi, ha)
+        fused, img_logits, act_logits, vi, va = model.outputs(image, act, hi, ha)
         loss = loss_fn(fused, y)
         if cfg.consistency:
             loss = loss + cfg.consistency * consistency_loss(img_logits, act_logits, hi, ha)
+        if cfg.distill:
+            loss = loss + cfg.distill * distillation_loss(
+                fused, (img_logits, act_logits), hi, ha, cfg.distill_temperature
+            )
+        if cfg.align and model.align is not None:
+            loss = loss + cfg.align * alignment_loss(
+                model.align, vi, va, hi, ha, cfg.align_temperature
+            )
+        if model.exchange is not None:
+            loss = loss + cfg.exchange_l1 * model.exchange.sparsity()
         if cfg.aux_weight:
             # Deep supervision, each branch on the cells that have its input.
             for logits, flag in ((img_logits, hi), (act_logits, ha)):
@@ -264,11 +363,15 @@ def train(
         }
 
     last_pred = np.zeros(0, dtype=np.int64)
+    last_scores: dict[str, float] = {}
 
     def validate() -> float:
-        nonlocal last_pred
+        nonlocal last_pred, last_scores
         last_pred = predict_proba(model, val_t, device).argmax(axis=1)
-        return float((last_pred == val_data.labels).mean()) if len(last_pred) else 0.0
+        last_scores = _head_accuracies(model, val_t, last_pred, device)
+        if cfg.select == "fused" or len(last_scores) == 1:
+            return last_scores["val_fused"]
+        return float(np.mean(list(last_scores.values())))
 
     with _progress(cfg.epochs, not quiet and Console(stderr=True).is_terminal) as (bar, task):
         if bar is not None:
@@ -278,6 +381,7 @@ def train(
             nonlocal best_validation
             if improved:
                 best_validation = scores(val_data.labels, last_pred, class_names)
+            loop.history[-1].update(last_scores)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, state_now())
             entry = loop.history[-1]
@@ -285,7 +389,7 @@ def train(
                 bar.update(
                     task,
                     advance=1,
-                    description=f"epoch {loop.epoch} val acc {entry['val_accuracy']:.3f}",
+                    description=f"epoch {loop.epoch} val acc {entry['val_fused']:.3f}",
                 )
             if on_epoch is not None:
                 on_epoch(entry)
