@@ -80,25 +80,6 @@ def write_inputs(folder: Path, n_points: int, days: int) -> tuple[Path, Path, in
 OURS = (
     PEAK
     + """
-import sys, json, time
-from pathlib import Path
-from urbanfusion.pipeline.config import SignallingConfig
-from urbanfusion.pipeline.grid import CityGrid
-from urbanfusion.ingest.signalling import load_signalling
-ext = tuple(json.loads(sys.argv[2]))
-grid = CityGrid.from_extent(ext, 250, 8)
-t = time.perf_counter()
-ds, rejects, report = load_signalling([Path(sys.argv[1])], grid, SignallingConfig(paths=["x"]))
-secs = time.perf_counter() - t
-print(json.dumps({"secs": secs, "rows": report.rows_read, "aggregated": report.rows_aggregated,
-                  "total": report.count_aggregated,
-                  "peak_rss_mb": peak_rss_mb()}))
-"""
-)
-
-STORED = (
-    PEAK
-    + """
 import sys, json, time, tempfile
 from pathlib import Path
 from urbanfusion.pipeline.config import SignallingConfig
@@ -111,10 +92,13 @@ grid = CityGrid.from_extent(ext, 250, 8)
 cfg = SignallingConfig(paths=["x"])
 path = Path(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
-    files = part_files(ResultStore(Path(tmp)), "week")
     t = time.perf_counter()
-    read_and_keep(path, grid, cfg, files)
-    ds, rejects, report = load_signalling([path], grid, cfg, [load_part(files)])
+    parts = None
+    if sys.argv[3:] == ["store"]:  # as a run: the file kept as a part, then combined
+        files = part_files(ResultStore(Path(tmp)), "week")
+        read_and_keep(path, grid, cfg, files)
+        parts = [load_part(files)]
+    ds, rejects, report = load_signalling([path], grid, cfg, parts)
     secs = time.perf_counter() - t
 print(json.dumps({"secs": secs, "rows": report.rows_read, "aggregated": report.rows_aggregated,
                   "total": report.count_aggregated,
@@ -176,10 +160,10 @@ print(json.dumps({"secs": secs, "rows": int(len(df)), "aggregated": int(len(df))
 )
 
 
-def _measure(code: str, path: Path, ext: tuple[float, ...]) -> dict[str, float]:
+def _measure(code: str, path: Path, ext: tuple[float, ...], *extra: str) -> dict[str, float]:
     """Run one reader in a fresh process; it reports its own time and peak RSS."""
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(path), json.dumps(ext)],
+        [sys.executable, "-c", code, str(path), json.dumps(ext), *extra],
         capture_output=True,
         text=True,
         check=True,
@@ -221,11 +205,11 @@ def main() -> None:
     )
     ext = extent(args.points)
     jobs = {
-        "urbanfusion CSV": (OURS, csv_path),
-        "urbanfusion CSV, run store": (STORED, csv_path),
-        "urbanfusion Parquet": (OURS, parquet_path),
-        "DuckDB CSV": (DUCKDB, csv_path),
-        "pandas read_csv + groupby": (PANDAS, csv_path),
+        "urbanfusion CSV": (OURS, csv_path, ()),
+        "urbanfusion CSV, run store": (OURS, csv_path, ("store",)),
+        "urbanfusion Parquet": (OURS, parquet_path, ()),
+        "DuckDB CSV": (DUCKDB, csv_path, ()),
+        "pandas read_csv + groupby": (PANDAS, csv_path, ()),
     }
     if not _has_duckdb():
         print("DuckDB is not installed (pip install -e '.[bench]'): its line is left out")
@@ -233,8 +217,8 @@ def main() -> None:
     # Medians of `--repeat` runs, the readers taking turns so that a slow minute hits them all.
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in jobs}
     for _ in range(args.repeat):
-        for name, (code, path) in jobs.items():
-            runs[name].append(_measure(code, path, ext))
+        for name, (code, path, extra) in jobs.items():
+            runs[name].append(_measure(code, path, ext, *extra))
     results = {name: _median(r) for name, r in runs.items()}
     print(
         f"\n{'reader':<28} {'seconds':>8} {'rows/s':>12} {'peak RSS MB':>12} "

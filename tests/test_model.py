@@ -138,31 +138,6 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize(("image", "activity", "fusion"), VARIANTS)
-def test_every_architecture_exports_with_parity_and_ignores_missing_inputs(
-    tmp_path, image, activity, fusion
-):
-    torch.manual_seed(0)
-    cfg = NetworkConfig(
-        chip_px=16,
-        image_width=16,
-        activity_width=8,
-        features=32,
-        image_encoder=image,
-        activity_encoder=activity,
-        fusion=fusion,
-    )
-    net = FusionNet(cfg).eval()
-    path = tmp_path / "m.onnx"
-    assert export_onnx(net, CONTRACT, path) < PARITY_TOLERANCE
-    image_in, act, _, has_act = (torch.from_numpy(a) for a in sample_inputs(CONTRACT, 8))
-    none = torch.zeros(8, 1)
-    with torch.no_grad():
-        a = net(image_in, act, none, has_act)
-        b = net(image_in * 3 + 1, act, none, has_act)
-    torch.testing.assert_close(a, b)  # a missing image does not leak into the prediction
-
-
 def test_class_weights_favour_rare_classes_with_mean_one():
     from urbanfusion.models.training.train import class_weights
 
@@ -216,7 +191,8 @@ def _leaks(net, contract):
     return float(image_missing.max()), float(activity_missing.max())
 
 
-RESEARCH_OPTIONS = [
+ARCHITECTURES = [
+    *((image, activity, fusion, {}) for image, activity, fusion in VARIANTS),
     ("resnext", "convlstm", "cross", {}),
     ("resnet", "convlstm", "bottleneck", {}),
     ("vit", "convlstm", "concat", {}),
@@ -229,8 +205,8 @@ RESEARCH_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize(("image", "activity", "fusion", "options"), RESEARCH_OPTIONS)
-def test_every_research_option_exports_with_parity_and_no_missing_input_leaks(
+@pytest.mark.parametrize(("image", "activity", "fusion", "options"), ARCHITECTURES)
+def test_every_architecture_and_option_exports_with_parity_and_no_missing_input_leaks(
     tmp_path, image, activity, fusion, options
 ):
     torch.manual_seed(0)
