@@ -84,8 +84,10 @@ class Predictor:
             )
         self._check_graph_against_contract()
         outputs = {o.name for o in self.session.get_outputs()}
-        # A calibrated model also outputs its logits and the branch embeddings.
-        self.scored = {LOGITS, *FEATURES.values()} <= outputs
+        # A calibrated model also outputs its logits and its branch embeddings (none for a
+        # single-source model: it has a temperature but no in-domain score).
+        self.branches = [branch for branch, name in FEATURES.items() if name in outputs]
+        self.scored = LOGITS in outputs
         self.domain_models = {
             branch: DomainModel(**fields)  # type: ignore[arg-type]
             for branch, fields in self.contract.domain.items()
@@ -194,9 +196,9 @@ class Predictor:
         has_activity: np.ndarray,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits and branch embeddings of a calibrated model."""
-        names = [LOGITS, *FEATURES.values()]
+        names = [LOGITS, *(FEATURES[b] for b in self.branches)]
         logits, *features = self.run(names, image, activity, has_image, has_activity)
-        return logits, dict(zip(FEATURES, features, strict=True))
+        return logits, dict(zip(self.branches, features, strict=True))
 
     def _prepare(
         self, chips: np.ndarray, activity: np.ndarray, has_activity: np.ndarray

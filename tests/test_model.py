@@ -278,3 +278,28 @@ def test_a_vit_pretrained_at_another_size_loads_with_resized_positions(tmp_path)
     assert resize_positions(encoder.pos, encoder.pos.shape[1]) is encoder.pos
     # A smooth grid stays smooth: the resized grid's mean is the original's, near enough.
     assert abs(float(pos[:, 1:].mean() - encoder.pos[:, 1:].mean())) < 0.01
+
+
+@pytest.mark.parametrize("use_image", [True, False])
+def test_a_single_source_model_trains_exports_and_calibrates(tmp_path, use_image):
+    from urbanfusion.models.training.train import train_and_export
+
+    data = _tiny_data()
+    net = NetworkConfig(
+        chip_px=16,
+        image_width=8,
+        activity_width=4,
+        features=16,
+        use_image=use_image,
+        use_activity=not use_image,
+    )
+    path = tmp_path / "single.onnx"
+    train_and_export(data, path, TrainConfig(epochs=3, batch=32, network=net), quiet=True)
+    predictor = Predictor(path)
+    # Its branch head is not on its output's path, so the export drops it: a temperature, no
+    # embeddings, so no in-domain score.
+    assert predictor.scored and predictor.branches == []
+    assert predictor.contract.domain == {} and predictor.contract.temperature > 0
+    cells = predictor.predict_cells(data.chips, data.activity, data.has_activity)
+    assert cells.prob.shape == (len(data), len(CLASS_NAMES)) and np.isfinite(cells.prob).all()
+    assert np.isnan(cells.domain).all()

@@ -132,13 +132,15 @@ def add_score_outputs(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     Found by structure, the same in every architecture: the logits are the input of the final
     softmax, a branch's embedding the input of its deep-supervision head (``image_head``,
-    ``activity_head``). Adding outputs changes no computation. Idempotent.
+    ``activity_head``). A single-source model outputs its fused head only, so the export drops
+    both branch heads: it gets its logits (a temperature) but no embeddings (no in-domain
+    score). Adding outputs changes no computation. Idempotent.
 
     Raises:
-        ModelError: the graph has no such softmax or heads (not an urbanfusion network).
+        ModelError: the graph has no such softmax (not an urbanfusion network).
     """
     graph = proto.graph
-    if {LOGITS, *FEATURES.values()} <= {o.name for o in graph.output}:
+    if LOGITS in {o.name for o in graph.output}:
         return proto
     dims = {t.name: list(t.dims) for t in graph.initializer}
     softmax = next(
@@ -151,12 +153,14 @@ def add_score_outputs(proto: onnx.ModelProto) -> onnx.ModelProto:
         )
         for branch in FEATURES
     }
-    if softmax is None or any(node is None for node in heads.values()):
-        raise ModelError("the model's graph has no final softmax or no branch heads to score")
-    n_classes = dims[f"{next(iter(FEATURES))}_head.weight"][0]
+    found = {branch: node for branch, node in heads.items() if node is not None}
+    if softmax is None:
+        raise ModelError("the model's graph has no final softmax to score")
+    prob = next(o for o in graph.output if o.name == OUTPUT_NAME)
+    n_classes = prob.type.tensor_type.shape.dim[1].dim_value  # the logits are as wide
     sources = {LOGITS: (softmax.input[0], n_classes)}
-    for branch, node in heads.items():
-        sources[FEATURES[branch]] = (node.input[0], dims[f"{branch}_head.weight"][1])  # type: ignore[union-attr]
+    for branch, node in found.items():
+        sources[FEATURES[branch]] = (node.input[0], dims[f"{branch}_head.weight"][1])
     for name, (source, width) in sources.items():
         graph.node.append(onnx.helper.make_node("Identity", [source], [name], name=f"out_{name}"))
         graph.output.append(
@@ -204,7 +208,10 @@ def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Pat
     )
     labels, val, fit = data.labels, validation, ~validation
     temperature = fit_temperature(logits[val], labels[val])
-    present = {"image": has_image, "activity": has_activity}
+    # A single-source model has the embeddings of its own branch only.
+    present = {
+        b: has for b, has in (("image", has_image), ("activity", has_activity)) if b in features
+    }
     domain = {
         branch: DomainModel.fit(features[branch][fit & has], features[branch][val & has]).to_dict()
         for branch, has in present.items()
