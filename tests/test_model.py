@@ -43,6 +43,11 @@ def _tiny_data(n: int = 120, seed: int = 0) -> CellData:
     )
 
 
+def _tiny_net(**changes):
+    """A network small enough to train on the toy cells in seconds."""
+    return NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16, **changes)
+
+
 def test_export_matches_torch_within_1e4_on_256_cells(tmp_path):
     torch.manual_seed(0)
     net = FusionNet(NetworkConfig(chip_px=16))
@@ -150,7 +155,7 @@ def test_class_weights_favour_rare_classes_with_mean_one():
 @pytest.mark.parametrize(("loss", "fusion"), [("focal", "bottleneck"), ("balanced", "cross")])
 def test_other_losses_and_fusions_train(loss, fusion):
     data = _tiny_data()
-    net = NetworkConfig(chip_px=16, image_width=8, activity_width=4, features=16, fusion=fusion)
+    net = _tiny_net(fusion=fusion)
     cfg = TrainConfig(epochs=15, batch=32, seed=1, network=net, loss=loss, consistency=0.1)
     result = train(data, list(CLASS_NAMES), cfg, quiet=True)
     assert result.validation["overall_accuracy"] > 0.8
@@ -235,14 +240,7 @@ def test_every_architecture_and_option_exports_with_parity_and_no_missing_input_
 
 def test_the_research_losses_train_and_record_every_head():
     data = _tiny_data()
-    net = NetworkConfig(
-        chip_px=16,
-        image_width=8,
-        activity_width=4,
-        features=16,
-        activity_encoder="convlstm",
-        exchange=True,
-    )
+    net = _tiny_net(activity_encoder="convlstm", exchange=True)
     # The ConvLSTM starts slower than the convolutions: no early stop on this toy.
     cfg = TrainConfig(epochs=20, batch=32, seed=1, patience=20, network=net, distill=0.5, align=0.1)
     result = train(data, list(CLASS_NAMES), cfg, quiet=True)
@@ -285,14 +283,7 @@ def test_a_single_source_model_trains_exports_and_calibrates(tmp_path, use_image
     from urbanfusion.models.training.train import train_and_export
 
     data = _tiny_data()
-    net = NetworkConfig(
-        chip_px=16,
-        image_width=8,
-        activity_width=4,
-        features=16,
-        use_image=use_image,
-        use_activity=not use_image,
-    )
+    net = _tiny_net(use_image=use_image, use_activity=not use_image)
     path = tmp_path / "single.onnx"
     train_and_export(data, path, TrainConfig(epochs=3, batch=32, network=net), quiet=True)
     predictor = Predictor(path)
