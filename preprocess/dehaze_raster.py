@@ -161,11 +161,13 @@ def _dehaze_open(
         out = dehaze_with_light(scaled, light, params)
         blocks: Iterator[tuple[Window, np.ndarray]] = iter([(Window(0, 0, *out.shape[1:]), out)])
         whole: Callable[[], np.ndarray] = lambda: out  # noqa: E731
+        preview = _nearest(scaled, _preview_shape(src, bands))  # the pixels GDAL would read
     else:
         lo, hi = _scene_range(src, bands)
         light, out_dask = _dehaze_chunked(src_path, src, bands, lo, hi, params)
         blocks, whole = _blocks(out_dask), out_dask.compute
-    score = haze_score(_preview(src, bands, lo, hi), params.patch)
+        preview = _preview(src, bands, lo, hi)
+    score = haze_score(preview, params.patch)
     profile = src.profile
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
@@ -218,8 +220,19 @@ def _umask() -> int:
     return mask
 
 
+def _preview_shape(src: rasterio.DatasetReader, bands: list[int]) -> tuple[int, int, int]:
+    return (len(bands), min(src.height, 1024), min(src.width, 1024))
+
+
+def _nearest(data: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``data`` decimated to ``shape`` as GDAL's nearest read does (each pixel's centre)."""
+    rows = ((np.arange(shape[1]) + 0.5) * data.shape[1] / shape[1]).astype(np.intp)
+    cols = ((np.arange(shape[2]) + 0.5) * data.shape[2] / shape[2]).astype(np.intp)
+    return data[:, rows[:, None], cols[None, :]]
+
+
 def _preview(src: rasterio.DatasetReader, bands: list[int], lo: float, hi: float) -> np.ndarray:
-    shape = (len(bands), min(src.height, 1024), min(src.width, 1024))
+    shape = _preview_shape(src, bands)
     data = src.read(bands, out_shape=shape).astype(np.float64)
     data[:, src.dataset_mask(out_shape=shape[1:]) == 0] = np.nan
     return ((data - lo) / (hi - lo)).astype(np.float32)

@@ -159,3 +159,20 @@ def test_dehazing_one_chunk_imports_no_dask(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_one_chunk_preview_is_the_pixels_gdal_would_read(tmp_path):
+    import rasterio
+
+    from urbanfusion.preprocess import dehaze_raster as d
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "odd.tif"
+    rgb = rng.integers(0, 256, (3, 1537, 2011), dtype=np.uint8)
+    profile = {"driver": "GTiff", "width": 2011, "height": 1537, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(rgb)
+    with rasterio.open(path) as src:
+        scaled = (rgb / 255.0).astype(np.float32)
+        ours = d._nearest(scaled, d._preview_shape(src, [1, 2, 3]))
+        np.testing.assert_array_equal(ours, d._preview(src, [1, 2, 3], 0.0, 255.0))
