@@ -5,7 +5,8 @@ training seed, and scores each on the demo city (seed 7), which no model saw:
 
 - the fusion variants (concatenation, attention bottleneck, cross-attention), and the first of
   them with each of ``--options`` on (convlstm, pyramid, exchange, align, distill: see README's
-  training options; a pre-trained ViT is ``--image-encoder vit --image-weights V.pt``);
+  training options; ``distill+convlstm`` is both at once; a pre-trained ViT is
+  ``--image-encoder vit --image-weights V.pt``);
 - image-only and signalling-only models, and each fused model with one input masked at
   inference (the branch heads should stay within 3 points of the single-source models);
 - with ``--image-weights ENCODER.pt`` (from ``urbanfusion pretrain-image``), the first variant
@@ -19,7 +20,8 @@ Takes 5 to 8 minutes per model and seed on 2 CPU cores. ``--keep DIR`` keeps the
     .venv/bin/python benchmarks/demo_accuracy.py [--variants concat bottleneck cross]
         [--options convlstm pyramid exchange align distill] [--train-seeds 0 1 2]
         [--image-encoder resnet|resnext|vit] [--image-weights ENCODER.pt] [--epochs 60]
-        [--select heads|fused] [--keep DIR]
+        [--select heads|fused] [--keep DIR] [--rows ROWS.jsonl]
+    .venv/bin/python benchmarks/demo_accuracy.py --table ROWS.jsonl [MORE.jsonl ...]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from model_speed import best_of
 
@@ -53,6 +56,13 @@ def cells_per_second(path: Path) -> float:
     return SPEED_CELLS / best_of(lambda: predictor.predict(*inputs))
 
 
+def exported_parameters(path: Path) -> int:
+    """Numbers in the ONNX file's weights: what inference runs, without the parts the export
+    drops (a single-source model's unused encoder, the alignment projections)."""
+    graph = onnx.load(str(path)).graph
+    return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+
 # Each option: what it changes in the network and in the training.
 OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "convlstm": ({"activity_encoder": "convlstm"}, {}),
@@ -63,6 +73,15 @@ OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
 }
 
 
+def options_of(text: str) -> list[str]:
+    """``distill+convlstm`` -> its options, each checked against :data:`OPTIONS`."""
+    names = text.split("+")
+    for name in names:
+        if name not in OPTIONS:
+            raise argparse.ArgumentTypeError(f"unknown option {name!r}; use {', '.join(OPTIONS)}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105, 106])
@@ -70,7 +89,13 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["cross", "concat", "bottleneck"], help="fusions"
     )
-    parser.add_argument("--options", nargs="*", default=[], choices=sorted(OPTIONS))
+    parser.add_argument(
+        "--options",
+        nargs="*",
+        default=[],
+        type=options_of,
+        help=f"one or more of {', '.join(OPTIONS)}; join with + for a combination",
+    )
     parser.add_argument("--single", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--image-encoder",
@@ -85,7 +110,21 @@ def main() -> None:
     )
     parser.add_argument("--select", default=TrainConfig.select, choices=["heads", "fused"])
     parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        help="JSON-lines file each row is appended to; a model and seed already in it is skipped",
+    )
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        help="print the table of rows saved with --rows (e.g. from several runs); no training",
+    )
     args = parser.parse_args()
+    if args.table:
+        print_table([json.loads(line) for f in args.table for line in f.read_text().splitlines()])
+        return
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
     models = args.keep or work
     models.mkdir(parents=True, exist_ok=True)
@@ -104,11 +143,12 @@ def main() -> None:
     runs: list[tuple[str, NetworkConfig, dict[str, object]]] = [
         (f"fusion {f}", replace(base, fusion=f), {}) for f in args.variants
     ]
-    for option in args.options:
-        net_changes, train_changes = OPTIONS[option]
+    for names in args.options:
+        net_changes = {k: v for n in names for k, v in OPTIONS[n][0].items()}
+        train_changes = {k: v for n in names for k, v in OPTIONS[n][1].items()}
         runs.append(
             (
-                f"fusion {first} + {option}",
+                f"fusion {first} + {' + '.join(names)}",
                 replace(base, fusion=first, **net_changes),
                 train_changes,
             )
@@ -126,9 +166,17 @@ def main() -> None:
             ("image-only", replace(base, use_activity=False), {}),
             ("signalling-only", replace(base, use_image=False), {}),
         ]
-    rows = []
-    for seed in args.train_seeds:
-        for name, net, changes in runs:
+    # Rows already in the --rows file are kept, not trained again: a long table resumes.
+    rows = (
+        [json.loads(line) for line in args.rows.read_text().splitlines()]
+        if args.rows and args.rows.exists()
+        else []
+    )
+    done = {(r["model"], r["seed"]) for r in rows}
+    for name, net, changes in runs:
+        for seed in args.train_seeds:
+            if (name, seed) in done:
+                continue
             start = time.perf_counter()
             cfg = TrainConfig(
                 epochs=args.epochs,
@@ -147,7 +195,7 @@ def main() -> None:
             row = {
                 "model": name,
                 "seed": seed,
-                "params": sum(p.numel() for p in result.model.parameters()),
+                "params": exported_parameters(path),
                 "val_oa": result.validation["overall_accuracy"],
                 "best_epoch": result.best_epoch,
                 "train_s": round(time.perf_counter() - start),
@@ -156,6 +204,9 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.rows:
+                with args.rows.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
     print_table(rows)
 
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from urbanfusion.models.training.pretrain import (  # noqa: E402
     evaluate_encoder,
     load_into,
     pretrain,
+    random_views,
     save_encoder,
 )
 from urbanfusion.models.training.scenes import load_scenes, stratified_split  # noqa: E402
@@ -48,12 +50,46 @@ def test_scenes_load_by_class_and_split_by_class(tmp_path):
         load_scenes(tmp_path / "s", 32, ["a", "b"])
 
 
+def test_a_whole_view_is_the_averaged_scene_turned_or_mirrored_and_crops_stay_inside():
+    scenes = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    whole = torch.nn.functional.avg_pool2d(scenes, 2)
+    views = random_views(scenes, 8, (1.0, 1.0), torch.Generator().manual_seed(0))
+    turned = set()
+    for view, avg in zip(views, whole, strict=True):
+        matches = [
+            (k, flip)
+            for flip in (False, True)
+            for k in range(4)
+            if torch.allclose(view, torch.rot90(avg.flip(2) if flip else avg, k, (1, 2)), atol=1e-5)
+        ]
+        assert matches, "a whole-scene view must be an exact turn or mirror of the 2x2 average"
+        turned.add(matches[0])
+    assert len(turned) > 4  # each scene gets its own turn and mirror
+    # A crop of a constant scene with a bright border never samples the border or beyond.
+    framed = torch.zeros(4, 1, 32, 32)
+    framed[..., 0, :] = framed[..., -1, :] = framed[..., :, 0] = framed[..., :, -1] = 1
+    crops = random_views(framed, 8, (0.3, 0.6), torch.Generator().manual_seed(2))
+    assert float(crops.max()) < 0.5
+
+
+def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(tmp_path):
+    scenes = load_scenes(_scene_folder(tmp_path / "s", n=10), side=16)
+    cfg = PretrainConfig(side=8, epochs=1, batch=8, image_width=16, features=16)
+    a = pretrain(scenes, cfg)
+    b = pretrain(scenes, replace(cfg, seed=3, val_fraction=0.2))
+    assert a["test"]["n"] == b["test"]["n"] == 6  # 2 of each class's 10
+    assert a["test_scenes"] == b["test_scenes"] and len(set(a["test_scenes"])) == 6
+    assert b["validation"]["n"] == 6 and not set(b["validation_scenes"]) & set(b["test_scenes"])
+    with pytest.raises(ModelError, match="no scenes to train"):
+        pretrain(scenes, replace(cfg, val_fraction=0.5, test_fraction=0.5))
+
+
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory):
     root = _scene_folder(tmp_path_factory.mktemp("scenes") / "s")
     # Width 16: an 8-channel encoder at 32 px crashes torch 2.13's CPU backward on 2 threads.
-    cfg = PretrainConfig(side=32, epochs=12, batch=16, image_width=16, features=32, patience=12)
-    state = pretrain(load_scenes(root, 32), cfg)
+    cfg = PretrainConfig(side=32, epochs=12, batch=16, image_width=16, features=32)
+    state = pretrain(load_scenes(root, 64), cfg)
     path = tmp_path_factory.mktemp("enc") / "encoder.pt"
     save_encoder(path, state)
     return root, path, state
@@ -61,7 +97,9 @@ def encoder_file(tmp_path_factory):
 
 def test_pretraining_learns_the_scenes_and_evaluate_image_prints_json(encoder_file):
     root, path, state = encoder_file
-    assert state["validation"]["overall_accuracy"] > 0.8
+    # The held-out scenes: a fifth of each class, never trained on.
+    assert state["test"]["n"] == 15 and state["test"]["overall_accuracy"] > 0.8
+    assert state["validation"] is None and state["best_epoch"] == 12  # the schedule's end
     assert evaluate_encoder(path, root)["overall_accuracy"] > 0.8
     proc = subprocess.run(
         [
@@ -100,7 +138,7 @@ def test_a_pretrained_encoder_loads_into_a_fusion_model_of_the_same_kind(encoder
 def test_a_vit_pretrains_on_scenes_and_loads_into_smaller_chips(tmp_path):
     root = _scene_folder(tmp_path / "s", n=8)
     cfg = PretrainConfig(side=32, epochs=2, batch=16, image_encoder="vit", features=32)
-    state = pretrain(load_scenes(root, 32), cfg)
+    state = pretrain(load_scenes(root, 64), cfg)
     path = tmp_path / "vit.pt"
     save_encoder(path, state)
     small = NetworkConfig(image_encoder="vit", chip_px=16, features=32)

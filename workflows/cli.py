@@ -556,15 +556,17 @@ def pretrain_image_command(
         raise UrbanFusionError(f"--side {side}: a ViT needs a multiple of its 8 px patches")
 
     cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
-    state = pretrain(load_scenes(folder, side), cfg)
+    # Loaded at twice the side: training crops them at random, evaluation averages them down.
+    state = pretrain(load_scenes(folder, 2 * side), cfg)
     save_encoder(encoder_out, state)
-    v = state["validation"]
+    t = state["test"]
     out.print(
-        f"validation ({v['n']} scenes, stratified {cfg.val_fraction:.0%}): overall accuracy "
-        f"{v['overall_accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}; wrote {encoder_out}",
+        f"held-out test ({t['n']} scenes, {cfg.test_fraction:.0%} of each class, never trained "
+        f"on): overall accuracy {t['overall_accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
+        f"after {state['best_epoch']} epochs; wrote {encoder_out}",
         highlight=False,
     )
-    _print_per_class_f1(v["per_class_f1"])
+    _print_per_class_f1(t["per_class_f1"])
 
 
 @app.command("evaluate-image")

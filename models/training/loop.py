@@ -141,7 +141,7 @@ class TrainingLoop:
         self,
         n: int,
         loss_of: Callable[[torch.Tensor], torch.Tensor],
-        validate: Callable[[], float],
+        validate: Callable[[], float] | None,
         after_epoch: Callable[[bool], None] | None = None,
     ) -> None:
         """Train until the last epoch or early stopping, then load the best weights.
@@ -150,7 +150,8 @@ class TrainingLoop:
             n: training rows; each epoch visits them in a new order.
             loss_of: the loss of the batch of those row indexes (a batch of one is skipped:
                 batch norm needs two samples).
-            validate: the epoch's validation score (higher is better).
+            validate: the epoch's validation score (higher is better); None keeps the last
+                epoch's weights and never stops early (a schedule run to its end).
             after_epoch: called after each epoch with whether it was the best so far.
         """
         keep_freed_memory()
@@ -168,9 +169,15 @@ class TrainingLoop:
                 self.optim.step()
                 total += loss.item() * len(idx)
             self.sched.step()
-            score = validate()
+            score = float(epoch + 1) if validate is None else validate()
             self.epoch = epoch + 1
-            self.history.append({"epoch": self.epoch, "loss": total / n, "val_accuracy": score})
+            self.history.append(
+                {
+                    "epoch": self.epoch,
+                    "loss": total / n,
+                    "val_accuracy": float("nan") if validate is None else score,
+                }
+            )
             improved = score > self.best_score
             if improved:
                 self.best = copy.deepcopy(self.model.state_dict())
