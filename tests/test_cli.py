@@ -204,6 +204,7 @@ def test_a_grid_too_large_for_memory_is_refused_at_plan_time_with_the_estimate(
     [
         (["--pyramid", "--image-encoder", "vit"], "--pyramid needs a convolutional"),
         (["--exchange", "--branches", "image"], "use --branches fusion"),
+        (["--double-fusion", "--branches", "signalling"], "use --branches fusion"),
         (["--activity-encoder", "lstm"], "use one of conv, bilstm, mlp, convlstm"),
         (["--select", "best"], "use one of heads, fused"),
     ],

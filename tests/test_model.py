@@ -204,9 +204,11 @@ ARCHITECTURES = [
     ("resnext", "conv", "cross", {"pyramid": True}),
     ("resnext", "conv", "cross", {"exchange": True}),
     ("resnext", "conv", "cross", {"align_dim": 16}),
+    ("resnext", "conv", "cross", {"double_fusion": True}),
     ("resnet", "bilstm", "bottleneck", {"pyramid": True, "exchange": True}),
     ("resnext", "mlp", "concat", {"exchange": True, "align_dim": 16}),
     ("resnext", "convlstm", "cross", {"pyramid": True, "exchange": True, "align_dim": 16}),
+    ("resnet", "conv", "bottleneck", {"exchange": True, "double_fusion": True}),
 ]
 
 
@@ -234,7 +236,12 @@ def test_every_architecture_and_option_exports_with_parity_and_no_missing_input_
     assert export_onnx(net, CONTRACT, path) < PARITY_TOLERANCE
     assert _leaks(net, CONTRACT) == (0.0, 0.0)
     described = cfg.describe()  # what a trained model's contract says
-    for option, words in (("pyramid", "pyramid"), ("exchange", "exchange"), ("align_dim", "align")):
+    for option, words in (
+        ("pyramid", "pyramid"),
+        ("exchange", "exchange"),
+        ("align_dim", "align"),
+        ("double_fusion", "double fusion"),
+    ):
         assert (words in described) == (option in options), described
 
 

@@ -312,6 +312,13 @@ def train_command(
         float,
         typer.Option(help="Weight of the align-before-fuse contrastive loss (0 = off)."),
     ] = 0.0,
+    double_fusion: Annotated[
+        bool,
+        typer.Option(
+            help="Fuse again at the decision level: the fused head's logits averaged with the "
+            "branch heads' (a naive double fusion, for ablations)."
+        ),
+    ] = False,
     distill: Annotated[
         float,
         typer.Option(help="Weight of deep distillation from the fused head (0 = off)."),
@@ -354,9 +361,10 @@ def train_command(
             raise UrbanFusionError(f"{option} {value!r}: use one of {', '.join(allowed)}")
     if pyramid and image_encoder == "vit":
         raise UrbanFusionError("--pyramid needs a convolutional --image-encoder (resnext, resnet)")
-    if branches != Branches.fusion and (exchange or align or distill):
+    if branches != Branches.fusion and (exchange or align or distill or double_fusion):
         raise UrbanFusionError(
-            "--exchange, --align and --distill work between the two branches: use --branches fusion"
+            "--exchange, --align, --distill and --double-fusion work between the two branches: "
+            "use --branches fusion"
         )
     data = load_labelled_cities(sources, labels or [])
     _print_notes(data.notes)
@@ -368,6 +376,7 @@ def train_command(
         fusion=fusion,  # type: ignore[arg-type]
         pyramid=pyramid,
         exchange=exchange,
+        double_fusion=double_fusion,
     )
     cfg = TrainConfig(
         epochs=epochs,

@@ -56,6 +56,7 @@ class NetworkConfig:
     pyramid: bool = False
     exchange: bool = False
     align_dim: int = 0
+    double_fusion: bool = False
 
     def describe(self) -> str:
         """One line for the model's contract."""
@@ -68,6 +69,7 @@ class NetworkConfig:
                 ("feature pyramid", self.pyramid),
                 ("channel exchange", self.exchange),
                 ("aligned before fusion", self.align_dim > 0),
+                ("double fusion", self.double_fusion),
             )
             if on
         ]
@@ -411,7 +413,10 @@ class FusionNet(nn.Module):
             ti, ta = ti * has_image.unsqueeze(2), ta * has_activity.unsqueeze(2)
             parts.insert(2, self.mixer(ti, ta, has_image, has_activity))
         fused = self.fusion(torch.cat(parts, dim=1))
-        return fused, self.image_head(vi), self.activity_head(va), *embeddings
+        image_logits, activity_logits = self.image_head(vi), self.activity_head(va)
+        if self.cfg.double_fusion:
+            fused = (fused + image_logits + activity_logits) / 3
+        return fused, image_logits, activity_logits, *embeddings
 
     def forward(
         self,
