@@ -128,8 +128,8 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     mean = scenes.images[train].mean(axis=(0, 2, 3))
     std = np.maximum(scenes.images[train].std(axis=(0, 2, 3)), 1e-3)
     full = _normalise(scenes.images, mean, std)
-    # Area averaging to the run's size (bilinear sampling is linear, so the order of
-    # normalising and averaging does not matter).
+    # Area averaging to the run's size; averaging is linear, so normalising first changes
+    # nothing. Kept whole for validation and test; training crops ``full`` instead.
     whole = nn.functional.adaptive_avg_pool2d(full, cfg.side)
     x_train, y_train = full[train], torch.from_numpy(scenes.labels[train])
     net_cfg = NetworkConfig(
