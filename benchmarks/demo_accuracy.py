@@ -77,6 +77,11 @@ OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
 ENCODER_OPTIONS = {"convlstm": {"activity_encoder": "convlstm"}}
 
 
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """The rows a ``--rows`` file holds, one JSON object a line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def options_of(text: str) -> list[str]:
     """``distill+convlstm`` -> its options, each checked against :data:`OPTIONS`."""
     names = text.split("+")
@@ -127,7 +132,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.table:
-        print_table([json.loads(line) for f in args.table for line in f.read_text().splitlines()])
+        print_table([row for f in args.table for row in read_rows(f)])
         return
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
     models = args.keep or work
@@ -178,11 +183,7 @@ def main() -> None:
                     (f"signalling-only + {name}", replace(base, use_image=False, **changes), {})
                 )
     # Rows already in the --rows file are kept, not trained again: a long table resumes.
-    rows = (
-        [json.loads(line) for line in args.rows.read_text().splitlines()]
-        if args.rows and args.rows.exists()
-        else []
-    )
+    rows = read_rows(args.rows) if args.rows and args.rows.exists() else []
     done = {(r["model"], r["seed"]) for r in rows}
     for name, net, changes in runs:
         for seed in args.train_seeds:

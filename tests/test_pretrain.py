@@ -80,6 +80,9 @@ def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(
     assert a["test"]["n"] == b["test"]["n"] == 6  # 2 of each class's 10
     assert a["test_scenes"] == b["test_scenes"] and len(set(a["test_scenes"])) == 6
     assert b["validation"]["n"] == 6 and not set(b["validation_scenes"]) & set(b["test_scenes"])
+    # The band statistics come from the training scenes alone: not the held-out ones.
+    train = ~np.isin(scenes.paths, a["test_scenes"])
+    np.testing.assert_allclose(a["mean"], scenes.images[train].mean(axis=(0, 2, 3)), rtol=1e-6)
     with pytest.raises(ModelError, match="no scenes to train"):
         pretrain(scenes, replace(cfg, val_fraction=0.5, test_fraction=0.5))
 

@@ -131,7 +131,8 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     # Area averaging to the run's size; averaging is linear, so normalising first changes
     # nothing. Kept whole for validation and test; training crops ``full`` instead.
     whole = nn.functional.adaptive_avg_pool2d(full, cfg.side)
-    x_train, y_train = full[train], torch.from_numpy(scenes.labels[train])
+    # Batches are gathered from ``full`` by index: no second copy of the training scenes.
+    rows, labels = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(scenes.labels)
     net_cfg = NetworkConfig(
         image_encoder=cfg.image_encoder,
         image_width=cfg.image_width,
@@ -143,17 +144,17 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     model = model.to(memory_format=torch.channels_last)
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        x = random_views(x_train[idx], cfg.side, cfg.crop_area, generator)
+        x = random_views(full[rows[idx]], cfg.side, cfg.crop_area, generator)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         return nn.functional.cross_entropy(
-            model(x), y_train[idx].to(device), label_smoothing=cfg.label_smoothing
+            model(x), labels[rows[idx]].to(device), label_smoothing=cfg.label_smoothing
         )
 
     def validate() -> float:
         return float((_predict(model, whole[val], device) == scenes.labels[val]).mean())
 
     loop = TrainingLoop.of(model, generator, cfg)
-    loop.run(len(x_train), loss_of, validate if val.any() else None)
+    loop.run(len(rows), loss_of, validate if val.any() else None)
     return {
         "encoder": {k: v.cpu().contiguous() for k, v in model.encoder.state_dict().items()},
         "head": {k: v.cpu().contiguous() for k, v in model.head.state_dict().items()},
