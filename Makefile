@@ -8,6 +8,9 @@ TORCH := torch==2.13.0
 MODEL_SEEDS := 101 102 103 104 105 106
 MODEL := models/weights/urbanfusion-demo.onnx
 MODEL_CITIES := build/model-cities
+# The ablation's best row (benchmarks/demo_accuracy.py, 3 seeds): ConvLSTM activity encoder and
+# deep distillation on top of the default cross-attention fusion.
+MODEL_OPTIONS := --activity-encoder convlstm --distill 0.5
 # The real data the demo cities' daily rhythms come from, when it sits beside the repository (the
 # generator's built-in copy holds the same numbers, so the model is the same without it).
 HELSINKI := ../shared/data/mobility/helsinki_dynpop
@@ -43,7 +46,7 @@ model: $(VENV)/.dev
 		$(if $(wildcard $(HELSINKI)),--activity-from $(HELSINKI)) >/dev/null || exit 1; done
 	$(BIN)/urbanfusion train $(foreach s,$(MODEL_SEEDS),$(MODEL_CITIES)/city-$(s)/city.yaml) \
 		$(foreach s,$(MODEL_SEEDS),--labels $(MODEL_CITIES)/city-$(s)/zones.gpkg) \
-		--out $(MODEL) --checkpoint $(MODEL_CITIES)/model.ckpt --seed 0
+		--out $(MODEL) --checkpoint $(MODEL_CITIES)/model.ckpt --seed 0 $(MODEL_OPTIONS)
 
 # Swap the CPU onnxruntime for onnxruntime-gpu (both provide the same module).
 gpu: $(VENV)/.runtime

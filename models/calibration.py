@@ -8,22 +8,32 @@ runs need neither torch nor onnx):
   map is the same; it makes "90 %" mean about 90 % right. :func:`calibration_error` (ECE) and
   :func:`reliability` measure it.
 - **In-domain score**: per input branch (image, activity), the distance of a cell's embedding
-  (what the branch head sees) to the training cells' embeddings, under a probabilistic PCA
-  model (Tipping & Bishop 1999: Mahalanobis on the top components plus the residual), divided
-  by the distance that 95 % of validation cells stay within. A score above 1 is out of domain.
+  (what the branch head sees, scaled to unit length) to its 10th nearest training embedding,
+  divided by the distance that 95 % of validation cells stay within. A score above 1 is out of
+  domain. The training embeddings travel in the model's metadata (float16).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import base64
+import binascii
+from dataclasses import dataclass
 
 import numpy as np
+
+from urbanfusion.pipeline.errors import ModelError
 
 # Extra graph outputs a calibrated model carries (besides the probabilities).
 LOGITS = "logits"
 FEATURES = {"image": "image_features", "activity": "activity_features"}
 IN_DOMAIN_QUANTILE = 0.95
-COMPONENTS = 16
+DOMAIN_METHOD = "knn"
+NEIGHBOURS = 10
+# Kept training embeddings per branch: 4096 x 128 float16 is 1 MB of metadata.
+REFERENCE_CELLS = 4096
+_SCORE_BATCH = 4096
+# The metadata entry holding a branch's training embeddings.
+DOMAIN_KEY = "urbanfusion.domain.{branch}"
 ECE_BINS = 15
 
 
@@ -87,14 +97,19 @@ def calibration_error(prob: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
     return float(np.sum(count[seen] * np.abs(conf[seen] - acc[seen])) / max(count.sum(), 1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DomainModel:
-    """Where a branch's training embeddings live (probabilistic PCA) and the in-domain radius."""
+    """A branch's training embeddings (unit length) and the in-domain radius.
 
-    mean: list[float]
-    components: list[list[float]]  # (k, d) principal directions
-    variances: list[float]  # (k,) variance along each
-    residual: float  # mean variance left in the other d - k directions
+    The distance of a cell is that to its ``k``-th nearest training embedding, all of them
+    scaled to unit length (Sun et al. 2022, "Out-of-distribution detection with deep nearest
+    neighbors"). Unlike one Gaussian around all training cells, it follows each class's own
+    clusters: a cell typical of a distinctive class (an airport) is not far just because its
+    class lies far from the mean of all classes.
+    """
+
+    reference: np.ndarray  # (m, d) float16: unit-length training embeddings
+    k: int
     threshold: float  # the distance within which IN_DOMAIN_QUANTILE of validation cells stay
 
     @classmethod
@@ -102,39 +117,79 @@ class DomainModel:
         cls,
         train: np.ndarray,
         validation: np.ndarray,
-        k: int = COMPONENTS,
+        k: int = NEIGHBOURS,
         quantile: float = IN_DOMAIN_QUANTILE,
+        cap: int = REFERENCE_CELLS,
     ) -> DomainModel:
-        """Fit on training embeddings ``(n, d)``; set the radius on validation embeddings."""
-        x = np.asarray(train, dtype=np.float64)
-        mean = x.mean(axis=0)
-        _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-        var = s**2 / max(len(x) - 1, 1)
-        k = min(k, len(var))
-        floor = max(float(var.mean()) * 1e-6, 1e-12)  # no direction with zero variance
-        residual = max(float(var[k:].mean()) if len(var) > k else floor, floor)
-        model = cls(
-            mean.tolist(), vt[:k].tolist(), np.maximum(var[:k], floor).tolist(), residual, 1.0
-        )
+        """Keep training embeddings ``(n, d)``; set the radius on validation embeddings.
+
+        Beyond ``cap`` training embeddings, a seeded sample of ``cap`` is kept.
+        """
+        x = np.asarray(train, dtype=np.float32)
+        if len(x) > cap:  # bounded file size and scoring time on large training sets
+            x = x[np.sort(np.random.default_rng(0).choice(len(x), cap, replace=False))]
+        model = cls(_unit(x).astype(np.float16), min(k, len(x)), 1.0)
         radius = float(np.quantile(model.distance(validation), quantile))
-        return cls(model.mean, model.components, model.variances, residual, max(radius, 1e-9))
+        return cls(model.reference, model.k, max(radius, 1e-6))
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        """Mahalanobis-like distance of each row to the training embeddings (float32)."""
-        x = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
-        w = np.asarray(self.components)
-        z = x @ w.T
-        rest = (x * x).sum(axis=1) - (z * z).sum(axis=1)
-        d2 = (z * z / np.asarray(self.variances)).sum(axis=1) + np.maximum(rest, 0) / self.residual
-        return np.sqrt(d2 / x.shape[1]).astype(np.float32)
+        """Euclidean distance of each unit-length row to its k-th nearest training embedding."""
+        ref = self.reference.astype(np.float32)
+        x = _unit(np.asarray(features, dtype=np.float32))
+        out = np.empty(len(x), np.float32)
+        for s in range(0, len(x), _SCORE_BATCH):  # bounds the (batch, m) similarity matrix
+            similarity = x[s : s + _SCORE_BATCH] @ ref.T
+            kth = -np.partition(-similarity, self.k - 1, axis=1)[:, self.k - 1]
+            out[s : s + _SCORE_BATCH] = np.sqrt(np.maximum(2 - 2 * kth, 0))
+        return out
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Distance over the in-domain radius: at most 1 for in-domain cells."""
         return self.distance(features) / np.float32(self.threshold)
 
-    def to_dict(self) -> dict[str, object]:
-        """For the contract (JSON)."""
-        return asdict(self)
+    def to_contract(self) -> tuple[dict[str, object], str]:
+        """The contract's fields and the embeddings (base64 float16, a metadata entry)."""
+        fields = {
+            "method": DOMAIN_METHOD,
+            "k": self.k,
+            "threshold": self.threshold,
+            "cells": int(self.reference.shape[0]),
+            "dims": int(self.reference.shape[1]),
+        }
+        return fields, base64.b64encode(self.reference.astype("<f2").tobytes()).decode("ascii")
+
+    @classmethod
+    def from_contract(cls, fields: dict[str, object], blob: str | None, source: str) -> DomainModel:
+        """The model a contract entry and its metadata entry describe.
+
+        Raises:
+            ModelError: an in-domain score of an earlier urbanfusion, or a damaged one.
+        """
+        if fields.get("method") != DOMAIN_METHOD:
+            raise ModelError(
+                f"{source}: its in-domain score is of an earlier urbanfusion; refit it with "
+                "`urbanfusion calibrate` (weights and classes stay the same)"
+            )
+        try:
+            cells, dims = int(fields["cells"]), int(fields["dims"])  # type: ignore[call-overload]
+            k, threshold = int(fields["k"]), float(fields["threshold"])  # type: ignore[call-overload,arg-type]
+            raw = base64.b64decode(blob or "", validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error) as err:
+            raise ModelError(
+                f"{source}: its in-domain score is damaged ({err!r}); refit it with "
+                "`urbanfusion calibrate`"
+            ) from None
+        if len(raw) != cells * dims * 2:
+            raise ModelError(
+                f"{source}: its in-domain embeddings hold {len(raw)} bytes, not the "
+                f"{cells * dims * 2} its contract names; refit them with `urbanfusion calibrate`"
+            )
+        reference = np.frombuffer(raw, "<f2").reshape(cells, dims).astype(np.float16)
+        return cls(reference, k, threshold)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def domain_score(

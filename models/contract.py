@@ -40,8 +40,10 @@ class ModelContract:
         metrics: held-out figures measured at training time.
         temperature: divides the logits before the softmax (fitted on validation blocks; 1:
             not calibrated).
-        domain: per input branch ("image", "activity"), where its training embeddings live
-            (:class:`~urbanfusion.models.calibration.DomainModel` fields); empty: no score.
+        domain: per input branch ("image", "activity"), how its in-domain score is computed
+            (:class:`~urbanfusion.models.calibration.DomainModel`: neighbours, radius, and the
+            shape of the training embeddings, which sit in their own metadata entry,
+            ``urbanfusion.domain.<branch>``); empty: no score.
         calibration: how the temperature and the domain were fitted, and what they gave.
     """
 

@@ -14,7 +14,14 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from urbanfusion.models.calibration import FEATURES, LOGITS, DomainModel, domain_score, softmax
+from urbanfusion.models.calibration import (
+    DOMAIN_KEY,
+    FEATURES,
+    LOGITS,
+    DomainModel,
+    domain_score,
+    softmax,
+)
 from urbanfusion.models.contract import METADATA_KEY, ModelContract
 from urbanfusion.pipeline.errors import InputNotFoundError, ModelError
 from urbanfusion.preprocess.chips import image_inputs
@@ -88,8 +95,22 @@ class Predictor:
         # single-source model: it has a temperature but no in-domain score).
         self.branches = [branch for branch, name in FEATURES.items() if name in outputs]
         self.scored = LOGITS in outputs
-        self.domain_models = {
-            branch: DomainModel(**fields)  # type: ignore[arg-type]
+        self._meta = meta
+
+    @functools.cached_property
+    def domain_models(self) -> dict[str, DomainModel]:
+        """Per branch, the in-domain model, read when first needed.
+
+        Not in ``__init__``: `calibrate` must open a model whose score is of an earlier
+        urbanfusion in order to refit it.
+
+        Raises:
+            ModelError: the score is of an earlier urbanfusion, or damaged.
+        """
+        return {
+            branch: DomainModel.from_contract(
+                fields, self._meta.get(DOMAIN_KEY.format(branch=branch)), str(self.path)
+            )
             for branch, fields in self.contract.domain.items()
         }
 

@@ -324,6 +324,12 @@ def _lying_model(
     return make
 
 
+def _older_domain(contract: dict[str, list[object]]) -> dict[str, object]:
+    """The in-domain fields of urbanfusion before the nearest-neighbour score (PPCA)."""
+    ppca = {"mean": [0.0], "components": [[1.0]], "variances": [1.0], "residual": 1.0}
+    return {"domain": {branch: {**ppca, "threshold": 1.0} for branch in contract["domain"]}}
+
+
 def _model_folder(city: Path) -> list[str]:
     (city / "models").mkdir()
     edit_config(city, model="models")
@@ -467,6 +473,14 @@ def faults(shared: Path | None = None) -> list[Fault]:
             _lying_model({"classes": ["residential", "school", "industrial", "park"]}),
             "error",
             "the contract is damaged",
+            needs=("onnx",),
+        ),
+        Fault(
+            "model in-domain score of an earlier version",
+            "PPCA fields",
+            _lying_model(_older_domain),
+            "error",
+            "in-domain score is of an earlier urbanfusion; refit it with `urbanfusion calibrate`",
             needs=("onnx",),
         ),
         Fault("model path a folder", "model: models/", _model_folder, "error", "is a folder"),

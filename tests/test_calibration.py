@@ -10,6 +10,7 @@ from urbanfusion.models.calibration import (
     softmax,
 )
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor
+from urbanfusion.pipeline.errors import ModelError
 
 
 def _overconfident(n=4000, temperature=2.5, seed=0):
@@ -32,17 +33,53 @@ def test_the_fitted_temperature_is_the_one_the_labels_come_from():
 
 
 def test_the_in_domain_radius_keeps_95_percent_of_held_out_cells_and_not_other_data():
+    # Embeddings like a branch's: after a ReLU, driven by a few factors.
     rng = np.random.default_rng(1)
     basis = rng.normal(0, 1, (8, 64))
 
-    def draw(n, shift=0.0):
-        return rng.normal(0, 1, (n, 8)) @ basis + rng.normal(0, 0.1, (n, 64)) + shift
+    def draw(n, factors=basis):
+        return np.maximum(rng.normal(0, 1, (n, 8)) @ factors + rng.normal(0, 0.1, (n, 64)), 0)
 
     model = DomainModel.fit(draw(3000), draw(1000))
     assert np.mean(model.score(draw(5000)) <= 1) == pytest.approx(0.95, abs=0.02)
-    assert np.mean(model.score(draw(1000, shift=1.0)) <= 1) < 0.05  # moved: out of domain
-    off_plane = draw(1000) + rng.normal(0, 1.0, (1000, 64))  # new directions, same spread
-    assert np.mean(model.score(off_plane) <= 1) < 0.05
+    other = draw(1000, rng.normal(0, 1, (8, 64)))  # another kind of input
+    assert np.mean(model.score(other) <= 1) < 0.05
+    noisy = np.maximum(draw(1000) + rng.normal(0, 2.0, (1000, 64)), 0)  # new directions
+    assert np.mean(model.score(noisy) <= 1) < 0.05
+
+
+def test_a_cell_typical_of_a_distant_class_is_in_domain_and_one_between_classes_is_not():
+    # Two classes far apart: one Gaussian around both would call their typical cells far (and
+    # the empty middle near); the nearest training embeddings do not.
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 1, (2, 32)) * 3
+
+    def draw(n, which):
+        return centres[which] + rng.normal(0, 0.3, (n, 32))
+
+    train = np.concatenate([draw(1000, 0), draw(1000, 1)])
+    model = DomainModel.fit(train, np.concatenate([draw(200, 0), draw(200, 1)]))
+    assert np.mean(model.score(draw(500, 1)) <= 1) > 0.9
+    middle = (centres[0] + centres[1]) / 2 + rng.normal(0, 0.3, (500, 32))
+    assert np.mean(model.score(middle) <= 1) < 0.05
+
+
+def test_in_domain_embeddings_survive_the_model_file_and_a_damaged_or_older_entry_is_one_error():
+    rng = np.random.default_rng(3)
+    model = DomainModel.fit(rng.normal(0, 1, (300, 16)), rng.normal(0, 1, (100, 16)))
+    fields, blob = model.to_contract()
+    again = DomainModel.from_contract(fields, blob, "m.onnx")
+    x = rng.normal(0, 1, (50, 16))
+    np.testing.assert_array_equal(again.score(x), model.score(x))
+    with pytest.raises(ModelError, match="hold 12 bytes, not the 9600"):
+        DomainModel.from_contract(fields, blob[:16], "m.onnx")
+    with pytest.raises(ModelError, match="in-domain score is damaged"):
+        DomainModel.from_contract({**fields, "cells": None}, blob, "m.onnx")
+    with pytest.raises(ModelError, match="in-domain score is damaged"):
+        DomainModel.from_contract(fields, "not base64!", "m.onnx")
+    older = {"mean": [0.0], "components": [[1.0]], "variances": [1.0], "residual": 1.0}
+    with pytest.raises(ModelError, match="earlier urbanfusion; refit it with `urbanfusion calib"):
+        DomainModel.from_contract({**older, "threshold": 1.0}, None, "m.onnx")
 
 
 def test_the_shipped_model_is_calibrated_and_scores_its_domain():
@@ -96,3 +133,30 @@ def test_calibrating_a_file_that_is_no_model_or_without_validation_cells_is_one_
     with pytest.raises(ModelError, match="both to fit and to validate"):
         calibrate_onnx(SHIPPED_MODEL, data, np.zeros(40, bool), tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_model_scored_by_an_earlier_urbanfusion_is_refused_until_calibrate_refits_it(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="calibration needs the train extra (onnx)")
+    import json
+    from dataclasses import replace
+
+    from tests.faults import _older_domain
+    from tests.test_model import _tiny_data
+    from urbanfusion.models.contract import METADATA_KEY
+    from urbanfusion.models.training.export import calibrate_onnx
+
+    proto = onnx.load(str(SHIPPED_MODEL))
+    (meta,) = [m for m in proto.metadata_props if m.key == METADATA_KEY]
+    contract = json.loads(meta.value)
+    meta.value = json.dumps({**contract, **_older_domain(contract)})
+    older = tmp_path / "older.onnx"
+    onnx.save(proto, str(older))
+    tiny = _tiny_data(160)
+    chips = tiny.chips.repeat(2, axis=2).repeat(2, axis=3)  # the shipped model reads 32 px
+    data = replace(tiny, chips=chips, chip_px=32)
+    with pytest.raises(ModelError, match="earlier urbanfusion; refit it with `urbanfusion calib"):
+        Predictor(older).predict_cells(data.chips, data.activity, data.has_activity)
+    refitted = tmp_path / "refitted.onnx"
+    calibrate_onnx(older, data, np.arange(160) % 5 == 0, refitted)
+    cells = Predictor(refitted).predict_cells(data.chips, data.activity, data.has_activity)
+    assert np.isfinite(cells.domain).all()

@@ -137,9 +137,11 @@ def open_model(config: RunConfig) -> Predictor:
 
     Raises:
         InputNotFoundError: the model file does not exist.
-        ModelError: it is not an urbanfusion model, or it reads other chips than the config makes.
+        ModelError: it is not an urbanfusion model, it reads other chips than the config makes,
+            or its in-domain score cannot be read.
     """
     predictor = load_predictor(str(config.model_path or SHIPPED_MODEL))
+    predictor.domain_models  # noqa: B018 -- read now, so a bad score fails before the inputs
     c = predictor.contract
     predictor.check_chips(
         config.grid.chip_px,

@@ -21,10 +21,11 @@ import onnx
 import torch
 
 from urbanfusion.models.calibration import (
-    COMPONENTS,
+    DOMAIN_KEY,
     FEATURES,
     IN_DOMAIN_QUANTILE,
     LOGITS,
+    NEIGHBOURS,
     DomainModel,
     calibration_error,
     fit_temperature,
@@ -213,15 +214,16 @@ def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Pat
         b: has for b, has in (("image", has_image), ("activity", has_activity)) if b in features
     }
     domain = {
-        branch: DomainModel.fit(features[branch][fit & has], features[branch][val & has]).to_dict()
+        branch: DomainModel.fit(features[branch][fit & has], features[branch][val & has])
         for branch, has in present.items()
-        if (fit & has).sum() > COMPONENTS and (val & has).sum() > 0
+        if (fit & has).sum() >= NEIGHBOURS and (val & has).sum() > 0
     }
+    stored = {branch: model.to_contract() for branch, model in domain.items()}
     before, after = softmax(logits[val]), softmax(logits[val], temperature)
     contract = replace(
         predictor.contract,
         temperature=temperature,
-        domain=domain,
+        domain={branch: fields for branch, (fields, _) in stored.items()},
         calibration={
             "cells": len(labels),
             "validation_cells": int(val.sum()),
@@ -234,5 +236,12 @@ def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Pat
     )
     entry = next(m for m in proto.metadata_props if m.key == METADATA_KEY)
     entry.value = contract.to_json()
+    # The embeddings sit beside the contract, so that `model info` stays readable.
+    keep = [m for m in proto.metadata_props if not m.key.startswith(DOMAIN_KEY.format(branch=""))]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for branch, (_, blob) in stored.items():
+        extra = proto.metadata_props.add()
+        extra.key, extra.value = DOMAIN_KEY.format(branch=branch), blob
     _save_atomic(proto, out)
     return contract
