@@ -21,6 +21,9 @@ Takes 5 to 8 minutes per model and seed on 2 CPU cores. ``--keep DIR`` keeps the
         [--options convlstm pyramid exchange align distill double] [--train-seeds 0 1 2]
         [--image-encoder resnet|resnext|vit] [--image-weights ENCODER.pt] [--epochs 60]
         [--select heads|fused] [--keep DIR] [--rows ROWS.jsonl]
+
+Each saved row records its recipe (training cities, epochs, --select, dropout, aux weight, image
+encoder and weights); a run or a --table refuses rows of another recipe.
     .venv/bin/python benchmarks/demo_accuracy.py --table ROWS.jsonl [MORE.jsonl ...]
 """
 
@@ -77,9 +80,41 @@ OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
 ENCODER_OPTIONS = {"convlstm": {"activity_encoder": "convlstm"}}
 
 
+# The recipe of rows saved before rows carried one: every one of them used these settings.
+DEFAULT_RECIPE: dict[str, object] = {
+    "cities": [101, 102, 103, 104, 105, 106],
+    "epochs": 60,
+    "select": "heads",
+    "modality_dropout": TrainConfig.modality_dropout,
+    "aux_weight": TrainConfig.aux_weight,
+    "image_encoder": NetworkConfig.image_encoder,
+    "image_weights": None,
+}
+
+
 def read_rows(path: Path) -> list[dict[str, object]]:
-    """The rows a ``--rows`` file holds, one JSON object a line."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows a ``--rows`` file holds, one JSON object a line (older rows: the default recipe)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"recipe": DEFAULT_RECIPE, **row} for row in rows]
+
+
+def one_recipe(rows: list[dict[str, object]], recipe: dict[str, object] | None = None) -> None:
+    """Stop with one line when rows (and ``recipe``, the run's) were trained differently.
+
+    One table compares models trained the same way; mixing recipes would compare the recipes.
+    """
+    seen: list[dict[str, object]] = [recipe] if recipe else []
+    for row in rows:
+        if row["recipe"] not in seen:
+            seen.append(dict(row["recipe"]))  # type: ignore[call-overload]
+    if len(seen) > 1:
+        a, b = seen[0], seen[1]
+        keys = sorted(a.keys() | b.keys())
+        differ = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in keys if a.get(k) != b.get(k))
+        raise SystemExit(
+            f"the rows were trained with different recipes ({differ}); keep each recipe in its "
+            "own --rows file, or run with the same settings"
+        )
 
 
 def options_of(text: str) -> list[str]:
@@ -132,8 +167,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.table:
-        print_table([row for f in args.table for row in read_rows(f)])
+        saved = [row for f in args.table for row in read_rows(f)]
+        one_recipe(saved)
+        print_table(saved)
         return
+    recipe = {
+        "cities": args.seeds,
+        "epochs": args.epochs,
+        "select": args.select,
+        "modality_dropout": args.modality_dropout,
+        "aux_weight": args.aux_weight,
+        "image_encoder": args.image_encoder,
+        "image_weights": str(args.image_weights) if args.image_weights else None,
+    }
+    # Rows already in the --rows file are kept, not trained again: a long table resumes.
+    rows = read_rows(args.rows) if args.rows and args.rows.exists() else []
+    one_recipe(rows, recipe)
     work = Path(tempfile.mkdtemp(prefix="urbanfusion-bench-"))
     models = args.keep or work
     models.mkdir(parents=True, exist_ok=True)
@@ -182,8 +231,6 @@ def main() -> None:
                 runs.append(
                     (f"signalling-only + {name}", replace(base, use_image=False, **changes), {})
                 )
-    # Rows already in the --rows file are kept, not trained again: a long table resumes.
-    rows = read_rows(args.rows) if args.rows and args.rows.exists() else []
     done = {(r["model"], r["seed"]) for r in rows}
     for name, net, changes in runs:
         for seed in args.train_seeds:
@@ -207,6 +254,7 @@ def main() -> None:
             row = {
                 "model": name,
                 "seed": seed,
+                "recipe": recipe,
                 "params": exported_parameters(path),
                 "val_oa": result.validation["overall_accuracy"],
                 "best_epoch": result.best_epoch,
