@@ -54,6 +54,9 @@ class PretrainConfig:
     features: int = 128
 
 
+# Batches of 32 keep each activation under glibc's 32 MB mmap ceiling (see keep_freed_memory):
+# larger ones are mapped and faulted in afresh every time.
+_PREDICT_BATCH = 32
 # The held-out scenes do not move with --seed, so seeds are compared on the same scenes.
 _TEST_SPLIT_SEED = 0
 
@@ -178,14 +181,12 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
     model.eval()
-    # Batches of 32 keep each activation under glibc's 32 MB mmap ceiling (see
-    # keep_freed_memory): larger ones are mapped and faulted in afresh every time.
     out = [
-        model(x[s : s + 32].to(device).contiguous(memory_format=torch.channels_last))
+        model(x[s : s + _PREDICT_BATCH].to(device).contiguous(memory_format=torch.channels_last))
         .argmax(1)
         .cpu()
         .numpy()
-        for s in range(0, len(x), 32)
+        for s in range(0, len(x), _PREDICT_BATCH)
     ]
     return np.concatenate(out)
 
