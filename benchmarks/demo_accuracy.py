@@ -4,9 +4,9 @@ Trains every model with the same recipe (the Makefile's MODEL_SEEDS as training 
 training seed, and scores each on the demo city (seed 7), which no model saw:
 
 - the fusion variants (concatenation, attention bottleneck, cross-attention), and the first of
-  them with each of ``--options`` on (convlstm, pyramid, exchange, align, distill, double: see
-  README's training options; ``distill+convlstm`` is both at once; a pre-trained ViT is
-  ``--image-encoder vit --image-weights V.pt``);
+  them with each of ``--options`` on (convlstm, pyramid, exchange, align, align-momentum,
+  distill, double: see README's training options; ``distill+convlstm`` is both at once; a
+  pre-trained ViT is ``--image-encoder vit --image-weights V.pt``);
 - image-only and signalling-only models, and each fused model with one input masked at
   inference (the branch heads should stay within 3 points of the single-source models);
 - with ``--image-weights ENCODER.pt`` (from ``urbanfusion pretrain-image``), the first variant
@@ -18,7 +18,8 @@ missing" minus image-only, and fusion minus the better single-source model of th
 Takes 5 to 8 minutes per model and seed on 2 CPU cores. ``--keep DIR`` keeps the ONNX files.
 
     .venv/bin/python benchmarks/demo_accuracy.py [--variants concat bottleneck cross]
-        [--options convlstm pyramid exchange align distill double] [--train-seeds 0 1 2]
+        [--options convlstm pyramid exchange align align-momentum distill double]
+        [--train-seeds 0 1 2]
         [--image-encoder resnet|resnext|vit] [--image-weights ENCODER.pt] [--epochs 60]
         [--select heads|fused] [--keep DIR] [--rows ROWS.jsonl]
 
@@ -73,6 +74,8 @@ OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "pyramid": ({"pyramid": True}, {}),
     "exchange": ({"exchange": True}, {}),
     "align": ({}, {"align": 0.1}),
+    # ALBEF's full recipe: momentum encoders, a key queue and momentum distillation.
+    "align-momentum": ({}, {"align": 0.1, "align_momentum": 0.995}),
     "distill": ({}, {"distill": 0.5}),
     "double": ({"double_fusion": True}, {}),
 }

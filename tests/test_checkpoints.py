@@ -26,14 +26,19 @@ def _stop_after(epochs: int):
     return on_epoch
 
 
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+# ALBEF's momentum encoders and key queue are state outside the model: the checkpoint holds them.
+MOMENTUM = TrainConfig(**{**CFG.__dict__, "align": 0.1, "align_momentum": 0.9, "align_queue": 64})
+
+
+@pytest.mark.parametrize("cfg", [CFG, MOMENTUM], ids=["plain", "align-momentum"])
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, cfg):
     data = _tiny_data()
-    whole = train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=tmp_path / "a.ckpt")
+    whole = train(data, list(CLASS_NAMES), cfg, quiet=True, checkpoint=tmp_path / "a.ckpt")
     ckpt = tmp_path / "b.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
+        train(data, list(CLASS_NAMES), cfg, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
     assert load_checkpoint(ckpt)["epoch"] == 2
-    resumed = train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+    resumed = train(data, list(CLASS_NAMES), cfg, quiet=True, checkpoint=ckpt, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
     assert resumed.history == whole.history
     for (name, a), (_, b) in zip(

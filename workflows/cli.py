@@ -312,6 +312,13 @@ def train_command(
         float,
         typer.Option(help="Weight of the align-before-fuse contrastive loss (0 = off)."),
     ] = 0.0,
+    align_momentum: Annotated[
+        float,
+        typer.Option(
+            help="Momentum encoders for --align (ALBEF): moving averages at this momentum give "
+            "the keys, with a queue of earlier keys and softened targets (0 = none; ALBEF: 0.995).",
+        ),
+    ] = 0.0,
     double_fusion: Annotated[
         bool,
         typer.Option(
@@ -366,6 +373,14 @@ def train_command(
             "--exchange, --align, --distill and --double-fusion work between the two branches: "
             "use --branches fusion"
         )
+    if not 0 <= align_momentum < 1:
+        raise UrbanFusionError(
+            f"--align-momentum {align_momentum}: use a momentum in [0, 1) (ALBEF's is 0.995)"
+        )
+    if align_momentum and not align:
+        raise UrbanFusionError(
+            "--align-momentum needs the alignment loss it serves: add --align W (e.g. 0.1)"
+        )
     data = load_labelled_cities(sources, labels or [])
     _print_notes(data.notes)
     net = NetworkConfig(
@@ -386,6 +401,7 @@ def train_command(
         loss=loss,  # type: ignore[arg-type]
         consistency=consistency,
         align=align,
+        align_momentum=align_momentum,
         distill=distill,
         select=select,  # type: ignore[arg-type]
         image_weights=str(image_weights) if image_weights else None,

@@ -26,6 +26,7 @@ from torch import nn
 from urbanfusion.models.classes import CLASS_NAMES
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.metrics import scores
+from urbanfusion.models.training.align import MomentumAlign, alignment_loss
 from urbanfusion.models.training.checkpoint import (
     check_resumable,
     contract_of,
@@ -64,6 +65,12 @@ class TrainConfig:
     # the two branch features before fusion, projected to `network.align_dim` (64 if unset).
     align: float = 0.0
     align_temperature: float = 0.07
+    # ALBEF's momentum encoders for the alignment (0 = none): moving averages of the encoders
+    # and projections at this momentum give the keys, a queue of `align_queue` earlier keys
+    # adds negatives, and targets are softened by the copies' similarities at `align_alpha`.
+    align_momentum: float = 0.0
+    align_queue: int = 1024
+    align_alpha: float = 0.4
     # Channel exchanging (network.exchange): the L1 weight on the BatchNorm scales that decide it.
     exchange_l1: float = 1e-3
     # What early stopping keeps: "heads", the epoch best on the mean of the fused accuracy and
@@ -148,30 +155,6 @@ def distillation_loss(
             student, teacher, log_target=True, reduction="batchmean"
         )
     return total * temperature**2
-
-
-def alignment_loss(
-    projections: nn.ModuleDict,
-    vi: torch.Tensor,
-    va: torch.Tensor,
-    hi: torch.Tensor,
-    ha: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """Image-activity contrastive loss: a cell's two features match each other, not the batch's.
-
-    InfoNCE both ways over the cells with both inputs (other cells of the batch are the
-    negatives), on L2-normalised projections.
-    """
-    both = (hi[:, 0] > 0) & (ha[:, 0] > 0)
-    if int(both.sum()) < 2:
-        return vi.sum() * 0
-    zi = nn.functional.normalize(projections["image"](vi[both]), dim=1)
-    za = nn.functional.normalize(projections["activity"](va[both]), dim=1)
-    logits = zi @ za.T / temperature
-    target = torch.arange(len(zi), device=zi.device)
-    ce = nn.functional.cross_entropy
-    return 0.5 * (ce(logits, target) + ce(logits.T, target))
 
 
 def band_statistics(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -300,6 +283,11 @@ def train(
     if cfg.image_weights:
         load_into(model.image_encoder, net_cfg, Path(cfg.image_weights))
     model = model.to(device)
+    momentum = (
+        MomentumAlign(model, cfg.align_momentum, cfg.align_queue, cfg.align_alpha).to(device)
+        if cfg.align and cfg.align_momentum
+        else None
+    )
     counts = np.bincount(train_data.labels, minlength=len(class_names)).astype(np.float64)
     weights = torch.tensor(class_weights(counts, cfg.loss), dtype=torch.float32, device=device)
 
@@ -325,8 +313,10 @@ def train(
                 fused, (img_logits, act_logits), hi, ha, cfg.distill_temperature
             )
         if cfg.align and model.align is not None:
-            loss = loss + cfg.align * alignment_loss(
-                model.align, vi, va, hi, ha, cfg.align_temperature
+            loss = loss + cfg.align * (
+                momentum.loss(model, (image, act), vi, va, hi, ha, cfg.align_temperature)
+                if momentum is not None
+                else alignment_loss(model.align, vi, va, hi, ha, cfg.align_temperature)
             )
         if model.exchange is not None:
             loss = loss + cfg.exchange_l1 * model.exchange.sparsity()
@@ -345,6 +335,8 @@ def train(
         state = load_checkpoint(checkpoint)
         check_resumable(state, config_dict, fingerprint)
         loop.restore(state, device)
+        if momentum is not None:
+            momentum.load_state_dict(state["align_momentum"])  # type: ignore[arg-type]
         best_validation = dict(state["best_validation"])  # type: ignore[call-overload]
 
     def state_now() -> dict[str, object]:
@@ -360,6 +352,7 @@ def train(
             "chip_px": data.chip_px,
             "cell_size_m": data.cell_size_m,
             "trained_on": trained_on,
+            "align_momentum": None if momentum is None else momentum.state_dict(),
         }
 
     last_pred = np.zeros(0, dtype=np.int64)
