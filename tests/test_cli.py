@@ -32,6 +32,20 @@ def _assert_clean_failure(proc, pattern, out_dir):
     assert set(left) <= {".urbanfusion.lock", "store"}, f"a failed run must leave no output: {left}"
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "c.yaml", "--nope"], "No such option: --nope"),
+        (["batch", "cities", "--jobs", "0"], "Invalid value for '--jobs'"),
+        (["train"], "Missing argument"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_command_s_help(tmp_path, args, says):
+    proc = _run(*args)
+    _assert_clean_failure(proc, says, tmp_path / "out")
+    assert f"see `urbanfusion {args[0]} --help`" in proc.stderr and proc.stdout == ""
+
+
 def test_unknown_config_key(tmp_path, small_city):
     cfg = write_config(tmp_path / "c.yaml", small_city, **{"grid.cell_sise_m": 100})
     _assert_clean_failure(_run("run", cfg), "unknown key 'grid.cell_sise_m'", tmp_path / "out")

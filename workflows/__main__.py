@@ -1,5 +1,5 @@
 """``python -m urbanfusion.workflows`` runs the command line (the same as ``urbanfusion``)."""
 
-from urbanfusion.workflows.cli import app
+from urbanfusion.workflows.cli import main
 
-app(prog_name="urbanfusion")
+main()

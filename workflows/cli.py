@@ -634,3 +634,28 @@ def model_info_command(
                 "warning:", "bold yellow", "CUDA was requested but onnxruntime fell back to the CPU"
             )
         )
+
+
+def main() -> None:
+    """The ``urbanfusion`` console entry point: :data:`app`, with click's usage errors in one line.
+
+    Typer draws an unknown option or an out-of-range value as a multi-line box; here it is one
+    ``error:`` line like every other bad input, naming the command whose ``--help`` to read.
+    """
+    try:
+        code = app(prog_name="urbanfusion", standalone_mode=False)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # A bare command (no_args_is_help): its help, with click's usage status. Rich help
+            # was printed when the error was made; plain help is the error's message.
+            out.print(e.format_message(), highlight=False, end="")
+        else:
+            where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            message = " ".join(e.format_message().split()) + where
+            err.print(_flagged("error:", "bold red", message), soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
