@@ -17,6 +17,7 @@ from urbanfusion.models.training.pretrain import (  # noqa: E402
     pretrain,
     random_views,
     save_encoder,
+    train_side,
 )
 from urbanfusion.models.training.scenes import load_scenes, stratified_split  # noqa: E402
 from urbanfusion.pipeline.errors import InputFormatError, ModelError  # noqa: E402
@@ -70,6 +71,16 @@ def test_a_whole_view_is_the_averaged_scene_turned_or_mirrored_and_crops_stay_in
     framed[..., 0, :] = framed[..., -1, :] = framed[..., :, 0] = framed[..., :, -1] = 1
     crops = random_views(framed, 8, (0.3, 0.6), torch.Generator().manual_seed(2))
     assert float(crops.max()) < 0.5
+
+
+def test_training_crops_are_three_quarters_of_the_side_except_a_vit_s():
+    # Crops enlarge what they show; a smaller training side gives objects their size in whole
+    # scenes at the full side again (FixRes). Whole 8 px steps; a ViT's positions fix its size.
+    assert train_side(PretrainConfig(side=64)) == 48
+    assert train_side(PretrainConfig(side=100)) == 72
+    assert train_side(PretrainConfig(side=8)) == 8
+    assert train_side(PretrainConfig(side=64, train_scale=1.0)) == 64
+    assert train_side(PretrainConfig(side=64, image_encoder="vit")) == 64
 
 
 def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(tmp_path):

@@ -557,7 +557,7 @@ def evaluate_command(
 def pretrain_image_command(
     folder: Annotated[Path, typer.Argument(help="Labelled scenes: one sub-folder per class.")],
     encoder_out: Annotated[Path, typer.Option("--out", help="Encoder file to write (.pt).")],
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
+    epochs: Annotated[int, typer.Option(help="Epochs of the cosine schedule.")] = 50,
     side: Annotated[int, typer.Option(help="Scenes are resized to this many pixels a side.")] = 64,
     image_encoder: Annotated[
         str,

@@ -33,11 +33,13 @@ class PretrainConfig:
     scored at the end: neither early stopping nor anyone tuning looks at it. With
     ``val_fraction`` 0 (the default) the cosine schedule runs to its end and the last epoch is
     kept, so all the other scenes train; above 0, that share of all scenes chooses the epoch.
-    ``crop_area`` bounds the random crops' share of a scene.
+    ``crop_area`` bounds the random crops' share of a scene. Crops are resampled to
+    ``train_scale`` of ``side`` (see :func:`train_side`).
     """
 
     side: int = 64
-    epochs: int = 30
+    train_scale: float = 0.75
+    epochs: int = 50
     # 32, not 64: a 64-scene batch's full-resolution activations (33.5 MB at 64 px, width 32)
     # pass glibc's 32 MB mmap ceiling and were faulted in afresh every step.
     batch: int = 32
@@ -77,6 +79,20 @@ def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.T
     )
 
 
+def train_side(cfg: PretrainConfig) -> int:
+    """The side training crops are resampled to: ``train_scale`` of ``cfg.side``, a multiple of 8.
+
+    A random crop (35-100 % of the scene) enlarges what it shows when it is resampled to the
+    evaluation's side, so training sees objects larger than whole scenes show them; training a
+    little smaller than it is used at matches their apparent size again ("FixRes", Touvron et
+    al. 2019) and makes each step cheaper. A ViT's positional embeddings fix its input size,
+    so a ViT trains at ``cfg.side``.
+    """
+    if cfg.image_encoder == "vit":
+        return cfg.side
+    return max(8, round(cfg.side * cfg.train_scale / 8) * 8)
+
+
 def random_views(
     scenes: torch.Tensor,
     side: int,
@@ -111,7 +127,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     """Fit encoder + head on scenes loaded at ``2 * cfg.side``; what :func:`save_encoder` writes.
 
     The held-out scenes' scores are under ``"test"``, the early-stopping scenes' under
-    ``"validation"``. Training sees random crops of the full-resolution scenes (see
+    ``"validation"``. Training sees random crops of the scenes at :func:`train_side` (see
     :func:`random_views`); validation and test see whole scenes averaged down to ``cfg.side``.
     """
     generator = seeded(cfg.seed)
@@ -132,9 +148,18 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     std = np.maximum(scenes.images[train].std(axis=(0, 2, 3)), 1e-3)
     full = _normalise(scenes.images, mean, std)
     # Area averaging to the run's size; averaging is linear, so normalising first changes
-    # nothing. Kept whole for validation and test; training crops ``full`` instead.
+    # nothing. Kept whole for validation and test; training crops ``source`` instead.
     whole = nn.functional.adaptive_avg_pool2d(full, cfg.side)
-    # Batches are gathered from ``full`` by index: no second copy of the training scenes.
+    crop_side = train_side(cfg)
+    # Crops come from the scenes area-averaged to twice the crop side: bilinear resampling by
+    # more than 2x skips pixels (aliasing), and a whole-scene crop is again a 2 x 2 average.
+    source = (
+        nn.functional.interpolate(full, size=2 * crop_side, mode="area")
+        if full.shape[-1] > 2 * crop_side
+        else full
+    )
+    del full
+    # Batches are gathered from ``source`` by index: no second copy of the training scenes.
     rows, labels = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(scenes.labels)
     net_cfg = NetworkConfig(
         image_encoder=cfg.image_encoder,
@@ -147,7 +172,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     model = model.to(memory_format=torch.channels_last)
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        x = random_views(full[rows[idx]], cfg.side, cfg.crop_area, generator)
+        x = random_views(source[rows[idx]], crop_side, cfg.crop_area, generator)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         return nn.functional.cross_entropy(
             model(x), labels[rows[idx]].to(device), label_smoothing=cfg.label_smoothing
