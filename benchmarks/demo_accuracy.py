@@ -62,8 +62,7 @@ def cells_per_second(path: Path) -> float:
 
 def exported_parameters(path: Path) -> int:
     """Numbers in the ONNX file's weights: what inference runs, without the alignment
-    projections that no output uses (a single-source model still carries its unused encoder,
-    whose features its missing-input flag zeroes)."""
+    projections that no output uses, nor a single-source model's unused encoder."""
     graph = onnx.load(str(path)).graph
     return sum(int(np.prod(t.dims)) for t in graph.initializer)
 

@@ -301,3 +301,10 @@ def test_a_single_source_model_trains_exports_and_calibrates(tmp_path, use_image
     cells = predictor.predict_cells(data.chips, data.activity, data.has_activity)
     assert cells.prob.shape == (len(data), len(CLASS_NAMES)) and np.isfinite(cells.prob).all()
     assert np.isnan(cells.domain).all()
+    # The unused branch's encoder never runs, so the file does not carry it.
+    import onnx
+
+    names = {t.name for t in onnx.load(str(path)).graph.initializer}
+    unused, used = ("activity", "image") if use_image else ("image", "activity")
+    assert not any(n.startswith(f"{unused}_encoder.") for n in names)
+    assert any(n.startswith(f"{used}_encoder.") for n in names)

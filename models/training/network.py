@@ -401,8 +401,10 @@ class FusionNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three heads' logits and the two branch features before fusion (for losses)."""
         has_image, has_activity = self._flags(has_image, has_activity)
-        vi, ti = self.image_encoder(image)
-        va, ta = self.activity_encoder(activity)
+        vi, ti = self.image_encoder(image) if self.cfg.use_image else self._absent(image)
+        va, ta = (
+            self.activity_encoder(activity) if self.cfg.use_activity else self._absent(activity)
+        )
         vi, va = vi * has_image, va * has_activity
         embeddings = (vi, va)
         if self.exchange is not None:
@@ -441,6 +443,16 @@ class FusionNet(nn.Module):
                 + only_activity * (activity_logits - fused)
             )
         return torch.softmax(fused, dim=1)
+
+    def _absent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero features and one zero token for the branch a single-source model does not use.
+
+        Its flag is always 0, so its encoder's output would be multiplied by 0 anyway; not
+        running it leaves the encoder out of the exported graph. One token: attention over
+        identical zero tokens is the same for one as for many.
+        """
+        zeros = x.new_zeros(x.shape[0], self.cfg.features)
+        return zeros, zeros.unsqueeze(1)
 
     def _flags(
         self, has_image: torch.Tensor, has_activity: torch.Tensor
