@@ -78,6 +78,16 @@ def test_the_queue_keeps_the_keys_of_the_last_cells_and_only_cells_with_both_inp
     torch.testing.assert_close(queue[0:2], keys[1][3:5])
 
 
+def test_a_batch_larger_than_the_queue_leaves_its_last_keys():
+    model = _model()
+    momentum = MomentumAlign(model, momentum=0.995, queue=4, alpha=0.4)
+    image, activity = _batch(6)
+    flags = torch.ones(6, 1)
+    vi, va = model.image_encoder(image)[0], model.activity_encoder(activity)[0]
+    momentum.loss(model, (image, activity), vi, va, flags, flags, 0.07)
+    torch.testing.assert_close(momentum.image_queue, momentum._keys(image, activity)[0][-4:])
+
+
 def test_momentum_alignment_needs_the_projections():
     with pytest.raises(ValueError, match="alignment projections"):
         MomentumAlign(FusionNet(_tiny_net()), momentum=0.995, queue=8, alpha=0.4)

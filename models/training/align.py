@@ -113,9 +113,10 @@ class MomentumAlign(nn.Module):
     @torch.no_grad()
     def _enqueue(self, ki: torch.Tensor, ka: torch.Tensor) -> None:
         size = self.image_queue.shape[0]
+        ki, ka = ki[-size:], ka[-size:]  # a batch larger than the queue: its last cells
         slots = (int(self.seen) + torch.arange(len(ki), device=ki.device)) % size
-        self.image_queue[slots] = ki[-size:] if len(ki) > size else ki
-        self.activity_queue[slots] = ka[-size:] if len(ka) > size else ka
+        self.image_queue[slots] = ki
+        self.activity_queue[slots] = ka
         self.seen += len(ki)
 
     def loss(
