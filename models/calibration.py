@@ -108,7 +108,9 @@ class DomainModel:
     class lies far from the mean of all classes.
     """
 
-    reference: np.ndarray  # (m, d) float16: unit-length training embeddings
+    # (m, d) unit-length training embeddings: float16 values (what the file stores), held as
+    # float32 so that scoring each chunk of cells does not convert them again.
+    reference: np.ndarray
     k: int
     threshold: float  # the distance within which IN_DOMAIN_QUANTILE of validation cells stay
 
@@ -128,13 +130,13 @@ class DomainModel:
         x = np.asarray(train, dtype=np.float32)
         if len(x) > cap:  # bounded file size and scoring time on large training sets
             x = x[np.sort(np.random.default_rng(0).choice(len(x), cap, replace=False))]
-        model = cls(_unit(x).astype(np.float16), min(k, len(x)), 1.0)
+        model = cls(_unit(x).astype(np.float16).astype(np.float32), min(k, len(x)), 1.0)
         radius = float(np.quantile(model.distance(validation), quantile))
         return cls(model.reference, model.k, max(radius, 1e-6))
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Euclidean distance of each unit-length row to its k-th nearest training embedding."""
-        ref = self.reference.astype(np.float32)
+        ref = self.reference
         x = _unit(np.asarray(features, dtype=np.float32))
         out = np.empty(len(x), np.float32)
         for s in range(0, len(x), _SCORE_BATCH):  # bounds the (batch, m) similarity matrix
@@ -179,12 +181,17 @@ class DomainModel:
                 f"{source}: its in-domain score is damaged ({err!r}); refit it with "
                 "`urbanfusion calibrate`"
             ) from None
+        if not (1 <= k <= cells and np.isfinite(threshold) and threshold > 0):
+            raise ModelError(
+                f"{source}: its in-domain score is damaged (k {k} of {cells} embeddings, "
+                f"radius {threshold}); refit it with `urbanfusion calibrate`"
+            )
         if len(raw) != cells * dims * 2:
             raise ModelError(
                 f"{source}: its in-domain embeddings hold {len(raw)} bytes, not the "
                 f"{cells * dims * 2} its contract names; refit them with `urbanfusion calibrate`"
             )
-        reference = np.frombuffer(raw, "<f2").reshape(cells, dims).astype(np.float16)
+        reference = np.frombuffer(raw, "<f2").reshape(cells, dims).astype(np.float32)
         return cls(reference, k, threshold)
 
 

@@ -77,6 +77,11 @@ def test_in_domain_embeddings_survive_the_model_file_and_a_damaged_or_older_entr
         DomainModel.from_contract({**fields, "cells": None}, blob, "m.onnx")
     with pytest.raises(ModelError, match="in-domain score is damaged"):
         DomainModel.from_contract(fields, "not base64!", "m.onnx")
+    # Fields that read but cannot score: a neighbour beyond the embeddings, no radius.
+    with pytest.raises(ModelError, match="damaged \\(k 301 of 300 embeddings"):
+        DomainModel.from_contract({**fields, "k": 301}, blob, "m.onnx")
+    with pytest.raises(ModelError, match="in-domain score is damaged"):
+        DomainModel.from_contract({**fields, "threshold": 0.0}, blob, "m.onnx")
     older = {"mean": [0.0], "components": [[1.0]], "variances": [1.0], "residual": 1.0}
     with pytest.raises(ModelError, match="earlier urbanfusion; refit it with `urbanfusion calib"):
         DomainModel.from_contract({**older, "threshold": 1.0}, None, "m.onnx")
