@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,9 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="pre-training needs the train extra (torch)")
 
+from urbanfusion.ingest.rgb_images import read_rgb  # noqa: E402
 from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
 from urbanfusion.models.training.pretrain import (  # noqa: E402
     PretrainConfig,
+    averaged_views,
+    band_statistics,
     evaluate_encoder,
     load_into,
     pretrain,
@@ -45,10 +49,28 @@ def _scene_folder(root, n=24, seed=0):
 def test_scenes_load_by_class_and_split_by_class(tmp_path):
     scenes = load_scenes(_scene_folder(tmp_path / "s"), side=32)
     assert scenes.images.shape == (72, 3, 32, 32) and scenes.classes == ["dots", "flat", "stripes"]
+    # Held as bytes (a quarter of float32's memory), the same pixels read_rgb scales to [0, 1].
+    assert scenes.images.dtype == np.uint8
+    first = read_rgb(Path(scenes.paths[0]), 32)
+    np.testing.assert_array_equal(scenes.images[0] / np.float32(255), first)
     val = stratified_split(scenes.labels, 0.25, seed=0)
     assert [int(val[scenes.labels == k].sum()) for k in range(3)] == [6, 6, 6]
     with pytest.raises(InputFormatError, match="differ"):
         load_scenes(tmp_path / "s", 32, ["a", "b"])
+
+
+def test_statistics_and_averaged_views_over_chunks_equal_those_of_all_scenes_at_once():
+    # 300 scenes: more than one chunk, and a last chunk that is not full.
+    images = np.random.default_rng(4).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
+    mean, std = band_statistics(images)
+    scaled = images / 255.0
+    np.testing.assert_allclose(mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, scaled.std(axis=(0, 2, 3)), rtol=1e-9)
+    half, same = averaged_views(images, mean, std, (4, 8))
+    normalised = (scaled - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(same.numpy(), normalised, atol=1e-5)
+    expected = normalised.reshape(300, 3, 4, 2, 4, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(half.numpy(), expected, atol=1e-5)
 
 
 def test_a_whole_view_is_the_averaged_scene_turned_or_mirrored_and_crops_stay_inside():
@@ -93,7 +115,9 @@ def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(
     assert b["validation"]["n"] == 6 and not set(b["validation_scenes"]) & set(b["test_scenes"])
     # The band statistics come from the training scenes alone: not the held-out ones.
     train = ~np.isin(scenes.paths, a["test_scenes"])
-    np.testing.assert_allclose(a["mean"], scenes.images[train].mean(axis=(0, 2, 3)), rtol=1e-6)
+    kept = scenes.images[train] / 255.0
+    np.testing.assert_allclose(a["mean"], kept.mean(axis=(0, 2, 3)), rtol=1e-9)
+    np.testing.assert_allclose(a["std"], kept.std(axis=(0, 2, 3)), rtol=1e-9)
     with pytest.raises(ModelError, match="no scenes to train"):
         pretrain(scenes, replace(cfg, val_fraction=0.5, test_fraction=0.5))
 

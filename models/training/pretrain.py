@@ -59,6 +59,8 @@ class PretrainConfig:
 # Batches of 32 keep each activation under glibc's 32 MB mmap ceiling (see keep_freed_memory):
 # larger ones are mapped and faulted in afresh every time.
 _PREDICT_BATCH = 32
+# Scenes normalised and averaged this many at a time (25 MB of float32 at 128 px).
+_CHUNK = 128
 # The held-out scenes do not move with --seed, so seeds are compared on the same scenes.
 _TEST_SPLIT_SEED = 0
 
@@ -74,9 +76,40 @@ class _Classifier(nn.Module):
 
 
 def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(
-        ((images - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
-    )
+    """uint8 scenes to float32 tensors scaled to [0, 1] and standardised per band."""
+    x = images.astype(np.float32) / 255.0
+    return torch.from_numpy(((x - mean[:, None, None]) / std[:, None, None]).astype(np.float32))
+
+
+def band_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation of uint8 scenes on the [0, 1] scale.
+
+    Summed in float64 a chunk at a time: no float copy of all the scenes.
+    """
+    total, squares, count = np.zeros(images.shape[1]), np.zeros(images.shape[1]), 0
+    for s in range(0, len(images), _CHUNK):
+        x = images[s : s + _CHUNK].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        squares += (x * x).sum(axis=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / max(count, 1)
+    return mean, np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
+
+
+def averaged_views(
+    images: np.ndarray, mean: np.ndarray, std: np.ndarray, sides: tuple[int, ...]
+) -> list[torch.Tensor]:
+    """The scenes normalised and area-averaged to each of ``sides``, a chunk at a time.
+
+    A side not smaller than the scenes' keeps them as they are. Only the averaged copies are
+    ever whole in memory.
+    """
+    parts: list[list[torch.Tensor]] = [[] for _ in sides]
+    for s in range(0, len(images), _CHUNK):
+        x = _normalise(images[s : s + _CHUNK], mean, std)
+        for part, side in zip(parts, sides, strict=True):
+            part.append(nn.functional.adaptive_avg_pool2d(x, side) if side < x.shape[-1] else x)
+    return [torch.cat(part) for part in parts]
 
 
 def train_side(cfg: PretrainConfig) -> int:
@@ -126,6 +159,8 @@ def random_views(
 def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
     """Fit encoder + head on scenes loaded at ``2 * cfg.side``; what :func:`save_encoder` writes.
 
+    ``mean`` and ``std`` in the result are per band on the [0, 1] scale.
+
     The held-out scenes' scores are under ``"test"``, the early-stopping scenes' under
     ``"validation"``. Training sees random crops of the scenes at :func:`train_side` (see
     :func:`random_views`); validation and test see whole scenes averaged down to ``cfg.side``.
@@ -144,21 +179,14 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
             scenes.labels[~test], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed
         )
     train = ~(test | val)
-    mean = scenes.images[train].mean(axis=(0, 2, 3))
-    std = np.maximum(scenes.images[train].std(axis=(0, 2, 3)), 1e-3)
-    full = _normalise(scenes.images, mean, std)
-    # Area averaging to the run's size; averaging is linear, so normalising first changes
-    # nothing. Kept whole for validation and test; training crops ``source`` instead.
-    whole = nn.functional.adaptive_avg_pool2d(full, cfg.side)
+    mean, std = band_statistics(scenes.images[train])
+    std = np.maximum(std, 1e-3)
     crop_side = train_side(cfg)
-    # Crops come from the scenes area-averaged to twice the crop side: bilinear resampling by
-    # more than 2x skips pixels (aliasing), and a whole-scene crop is again a 2 x 2 average.
-    source = (
-        nn.functional.interpolate(full, size=2 * crop_side, mode="area")
-        if full.shape[-1] > 2 * crop_side
-        else full
-    )
-    del full
+    # Validation and test see whole scenes area-averaged to the run's size. Training crops
+    # come from the scenes area-averaged to twice the crop side: bilinear resampling by more
+    # than 2x skips pixels (aliasing), and a whole-scene crop is again a 2 x 2 average.
+    # Averaging is linear, so normalising first changes nothing.
+    whole, source = averaged_views(scenes.images, mean, std, (cfg.side, 2 * crop_side))
     # Batches are gathered from ``source`` by index: no second copy of the training scenes.
     rows, labels = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(scenes.labels)
     net_cfg = NetworkConfig(
