@@ -57,6 +57,10 @@ def test_scenes_load_by_class_and_split_by_class(tmp_path):
     assert [int(val[scenes.labels == k].sum()) for k in range(3)] == [6, 6, 6]
     with pytest.raises(InputFormatError, match="differ"):
         load_scenes(tmp_path / "s", 32, ["a", "b"])
+    # Read in parallel, an unreadable file is still one error that names it.
+    (tmp_path / "s" / "flat" / "5.png").write_bytes(b"not a picture")
+    with pytest.raises(InputFormatError, match=r"5\.png: cannot read this image"):
+        load_scenes(tmp_path / "s", 32)
 
 
 def test_statistics_and_averaged_views_over_chunks_equal_those_of_all_scenes_at_once():

@@ -7,6 +7,8 @@ to [0, 1] like uint8 tiles in a run by whoever uses them. No torch here.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,19 +47,27 @@ def load_scenes(folder: Path, side: int, classes: list[str] | None = None) -> Sc
         raise InputFormatError(
             f"{folder}: class sub-folders {found} differ from the encoder's classes {classes}"
         )
-    images, labels, paths = [], [], []
+    labels, paths = [], []
     for k, name in enumerate(classes):
         for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() not in EXTENSIONS:
-                continue
-            images.append(read_rgb_uint8(path, side))
-            labels.append(k)
-            paths.append(str(path))
-    if not images:
+            if path.suffix.lower() in EXTENSIONS:
+                labels.append(k)
+                paths.append(path)
+    if not paths:
         raise InputNotFoundError(
             f"{folder}: no images in class sub-folders; expect {folder}/<class>/<image>.jpg"
         )
-    return Scenes(np.stack(images), np.asarray(labels, np.int64), list(classes), paths)
+    images = np.empty((len(paths), 3, side, side), np.uint8)
+
+    def read(i: int) -> None:
+        images[i] = read_rgb_uint8(paths[i], side)
+
+    # OpenCV decodes and resizes without holding the GIL: one thread per core reads them in
+    # parallel, each into its own slot (the first unreadable file's error is raised).
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for _ in pool.map(read, range(len(paths))):
+            pass
+    return Scenes(images, np.asarray(labels, np.int64), list(classes), [str(p) for p in paths])
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
