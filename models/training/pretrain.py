@@ -159,11 +159,10 @@ def random_views(
 def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
     """Fit encoder + head on scenes loaded at ``2 * cfg.side``; what :func:`save_encoder` writes.
 
-    ``mean`` and ``std`` in the result are per band on the [0, 1] scale.
-
     The held-out scenes' scores are under ``"test"``, the early-stopping scenes' under
     ``"validation"``. Training sees random crops of the scenes at :func:`train_side` (see
     :func:`random_views`); validation and test see whole scenes averaged down to ``cfg.side``.
+    ``mean`` and ``std`` are per band, on the [0, 1] scale of the scenes' bytes / 255.
     """
     generator = seeded(cfg.seed)
     device = pick_device()

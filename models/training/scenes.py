@@ -1,8 +1,8 @@
 """Folders of labelled scenes (one sub-folder per class), for image-encoder pre-training.
 
 No weights can be downloaded, so the image encoder learns what ground looks like from labelled
-scenes instead (e.g. RSSCN7). Images are read with OpenCV, resized to a square side, and scaled
-to [0, 1] like uint8 tiles in a run by whoever uses them. No torch here.
+scenes instead (e.g. RSSCN7). Images are read with OpenCV, resized to a square side and kept as
+uint8; pre-training scales them to [0, 1] like a run's uint8 tiles. No torch here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 class Scenes:
     """Images ``(n, 3, side, side)`` uint8, their labels, the class names and the files.
 
-    Kept as bytes: RSSCN7 at 128 px is 103 MB so, 413 MB as float32.
+    Kept as bytes: RSSCN7 at 128 px takes 103 MB so, against 413 MB as float32.
     """
 
     images: np.ndarray
