@@ -59,7 +59,7 @@ class PretrainConfig:
 # Batches of 32 keep each activation under glibc's 32 MB mmap ceiling (see keep_freed_memory):
 # larger ones are mapped and faulted in afresh every time.
 _PREDICT_BATCH = 32
-# Scenes normalised and averaged this many at a time (25 MB of float32 at 128 px).
+# Scenes normalised, averaged or summed this many at a time (25 MB as float32 at 128 px).
 _CHUNK = 128
 # The held-out scenes do not move with --seed, so seeds are compared on the same scenes.
 _TEST_SPLIT_SEED = 0
