@@ -22,7 +22,7 @@ from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 class Scenes:
     """Images ``(n, 3, side, side)`` uint8, their labels, the class names and the files.
 
-    Kept as bytes: RSSCN7 at 128 px takes 103 MB so, against 413 MB as float32.
+    Kept as bytes: RSSCN7 at 128 px takes 103 MB this way, 413 MB as float32.
     """
 
     images: np.ndarray
