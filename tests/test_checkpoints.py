@@ -1,3 +1,5 @@
+from dataclasses import asdict, replace
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="checkpoint tests need the train extra (torch)")
@@ -7,7 +9,11 @@ from typer.testing import CliRunner  # noqa: E402
 from tests.test_model import _tiny_data  # noqa: E402
 from urbanfusion.models.classes import CLASS_NAMES  # noqa: E402
 from urbanfusion.models.inference import Predictor  # noqa: E402
-from urbanfusion.models.training.checkpoint import load_checkpoint  # noqa: E402
+from urbanfusion.models.training.checkpoint import (  # noqa: E402
+    BEFORE_IT_EXISTED,
+    flat_settings,
+    load_checkpoint,
+)
 from urbanfusion.models.training.export import PARITY_TOLERANCE, parity  # noqa: E402
 from urbanfusion.models.training.network import NetworkConfig  # noqa: E402
 from urbanfusion.models.training.train import TrainConfig, train  # noqa: E402
@@ -81,4 +87,97 @@ def test_export_of_a_bad_or_missing_checkpoint_is_one_line(tmp_path, content):
     out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx")])
     assert out.exit_code == 2
     assert len(out.output.strip().splitlines()) == 1 and str(ckpt) in out.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# The training config when checkpoints were first written (urbanfusion.checkpoint/1).
+FORMAT_1_SETTINGS = {
+    "epochs", "batch", "lr", "weight_decay", "patience", "seed", "aux_weight",
+    "modality_dropout", "loss", "image_weights", "focal_gamma", "consistency", "val_fraction",
+    "device", "network.bands", "network.chip_px", "network.days", "network.hours",
+    "network.classes", "network.image_width", "network.activity_width", "network.features",
+    "network.dropout", "network.use_image", "network.use_activity", "network.image_encoder",
+    "network.activity_encoder", "network.fusion", "network.heads", "network.bottleneck_tokens",
+}  # fmt: skip
+
+
+def test_every_setting_added_since_format_1_says_what_runs_did_before_it():
+    added = set(flat_settings(asdict(TrainConfig()))) - FORMAT_1_SETTINGS
+    assert added == set(BEFORE_IT_EXISTED)
+
+
+def _as_if_older(ckpt, edit) -> None:
+    """Rewrite a checkpoint as an earlier version would have written it."""
+    state = torch.load(ckpt, weights_only=True)
+    edit(state)
+    torch.save(state, ckpt)
+
+
+def _strip_later_settings(state: dict) -> None:
+    for key in BEFORE_IT_EXISTED:
+        if key.startswith("network."):
+            del state["train_config"]["network"][key.removeprefix("network.")]
+            del state["network"][key.removeprefix("network.")]
+        else:
+            del state["train_config"][key]
+
+
+def test_a_checkpoint_older_than_the_research_options_resumes_with_the_options_it_had(tmp_path):
+    data, fused = _tiny_data(), replace(CFG, select="fused")
+    whole = train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=tmp_path / "a.ckpt")
+    ckpt = tmp_path / "old.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
+    _as_if_older(ckpt, _strip_later_settings)
+    # Early stopping then looked at the fused accuracy only: today's default would change the run.
+    with pytest.raises(ModelError, match="select was 'fused' in the checkpoint, now 'heads'"):
+        train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+    resumed = train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=ckpt, resume=True)
+    assert resumed.history == whole.history
+    for (name, a), (_, b) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_a_checkpoint_without_a_setting_nobody_listed_is_refused_by_name(tmp_path):
+    ckpt = tmp_path / "c.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            _tiny_data(),
+            list(CLASS_NAMES),
+            CFG,
+            quiet=True,
+            checkpoint=ckpt,
+            on_epoch=_stop_after(1),
+        )
+    _as_if_older(ckpt, lambda state: state["train_config"].pop("consistency"))
+    with pytest.raises(ModelError, match="predates the setting consistency"):
+        train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+
+
+def test_a_checkpoint_whose_layers_differ_is_refused_in_one_line(tmp_path):
+    ckpt = tmp_path / "e.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            _tiny_data(),
+            list(CLASS_NAMES),
+            CFG,
+            quiet=True,
+            checkpoint=ckpt,
+            on_epoch=_stop_after(1),
+        )
+
+    def with_a_dropped_layer(state: dict) -> None:
+        # A signalling-only model once kept an unused image encoder: weights it no longer has.
+        for weights in (state["model"], state["best"]):
+            weights["image.retired.weight"] = torch.zeros(3)
+
+    _as_if_older(ckpt, with_a_dropped_layer)
+    with pytest.raises(ModelError, match=r"differs from this version's at image\.retired\.weight"):
+        train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+    out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx")])
+    assert out.exit_code == 2, out.output
+    assert len(out.output.strip().splitlines()) == 1 and "image.retired.weight" in out.output
+    assert str(ckpt) in out.output
     assert not (tmp_path / "m.onnx").exists()

@@ -482,7 +482,7 @@ def export_command(
         from urbanfusion.models.training.checkpoint import best_model, contract_of, load_checkpoint
         from urbanfusion.models.training.export import export_onnx
     state = load_checkpoint(checkpoint)
-    diff = export_onnx(best_model(state), contract_of(state), model_out)
+    diff = export_onnx(best_model(state, checkpoint), contract_of(state), model_out)
     out.print(
         f"wrote {model_out} (best epoch {state['best_epoch']} of {state['epoch']}); "
         f"parity torch vs onnxruntime {diff:.1e}",

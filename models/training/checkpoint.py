@@ -23,6 +23,28 @@ from urbanfusion.pipeline.errors import ModelError
 
 FORMAT = "urbanfusion.checkpoint/1"
 
+# Settings added to the training config after this format was first written, each with the value
+# that does what runs did before the setting existed: a checkpoint without one resumes as having
+# that value. A setting added later must be listed here (a test checks it), or such checkpoints
+# are refused by name.
+BEFORE_IT_EXISTED: dict[str, object] = {
+    "distill": 0.0,
+    "distill_temperature": 2.0,
+    "align": 0.0,
+    "align_temperature": 0.07,
+    "align_momentum": 0.0,
+    "align_queue": 1024,
+    "align_alpha": 0.4,
+    "exchange_l1": 1e-3,
+    # Early stopping looked at the fused accuracy alone until --select heads became the default.
+    "select": "fused",
+    "network.pyramid": False,
+    "network.exchange": False,
+    "network.align_dim": 0,
+    "network.double_fusion": False,
+}
+_ABSENT = object()
+
 
 def data_fingerprint(data: CellData) -> str:
     """A short hash of which cells, labels and blocks a run trains on."""
@@ -62,17 +84,39 @@ def load_checkpoint(path: Path) -> dict[str, object]:
     return state
 
 
-def check_resumable(state: dict[str, object], train_config: dict[str, object], data: str) -> None:
-    """Refuse to resume with another config or other data than the checkpoint's.
+def flat_settings(config: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """A nested training config (``asdict``) as ``{"lr": ..., "network.fusion": ...}``."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable(
+    state: dict[str, object], train_config: dict[str, object], data: str, model: torch.nn.Module
+) -> None:
+    """Refuse to resume with another config, other data or another network than the checkpoint's.
+
+    A setting the checkpoint predates counts as its :data:`BEFORE_IT_EXISTED` value, so a run
+    started by an earlier version resumes with the options it had.
 
     Raises:
-        ModelError: naming the first setting that differs.
+        ModelError: naming the first setting that differs, or the layers that do.
     """
-    saved = dict(state["train_config"])  # type: ignore[call-overload]
-    for key, value in train_config.items():
-        if key != "device" and saved.get(key) != value:
+    saved = flat_settings(dict(state["train_config"]))  # type: ignore[call-overload]
+    for key, value in flat_settings(train_config).items():
+        was = saved.get(key, BEFORE_IT_EXISTED.get(key, _ABSENT))
+        if was is _ABSENT:
             raise ModelError(
-                f"cannot resume: {key} was {saved.get(key)!r} in the checkpoint, now {value!r}; "
+                f"cannot resume: the checkpoint predates the setting {key}; "
+                "train from scratch without --resume"
+            )
+        if key != "device" and was != value:
+            raise ModelError(
+                f"cannot resume: {key} was {was!r} in the checkpoint, now {value!r}; "
                 "use the same options, or train from scratch without --resume"
             )
     if state["data"] != data:
@@ -80,11 +124,34 @@ def check_resumable(state: dict[str, object], train_config: dict[str, object], d
             "cannot resume: the training cells differ from the checkpoint's; use the same "
             "configs and labels, or train from scratch without --resume"
         )
+    layer = _first_misfit(state["model"], model)  # type: ignore[arg-type]
+    if layer is not None:
+        raise ModelError(
+            f"cannot resume: the checkpoint's network differs from this version's at {layer} "
+            "(written by another urbanfusion version); train from scratch without --resume"
+        )
 
 
-def best_model(state: dict[str, object]) -> FusionNet:
-    """The network with the checkpoint's best weights, in eval mode on the CPU."""
+def _first_misfit(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> str | None:
+    """The first layer whose name or shape differs between ``weights`` and ``model``, if any."""
+    theirs = {k: tuple(v.shape) for k, v in weights.items()}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return None if theirs == ours else sorted(set(theirs.items()) ^ set(ours.items()))[0][0]
+
+
+def best_model(state: dict[str, object], path: Path) -> FusionNet:
+    """The network with the best weights of checkpoint ``path``, in eval mode on the CPU.
+
+    Raises:
+        ModelError: the weights do not fit this version's network.
+    """
     model = FusionNet(NetworkConfig(**state["network"]))  # type: ignore[arg-type]
+    layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
+    if layer is not None:
+        raise ModelError(
+            f"{path}: the network differs from this version's at {layer} (written by another "
+            "urbanfusion version); export it with the version that wrote it"
+        )
     model.load_state_dict(state["best"])  # type: ignore[arg-type]
     return model.eval()
 

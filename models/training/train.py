@@ -333,7 +333,7 @@ def train(
     best_validation: dict[str, object] = {}
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        check_resumable(state, config_dict, fingerprint)
+        check_resumable(state, config_dict, fingerprint, model)
         loop.restore(state, device)
         if momentum is not None:
             momentum.load_state_dict(state["align_momentum"])  # type: ignore[arg-type]
