@@ -106,8 +106,21 @@ def test_every_setting_added_since_format_1_says_what_runs_did_before_it():
     assert added == set(BEFORE_IT_EXISTED)
 
 
-def _as_if_older(ckpt, edit) -> None:
-    """Rewrite a checkpoint as an earlier version would have written it."""
+def _interrupted_after(epochs: int, ckpt, cfg: TrainConfig = CFG) -> None:
+    """A checkpoint of a run on the tiny data stopped after ``epochs``."""
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            _tiny_data(),
+            list(CLASS_NAMES),
+            cfg,
+            quiet=True,
+            checkpoint=ckpt,
+            on_epoch=_stop_after(epochs),
+        )
+
+
+def _as_if_from_another_version(ckpt, edit) -> None:
+    """Rewrite a checkpoint as another version would have written it."""
     state = torch.load(ckpt, weights_only=True)
     edit(state)
     torch.save(state, ckpt)
@@ -126,9 +139,8 @@ def test_a_checkpoint_older_than_the_research_options_resumes_with_the_options_i
     data, fused = _tiny_data(), replace(CFG, select="fused")
     whole = train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=tmp_path / "a.ckpt")
     ckpt = tmp_path / "old.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
-    _as_if_older(ckpt, _strip_later_settings)
+    _interrupted_after(2, ckpt, fused)
+    _as_if_from_another_version(ckpt, _strip_later_settings)
     # Early stopping then looked at the fused accuracy only: today's default would change the run.
     with pytest.raises(ModelError, match="select was 'fused' in the checkpoint, now 'heads'"):
         train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
@@ -142,38 +154,39 @@ def test_a_checkpoint_older_than_the_research_options_resumes_with_the_options_i
 
 def test_a_checkpoint_without_a_setting_nobody_listed_is_refused_by_name(tmp_path):
     ckpt = tmp_path / "c.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            _tiny_data(),
-            list(CLASS_NAMES),
-            CFG,
-            quiet=True,
-            checkpoint=ckpt,
-            on_epoch=_stop_after(1),
-        )
-    _as_if_older(ckpt, lambda state: state["train_config"].pop("consistency"))
+    _interrupted_after(1, ckpt)
+    _as_if_from_another_version(ckpt, lambda state: state["train_config"].pop("consistency"))
     with pytest.raises(ModelError, match="predates the setting consistency"):
         train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
 
 
+def test_a_checkpoint_with_a_setting_this_version_lacks_is_refused_by_name(tmp_path):
+    ckpt = tmp_path / "n.ckpt"
+    _interrupted_after(1, ckpt)
+
+    def from_a_newer_version(state: dict) -> None:
+        state["train_config"]["network"]["hologram"] = True
+        state["network"]["hologram"] = True
+
+    _as_if_from_another_version(ckpt, from_a_newer_version)
+    with pytest.raises(ModelError, match=r"setting network\.hologram, which this version"):
+        train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
+    out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx")])
+    assert out.exit_code == 2, out.output
+    assert len(out.output.strip().splitlines()) == 1 and "hologram" in out.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_a_checkpoint_whose_layers_differ_is_refused_in_one_line(tmp_path):
     ckpt = tmp_path / "e.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            _tiny_data(),
-            list(CLASS_NAMES),
-            CFG,
-            quiet=True,
-            checkpoint=ckpt,
-            on_epoch=_stop_after(1),
-        )
+    _interrupted_after(1, ckpt)
 
     def with_a_dropped_layer(state: dict) -> None:
-        # A signalling-only model once kept an unused image encoder: weights it no longer has.
+        # Weights of a layer this version's network does not have.
         for weights in (state["model"], state["best"]):
             weights["image.retired.weight"] = torch.zeros(3)
 
-    _as_if_older(ckpt, with_a_dropped_layer)
+    _as_if_from_another_version(ckpt, with_a_dropped_layer)
     with pytest.raises(ModelError, match=r"differs from this version's at image\.retired\.weight"):
         train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, resume=True)
     out = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "m.onnx")])

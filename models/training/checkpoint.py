@@ -107,7 +107,14 @@ def check_resumable(
         ModelError: naming the first setting that differs, or the layers that do.
     """
     saved = flat_settings(dict(state["train_config"]))  # type: ignore[call-overload]
-    for key, value in flat_settings(train_config).items():
+    now = flat_settings(train_config)
+    unknown = sorted(set(saved) - set(now))
+    if unknown:
+        raise ModelError(
+            f"cannot resume: the checkpoint has the setting {unknown[0]}, which this version "
+            "does not know (written by a newer urbanfusion); resume it with that version"
+        )
+    for key, value in now.items():
         was = saved.get(key, BEFORE_IT_EXISTED.get(key, _ABSENT))
         if was is _ABSENT:
             raise ModelError(
@@ -143,9 +150,16 @@ def best_model(state: dict[str, object], path: Path) -> FusionNet:
     """The network with the best weights of checkpoint ``path``, in eval mode on the CPU.
 
     Raises:
-        ModelError: the weights do not fit this version's network.
+        ModelError: the network or its weights do not fit this version's.
     """
-    model = FusionNet(NetworkConfig(**state["network"]))  # type: ignore[arg-type]
+    network = dict(state["network"])  # type: ignore[call-overload]
+    unknown = sorted(set(network) - set(NetworkConfig.__dataclass_fields__))
+    if unknown:
+        raise ModelError(
+            f"{path}: the network has the setting {unknown[0]}, which this version does not "
+            "know (written by a newer urbanfusion); export it with that version"
+        )
+    model = FusionNet(NetworkConfig(**network))
     layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
     if layer is not None:
         raise ModelError(
