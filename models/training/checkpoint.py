@@ -156,8 +156,8 @@ def best_model(state: dict[str, object], path: Path) -> FusionNet:
     unknown = sorted(set(network) - set(NetworkConfig.__dataclass_fields__))
     if unknown:
         raise ModelError(
-            f"{path}: the network has the setting {unknown[0]}, which this version does not "
-            "know (written by a newer urbanfusion); export it with that version"
+            f"{path}: the checkpoint has the setting network.{unknown[0]}, which this version "
+            "does not know (written by a newer urbanfusion); export it with that version"
         )
     model = FusionNet(NetworkConfig(**network))
     layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
