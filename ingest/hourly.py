@@ -184,6 +184,19 @@ class HourlyTotals:
         rows = sum(self.rows_by_day.pop(d, 0) for d in old)
         return rows, sum(self.count_by_day.pop(d, 0.0) for d in old)
 
+    def drop_after(self, last: int) -> tuple[int, float]:
+        """Forget the days after ``last``; returns the rows and the count they had."""
+        self._flush()
+        late = [d for d in self._sums if d > last]
+        for d in late:
+            del self._sums[d], self._observed[d]
+        rows = sum(self.rows_by_day.pop(d, 0) for d in late)
+        return rows, sum(self.count_by_day.pop(d, 0.0) for d in late)
+
+    def observed_hours(self) -> dict[int, int]:
+        """Per day with data, how many (place, hour) pairs it observed: where the data is."""
+        return {d: int(seen.sum()) for d, seen in sorted(self.observed.items())}
+
     @property
     def days(self) -> list[int]:
         """Days with data, sorted."""

@@ -46,7 +46,7 @@ from urbanfusion.pipeline.prefetch import prefetched
 REJECT_COLUMNS = ["source_file", "line", "reason", "raw"]
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
 TOO_LARGE = "infinite count, or above signalling.max_count"
-IMPLAUSIBLE_DATE = "date before 2000 or more than a year from today (a typo in the year?)"
+IMPLAUSIBLE_DATE = "date before 2000 or after tomorrow (a typo in the year?)"
 # Reasons as small codes on the hot path, text only for the rows rejected; 0 = kept.
 REASONS = np.array(
     [
@@ -103,6 +103,12 @@ class SignallingReport:
     # format): the declared one and the others, to catch a datum given wrongly.
     rows_inside_by_datum: dict[str, int] = field(default_factory=dict)
     datum: str = "wgs84"
+    # signalling.window_days: the days kept, the rows it left out, and the days after it that
+    # held too little data to anchor it (stray rows: a date mistyped).
+    window: list[str] | None = None
+    rows_left_by_window: int = 0
+    stray_days: list[str] = field(default_factory=list)
+    stray_rows: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -121,6 +127,20 @@ class SignallingReport:
                 f"signalling: {self.rows_rejected} of {self.rows_read} rows rejected, {n} as "
                 f"'{reason}'; {hint}"
             )
+        if self.stray_days and self.window:
+            days = ", ".join(self.stray_days[:3]) + (" ..." if len(self.stray_days) > 3 else "")
+            out.append(
+                f"signalling: {self.stray_rows} row(s) dated after {self.window[1]} ({days}) "
+                "hold too little data to be days of the city; the window_days window ends on "
+                f"{self.window[1]} and leaves them out: fix their dates if they are real"
+            )
+        if self.window and self.rows_read and self.rows_left_by_window > self.rows_read / 2:
+            out.append(
+                f"signalling: window_days keeps {self.window[0]} to {self.window[1]} and "
+                f"leaves out {self.rows_left_by_window} of {self.rows_read} rows "
+                f"({self.rows_left_by_window / self.rows_read:.0%}); raise "
+                "signalling.window_days or deliver only the days to map"
+            )
         declared = self.rows_inside_by_datum.get(self.datum)
         if declared is not None:
             best, n = max(self.rows_inside_by_datum.items(), key=lambda kv: kv[1])
@@ -136,6 +156,9 @@ class SignallingReport:
 
 # A share of the rows above which a single cause of loss is worth a warning line.
 WARN_SHARE = 0.05
+# A day with under this share of the (place, hour) pairs of a median day holds stray rows,
+# not a day of the city: it cannot anchor signalling.window_days.
+STRAY_SHARE = 0.1
 # Read in the wrong datum, points move 300-600 m (GCJ-02) or ~1 km (BD-09): rows near the
 # extent's edge cross it. Read in the right one, another datum loses rows at the edge (or
 # changes little when the export is much larger than the extent). So a datum that brings this
@@ -219,31 +242,53 @@ class RowLedger:
         return pd.concat(self.frames, ignore_index=True)
 
 
+def _iso(day: int) -> str:
+    return str(_EPOCH + dt.timedelta(days=day))
+
+
 def _apply_window(
     totals: HourlyTotals, cfg: SignallingConfig, ledger: RowLedger, counted: bool
-) -> int | None:
-    """Keep the ``window_days`` days ending on the newest day with data; returns the first.
+) -> tuple[int, int] | None:
+    """Keep the ``window_days`` days ending on the newest day where the data is.
+
+    The window is anchored on the newest *usual* day: one with at least :data:`STRAY_SHARE` of
+    the (place, hour) pairs a median day observes. Days after it hold a few stray rows (a year
+    or month mistyped): they stay out, and the report says so, instead of moving the window to
+    them and leaving the real days out. Returns the window's first and last day.
 
     The rows of the days that leave the window move from aggregated to outside the days in the
     ledger (``counted``: their counts were already added to ``count_aggregated``).
     """
     if not cfg.window_days or not totals.days:
         return None
-    first = totals.days[-1] - cfg.window_days + 1
+    seen = totals.observed_hours()
+    usual = float(np.median(list(seen.values())))
+    last = max(d for d, n in seen.items() if n >= STRAY_SHARE * usual)
+    first = last - cfg.window_days + 1
+    report = ledger.report
+    stray_rows, stray_count = totals.drop_after(last)
+    report.stray_days = [_iso(d) for d in seen if d > last]
+    report.stray_rows = stray_rows
     rows, count = totals.drop_before(first)
-    ledger.report.rows_aggregated -= rows
-    ledger.report.rows_outside_time += rows
-    ledger.report.count_outside_time += count
+    rows += stray_rows
+    count += stray_count
+    report.rows_aggregated -= rows
+    report.rows_outside_time += rows
+    report.count_outside_time += count
+    report.rows_left_by_window = rows
+    report.window = [_iso(first), _iso(last)]
     if counted:
-        ledger.report.count_aggregated -= count
-    return first
+        report.count_aggregated -= count
+    return first, last
 
 
 _PLAUSIBLE_FIRST_DAY = (dt.date(2000, 1, 1) - _EPOCH).days
 
 
 def _plausible_last_day() -> int:
-    return (dt.date.today() - _EPOCH).days + 366
+    # Counts of hours that have not happened yet are typos. Tomorrow, not today: the run's
+    # clock is UTC-ish and a city's local day may already have begun.
+    return (dt.datetime.now(dt.UTC).date() - _EPOCH).days + 1
 
 
 def _day_range(cfg: SignallingConfig) -> tuple[int | None, int | None]:
@@ -492,7 +537,7 @@ def _grid_rows(
     cfg: SignallingConfig,
     platform: PlatformGrid,
     ledger: RowLedger,
-) -> HourlyTotals:
+) -> tuple[HourlyTotals, tuple[int, int] | None]:
     c = cfg.columns
     mapping = {"time": c.time, "grid_id": c.grid_id, "count": c.count}
     seen = SeenHours()
@@ -510,13 +555,13 @@ def _grid_rows(
             inside = _count_outside_rows(pid, platform, ledger)
             ledger.report.count_outside += float(count[~inside].sum())
             sums.add(pid[inside], day[inside], hour[inside], count[inside])
-    _apply_window(sums, cfg, ledger, counted=False)
+    window = _apply_window(sums, cfg, ledger, counted=False)
     per_id = np.zeros(len(platform.ids))
     for d in sums.days:
         per_id += sums.sums[d].reshape(-1, 24).sum(axis=1)
     _account_spread(per_id, platform, ledger)
     ledger.report.distinct_places = len(platform.ids)
-    return _spread_days(platform, sums, grid.n_cells)
+    return _spread_days(platform, sums, grid.n_cells), window
 
 
 def _stored(
@@ -696,7 +741,7 @@ def load_signalling(
     report = SignallingReport(format=cfg.format, files=[str(p) for p in paths])
     ledger = RowLedger(report)
     first, last = _day_range(cfg)
-    window_first: int | None = None
+    window: tuple[int, int] | None = None
     if cfg.format in ("points", "activity"):
         if cfg.format == "points":
             if parts is None:
@@ -704,20 +749,18 @@ def load_signalling(
             totals = _combine_points(parts, grid, cfg, ledger)
         else:
             totals = _stored(paths, grid, cfg, ledger)
-        window_first = _apply_window(totals, cfg, ledger, counted=True)
+        window = _apply_window(totals, cfg, ledger, counted=True)
     else:
         if cfg.grid is None:  # the config's validator already says so; callers may skip it
             raise InputFormatError(f"signalling format '{cfg.format}' needs signalling.grid")
         platform = read_platform_grid(cfg.grid, grid, cfg.coords)
         if cfg.format == "grid":
-            totals = _grid_rows(paths, grid, cfg, platform, ledger)
-            window_first = (
-                totals.days[-1] - cfg.window_days + 1 if cfg.window_days and totals.days else None
-            )
+            totals, window = _grid_rows(paths, grid, cfg, platform, ledger)
         else:
             totals, first, last = _wide(paths, grid, cfg, platform, ledger)
-    if window_first is not None:
-        first = window_first if first is None else max(first, window_first)
+    if window is not None:
+        first = window[0] if first is None else max(first, window[0])
+        last = window[1] if last is None else min(last, window[1])
     rejects = ledger.rejects()
     if not totals.days or report.rows_aggregated == 0:
         raise NoCoverageError(_nothing_inside(report, len(paths)))

@@ -1,10 +1,11 @@
 """The footprints of all tiles, cached, so only tiles that touch an extent are opened again.
 
-One row per file: path, size and modification time (the cache key), CRS (WKT), bounds in that
+One row per file: path and identity (size, modification and change times, inode: the cache
+key, :func:`~urbanfusion.pipeline.fingerprint.stat_identity`), CRS (WKT), bounds in that
 CRS, resolution, dtype, band count and names, nodata, acquisition date, and the reason a file
 could not be read. The cache is a Parquet file under the user's cache folder
 (``$XDG_CACHE_HOME/urbanfusion``, else ``~/.cache/urbanfusion``); a file whose size or
-modification time changed is read again. A cache that cannot be written is simply not kept.
+identity changed is read again. A cache that cannot be written is simply not kept.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import pandas as pd
 import rasterio
 from rasterio.errors import RasterioError
 
+from urbanfusion.pipeline.fingerprint import stat_identity
+
 _COLUMNS = [
     "path",
     "size",
     "mtime_ns",
+    "ctime_ns",
+    "inode",
     "crs",
     "left",
     "bottom",
@@ -70,9 +75,8 @@ def _date_from(tags: dict[str, str], name: str) -> str | None:
 
 def describe_tile(path: Path) -> dict[str, object]:
     """One index row for a file (``error`` says why it cannot be used, else empty)."""
-    stat = path.stat()
     row: dict[str, object] = {c: None for c in _COLUMNS}
-    row.update(path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns, error="")
+    row.update(path=str(path), **_identity(path), error="")
     try:
         with rasterio.open(path) as src:
             row.update(
@@ -99,6 +103,12 @@ def describe_tile(path: Path) -> dict[str, object]:
     return row
 
 
+def _identity(path: Path) -> dict[str, int]:
+    identity = stat_identity(path.stat())
+    identity["size"] = identity.pop("bytes")
+    return identity
+
+
 def _cache_file(paths: list[Path]) -> Path:
     folders = sorted({str(p.parent.resolve()) for p in paths})
     key = hashlib.sha256("\n".join(folders).encode()).hexdigest()[:16]
@@ -117,9 +127,9 @@ def tile_index(paths: list[Path], use_cache: bool = True) -> pd.DataFrame:
     by_path = {r["path"]: r for r in known.to_dict("records")}
     rows, fresh = [], False
     for path in paths:
-        stat = path.stat()
         row = by_path.get(str(path))
-        if row is None or row["size"] != stat.st_size or row["mtime_ns"] != stat.st_mtime_ns:
+        identity = _identity(path)
+        if row is None or any(row.get(k) != v for k, v in identity.items()):
             row, fresh = describe_tile(path), True
         rows.append(row)
     index = pd.DataFrame(rows, columns=_COLUMNS).astype(object)

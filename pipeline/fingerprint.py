@@ -8,6 +8,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 # The packages whose source is the code a run's outputs depend on.
@@ -46,16 +47,32 @@ def file_entry(path: Path, relative: bool = False) -> dict[str, object]:
     return {**entry, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def file_identity(path: Path) -> dict[str, object]:
-    """Path, size and modification time: what tells cheaply that a file changed (no read).
+def stat_identity(stat: os.stat_result) -> dict[str, int]:
+    """Size, modification and change times and inode: what tells cheaply that a file changed.
 
-    A missing file has neither (its reader says so, in its own words, when it is read).
+    As git's index does. The size and modification time alone miss a rewrite that keeps both (a
+    tool that restores times, ``cp -p``, ``rsync -t``); the change time cannot be set by any
+    tool and moves on every write, and a file replaced by another has another inode. All four
+    come from the one ``stat`` call, so the check costs what it did.
+    """
+    return {
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
+
+
+def file_identity(path: Path) -> dict[str, object]:
+    """The path and :func:`stat_identity` of a file: whether it changed, without reading it.
+
+    A missing file has no identity (its reader says so, in its own words, when it is read).
     """
     try:
         stat = path.stat()
     except FileNotFoundError:
         return {"path": str(path), "bytes": None, "mtime_ns": None}
-    return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"path": str(path), **stat_identity(stat)}
 
 
 def digest(value: object) -> str:

@@ -216,6 +216,13 @@ def _far_dates(city: Path) -> list[str]:
     return []
 
 
+def _stray_row(city: Path) -> list[str]:
+    """A nightly window, and one row whose date was typed months after the rest."""
+    edit_config(city, **{"signalling.window_days": 7})
+    _append_rows(city, "2026-09-03 08:00:00,113.66,34.76,10\n")
+    return []
+
+
 def _inf_counts(city: Path) -> list[str]:
     _append_rows(
         city, "2026-03-02 08:00:00,113.651,34.761,inf\n2026-03-02 09:00:00,113.651,34.761,1e30\n"
@@ -416,6 +423,13 @@ def faults(shared: Path | None = None) -> list[Fault]:
         Fault("hazy tile int16", "x128", _retyped("int16", 128.0), "ok"),
         Fault("hazy tile float32", "/255", _retyped("float32", 1 / 255), "ok"),
         Fault("rows dated 2300, 2099", "two mistyped years", _far_dates, "ok"),
+        Fault(
+            "window_days, one row months later",
+            "a mistyped month",
+            _stray_row,
+            "warning",
+            "dated after 2026-03-09",
+        ),
         Fault("counts inf, 1e30", "two absurd counts", _inf_counts, "ok"),
         Fault("lon/lat swapped", "columns mapped the wrong way", _swapped, "error", "swapped"),
         Fault("counts as text", "a Parquet of strings", _count_as_text, "ok"),

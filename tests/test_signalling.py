@@ -361,6 +361,57 @@ def test_a_rolling_window_keeps_the_last_days_and_follows_new_daily_files(tmp_pa
     _ledger_balances(report)
 
 
+def test_a_few_rows_dated_months_later_do_not_move_the_window(tmp_path, small_city):
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.stages import plan
+
+    grid = plan(load_config(small_city.config)).grid
+    files = sorted((small_city.root / "signalling").glob("*.csv"))
+    window = SignallingConfig(paths=["x"], window_days=3)
+    clean, _, _ = _load(files, grid, window)
+    typo = tmp_path / "typo.csv"
+    rows = pd.read_csv(files[-1]).dropna()
+    middle = (rows["lon"] - rows["lon"].median()).abs() + (rows["lat"] - rows["lat"].median()).abs()
+    rows = rows.loc[middle.sort_values().index[:2]]  # two rows well inside the extent
+    rows["time"] = rows["time"].str.replace("2026-03-09", "2026-09-03")  # month and day swapped
+    rows.to_csv(typo, index=False)
+    ds, _, report = _load([*files, typo], grid, window)
+    # The window still ends on the city's last day: the same activity, nothing lost.
+    assert [str(d)[:10] for d in ds["day"].values] == ["2026-03-07", "2026-03-08", "2026-03-09"]
+    np.testing.assert_array_equal(ds["activity"].values, clean["activity"].values)
+    assert report.stray_days == ["2026-09-03"] and report.stray_rows == 2
+    (line,) = [w for w in report.warnings() if "dated after" in w]
+    assert "2 row(s) dated after 2026-03-09 (2026-09-03)" in line
+    _ledger_balances(report)
+
+
+def test_a_window_that_leaves_most_rows_out_says_so(tmp_path, small_city):
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.stages import plan
+
+    grid = plan(load_config(small_city.config)).grid
+    files = sorted((small_city.root / "signalling").glob("*.csv"))
+    _, _, report = _load(files, grid, SignallingConfig(paths=["x"], window_days=1))
+    assert any("window_days keeps 2026-03-09 to 2026-03-09" in w for w in report.warnings())
+    _, _, report = _load(files, grid, SignallingConfig(paths=["x"], window_days=7))
+    assert not any("window_days" in w for w in report.warnings())
+
+
+def test_a_row_dated_after_tomorrow_is_rejected_against_the_clock(tmp_path):
+    import datetime as dt
+
+    from urbanfusion.ingest.signalling import IMPLAUSIBLE_DATE
+
+    frame = _clean_rows(5)
+    soon = (dt.date.today() + dt.timedelta(days=40)).isoformat()
+    frame.loc[0, "time"] = f"{soon} 08:00:00"
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    _, rejects, report = load_signalling([path], GRID)
+    assert rejects["reason"].tolist() == [IMPLAUSIBLE_DATE]
+    _ledger_balances(report)
+
+
 def test_a_window_on_wide_tables_is_a_config_error():
     with pytest.raises(ValueError, match="window_days needs dated rows"):
         SignallingConfig(paths=["x"], format="wide", grid={"path": "g.gpkg"}, window_days=7)

@@ -87,6 +87,35 @@ def test_a_changed_tile_recomputes_only_the_chunks_it_covers(tmp_path, small_cit
         os.utime(tile, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+def test_a_tile_rewritten_with_its_size_and_time_kept_is_noticed(tmp_path, small_city):
+    import rasterio
+
+    from urbanfusion.pipeline.fingerprint import file_sha256
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for source in (small_city.root / "tiles").glob("*.tif"):
+        with rasterio.open(source) as src:  # uncompressed: a rewrite in place keeps the size
+            profile, pixels = {**src.profile, "compress": None}, src.read()
+        with rasterio.open(tiles / source.name, "w", **profile) as dst:
+            dst.write(pixels)
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", small_city, **{"imagery.paths": [str(tiles / "*.tif")]})
+    )
+    first = run(cfg)
+    tile = max(tiles.glob("*.tif"), key=lambda t: t.stat().st_size)
+    stat = tile.stat()
+    with rasterio.open(tile, "r+") as dst:  # other pixels, as a tool re-delivering it would
+        dst.write(255 - dst.read())
+    os.utime(tile, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (tile.stat().st_size, tile.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    again = run(cfg)
+    assert not again.up_to_date and again.manifest["store"]["scenes"]["computed"] == 1
+    (entry,) = [e for e in again.manifest["inputs"]["tiles"] if e["path"] == str(tile)]
+    assert entry["sha256"] == file_sha256(tile)
+    assert (again.class_id != first.class_id).any()
+
+
 def test_force_recomputes_everything(tmp_path, small_city):
     cfg = load_config(write_config(tmp_path / "c.yaml", small_city))
     first = run(cfg)
