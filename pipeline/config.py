@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import glob
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -198,6 +200,12 @@ class RunConfig(_Strict):
         cls, extent: tuple[float, float, float, float]
     ) -> tuple[float, float, float, float]:
         min_lon, min_lat, max_lon, max_lat = extent
+        if -180 <= max_lon < min_lon <= 180 and -90 <= min_lat < max_lat <= 90:
+            raise ValueError(
+                f"extent {list(extent)} has min_lon {min_lon} east of max_lon {max_lon}: an "
+                "extent across the antimeridian (180 degrees) is not supported; map it as two "
+                "runs, one on each side, or swap the two longitudes if that was the mistake"
+            )
         if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
             raise ValueError(
                 f"extent must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees with "
@@ -246,6 +254,41 @@ class RunConfig(_Strict):
         return None if self.model is None else self.resolve(self.model)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as a config needs it: a key given twice is an error, ``1e6`` is a number.
+
+    PyYAML keeps the last of two equal keys without a word (a second ``grid:`` silently
+    replaces the first), and reads ``1e6`` as text, since YAML 1.1 wants ``1.0e6``.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"key '{key}' is given twice (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); keep one of them"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _got(e: Any) -> str:
+    """What a value of the wrong type was, in YAML's words (``yes`` is read as true)."""
+    value = e.get("input")
+    if isinstance(value, bool):
+        return f" (got {str(value).lower()}: YAML reads yes/no/on/off as true/false)"
+    return f" (got {value!r})" if isinstance(value, str | int | float) else ""
+
+
 def _format_validation_error(source: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
@@ -256,12 +299,17 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
             parts.append(f"missing key '{where}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"'{where}': {msg}")
+            got = _got(e) if e["type"].endswith(("_type", "_parsing")) else ""
+            parts.append(f"'{where}': {msg}{got}")
     return f"{source}: invalid config: " + "; ".join(parts) + " (see README.md, config reference)"
 
 
 def parse_config(data: Any, base_dir: Path, source: str = "config") -> RunConfig:
     """Validate a config mapping; relative paths will resolve against ``base_dir``.
+
+    Types are strict, as the mapping's JSON would be checked: ``keep: yes`` (true) is not the
+    number 1, ``chip_px: "32"`` is not 32. A value that only looks right is refused by name
+    rather than changed.
 
     Raises:
         ConfigError: the mapping is not a valid config; the message names every bad key.
@@ -271,7 +319,9 @@ def parse_config(data: Any, base_dir: Path, source: str = "config") -> RunConfig
     if "base_dir" in data:
         raise ConfigError(f"{source}: invalid config: unknown key 'base_dir'")
     try:
-        return RunConfig.model_validate({**data, "base_dir": base_dir.resolve()})
+        # Through JSON: strict types, while lists still fill tuples and ISO text fills dates.
+        text = json.dumps({**data, "base_dir": str(base_dir.resolve())}, default=str)
+        return RunConfig.model_validate_json(text, strict=True)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(source, err)) from None
 
@@ -289,7 +339,9 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise InputNotFoundError(f"config file {path} does not exist; check the path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {err.start}); save the config as UTF-8"
@@ -318,16 +370,31 @@ def glob_matches(pattern: Path, path: Path) -> bool:
     return match(0, 0)
 
 
+def _not_a_file(path: Path) -> str:
+    """What a path a glob listed is when it is neither a file nor a folder."""
+    if path.is_symlink():
+        return f"a link to {os.readlink(path)}, which does not exist"
+    kind = "a FIFO (named pipe)" if path.is_fifo() else "a socket" if path.is_socket() else None
+    return f"{kind or 'a device'}, not a file: reading it could wait for ever"
+
+
 def expand_paths(config: RunConfig, patterns: list[str], key: str) -> list[Path]:
     """Expand globs in order, each pattern's matches sorted; duplicates kept once.
 
     Raises:
-        InputNotFoundError: a pattern matched no file; the message names the key and pattern.
+        InputNotFoundError: a pattern matched no file, or it matched a broken link, a FIFO or
+            a device (never skipped unsaid); the message names the key and pattern.
     """
     found: list[Path] = []
     for i, pattern in enumerate(patterns):
         full = config.resolve(pattern)
         matches = sorted(Path(m) for m in glob.glob(str(full), recursive=True))
+        for m in matches:
+            if not m.is_file() and not m.is_dir():  # folders a glob lists are not inputs
+                raise InputNotFoundError(
+                    f"{key}[{i}] '{pattern}' matched {m}, {_not_a_file(m)}; remove it or "
+                    "narrow the pattern"
+                )
         matches = [m for m in matches if m.is_file()]
         if not matches:
             raise InputNotFoundError(

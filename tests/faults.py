@@ -290,6 +290,34 @@ def _wgs_as_gcj(city: Path) -> list[str]:
     return []
 
 
+def _yaml_text(text: str) -> Callable[[Path], list[str]]:
+    """Lines appended to ``city.yaml`` as a person would type them (not through a YAML dump)."""
+
+    def make(city: Path) -> list[str]:
+        with (city / "city.yaml").open("a") as f:
+            f.write(text)
+        return []
+
+    return make
+
+
+def _broken_link(city: Path) -> list[str]:
+    (city / "tiles" / "z_moved.tif").symlink_to(city / "tiles" / "moved-away.tif")
+    return []
+
+
+def _fifo(city: Path) -> list[str]:
+    import os
+
+    os.mkfifo(city / "signalling" / "z_pipe.csv")
+    return []
+
+
+def _antimeridian(city: Path) -> list[str]:
+    edit_config(city, extent=[179.5, -17.0, -179.5, -16.0])
+    return []
+
+
 def _strict(city: Path) -> list[str]:
     return ["--strict"]
 
@@ -455,6 +483,29 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "signalling.coords: wgs84",
         ),
         Fault("--strict, good tiles", "nothing wrong", _strict, "ok"),
+        Fault(
+            "YAML key given twice",
+            "a second grid: at the end",
+            _yaml_text("grid:\n  cell_size_m: 500\n"),
+            "error",
+            "key 'grid' is given twice",
+        ),
+        Fault(
+            "history.keep: yes",
+            "a boolean for a count",
+            _yaml_text("history:\n  keep: yes\n"),
+            "error",
+            "'history.keep': Input should be a valid integer (got true",
+        ),
+        Fault("tile a broken link", "its target moved", _broken_link, "error", "z_moved.tif"),
+        Fault("signalling a FIFO", "a named pipe", _fifo, "error", "a FIFO (named pipe)"),
+        Fault(
+            "extent across the antimeridian",
+            "min_lon 179.5, max_lon -179.5",
+            _antimeridian,
+            "error",
+            "across the antimeridian",
+        ),
         Fault("province at 250 m", "5.46 M cells", _province, "error", "GB of memory"),
         Fault("demo city at 1 m", "cell_size_m: 1", _one_metre, "error", "GB of memory"),
         Fault(

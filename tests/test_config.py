@@ -54,6 +54,50 @@ def test_a_glob_matching_nothing_names_the_key_and_pattern(tmp_path):
         expand_paths(cfg, cfg.signalling.paths, "signalling.paths")
 
 
+def test_a_broken_link_or_a_fifo_among_inputs_is_named_not_skipped(tmp_path):
+    import os
+
+    cfg = parse_config(BASE, tmp_path)
+    (tmp_path / "sig").mkdir()
+    (tmp_path / "sig" / "a.csv").write_text("time,lon,lat,count\n")
+    (tmp_path / "sig" / "b.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(InputNotFoundError, match=r"b.csv, a link to .*gone.csv, which does not"):
+        expand_paths(cfg, cfg.signalling.paths, "signalling.paths")
+    (tmp_path / "sig" / "b.csv").unlink()
+    os.mkfifo(tmp_path / "sig" / "c.csv")
+    with pytest.raises(InputNotFoundError, match=r"c.csv, a FIFO \(named pipe\), not a file"):
+        expand_paths(cfg, cfg.signalling.paths, "signalling.paths")
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ngrid:\n  cell_size_m: 250\nname: y\n")
+    with pytest.raises(ConfigError, match="key 'name' is given twice \\(lines 1 and 4\\)"):
+        load_config(p)
+
+
+def test_values_of_the_wrong_type_are_refused_not_converted(tmp_path):
+    with pytest.raises(ConfigError, match=r"'history.keep'.*got true: YAML reads yes"):
+        parse_config({**BASE, "history": {"keep": True}}, Path("."))
+    with pytest.raises(ConfigError, match=r"'grid.chip_px'.*got '32'"):
+        parse_config({**BASE, "grid": {"chip_px": "32"}}, Path("."))
+    p = tmp_path / "c.yaml"
+    import yaml
+
+    p.write_text(yaml.safe_dump(BASE) + "signalling:\n  paths: [a]\n  max_count: 1e6\n")
+    with pytest.raises(ConfigError, match="given twice"):
+        load_config(p)
+    p.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "signalling"}))
+    p.write_text(p.read_text() + "signalling:\n  paths: [a]\n  max_count: 1e6\n  start: 2026-03-02\n")
+    cfg = load_config(p)
+    assert cfg.signalling.max_count == 1e6 and str(cfg.signalling.start) == "2026-03-02"
+
+
+def test_an_extent_across_the_antimeridian_says_so():
+    with pytest.raises(ConfigError, match="across the antimeridian"):
+        parse_config({**BASE, "extent": [179.5, -17.0, -179.5, -16.0]}, Path("."))
+
+
 def test_malformed_yaml_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\nextent: [1, 2\n")
