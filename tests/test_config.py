@@ -88,7 +88,8 @@ def test_values_of_the_wrong_type_are_refused_not_converted(tmp_path):
     with pytest.raises(ConfigError, match="given twice"):
         load_config(p)
     p.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "signalling"}))
-    p.write_text(p.read_text() + "signalling:\n  paths: [a]\n  max_count: 1e6\n  start: 2026-03-02\n")
+    signalling = "signalling:\n  paths: [a]\n  max_count: 1e6\n  start: 2026-03-02\n"
+    p.write_text(p.read_text() + signalling)
     cfg = load_config(p)
     assert cfg.signalling.max_count == 1e6 and str(cfg.signalling.start) == "2026-03-02"
 

@@ -31,8 +31,8 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
     """Digests of everything a run's outputs depend on, and of all of them (``run``).
 
     The config without the settings that do not change the outputs (dask, history, where they
-    go), each input file's identity (path, size, modification and change times, inode), the model file's, and the
-    code's. Two runs with the same ``run`` digest make the same outputs.
+    go), each input file's identity (:func:`~urbanfusion.pipeline.fingerprint.file_identity`),
+    the model file's, and the code's. Two runs with the same ``run`` digest make the same outputs.
     """
     config = p.config.model_dump(mode="json", exclude={"dask", "history", "output"})
     parts = {
