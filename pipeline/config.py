@@ -165,6 +165,9 @@ class DaskConfig(_Strict):
 
     scheduler: str = "threads"
     workers: int | None = Field(None, ge=1)
+    # A cluster with no live worker this long (none joined, or all died) ends the run with an
+    # error instead of holding the output's lock for ever.
+    worker_timeout_s: float = Field(60.0, gt=0)
 
     @field_validator("scheduler")
     @classmethod

@@ -47,6 +47,10 @@ class StoreError(UrbanFusionError, ValueError):
     """A result kept in the run store cannot be read back (damaged outside urbanfusion)."""
 
 
+class ClusterError(UrbanFusionError, RuntimeError):
+    """The dask cluster a run was given has no worker to run it (none joined, or all died)."""
+
+
 class OutputBusyError(UrbanFusionError, BlockingIOError):
     """Another run holds the output folder's lock and the caller asked not to wait."""
 

@@ -22,6 +22,10 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def cluster(tmp_path):
     """A scheduler and two single-threaded workers; yields the address and the worker processes."""
+    yield from _cluster(tmp_path, 2)
+
+
+def _cluster(tmp_path, n_workers):
     scheduler_file = tmp_path / "scheduler.json"
     common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
     scheduler = subprocess.Popen(
@@ -55,7 +59,7 @@ def cluster(tmp_path):
             ],
             **common,
         )
-        for i in range(2)
+        for i in range(n_workers)
     ]
     procs = [scheduler, *workers]
     try:
@@ -65,8 +69,9 @@ def cluster(tmp_path):
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         address = json.loads(scheduler_file.read_text())["address"]
-        with Client(address, timeout="30s", set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
+        if n_workers:
+            with Client(address, timeout="30s", set_as_default=False) as client:
+                client.wait_for_workers(n_workers, timeout=60)
         yield address, workers
     finally:
         for p in procs:
@@ -138,3 +143,35 @@ def test_a_batch_on_a_real_cluster_gives_the_threaded_outputs(tmp_path, small_ci
         manifest = json.loads((tmp_path / name / "out" / "manifest.json").read_text())
         assert manifest["dask"]["scheduler"] == address
         assert file_sha256(tmp_path / name / "out" / "class_map.tif") == expected
+
+
+def test_a_cluster_without_workers_is_an_error_in_seconds_not_a_hang(tmp_path, small_city):
+    from urbanfusion.pipeline.errors import ClusterError
+
+    for address, _ in _cluster(tmp_path, 0):
+        cfg = write_config(
+            tmp_path / "c.yaml", small_city, dask={"scheduler": address, "worker_timeout_s": 2}
+        )
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match="no worker joined within 2 s"):
+            run(load_config(cfg))
+        assert time.monotonic() - started < 30
+
+
+def test_when_every_worker_dies_the_run_ends_with_an_error_and_frees_the_lock(tmp_path, small_city):
+    from urbanfusion.pipeline.errors import ClusterError
+    from urbanfusion.workflows.publish import OutputFolder
+
+    for address, workers in _cluster(tmp_path, 1):
+        cfg = write_config(
+            tmp_path / "c.yaml", small_city, dask={"scheduler": address, "worker_timeout_s": 3}
+        )
+        killed: list = []
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(address, workers, killed))
+        killer.start()
+        with pytest.raises(ClusterError, match="no worker was left alive within 3 s"):
+            run(load_config(cfg))
+        killer.join()
+        assert killed
+        with OutputFolder(tmp_path / "out").locked(wait=False):
+            pass  # the lock is free again

@@ -104,8 +104,20 @@ def test_a_second_run_on_a_locked_output_waits_or_with_no_wait_exits_75(tmp_path
         held.release()
     _, err = waiting.communicate(timeout=300)
     assert waiting.returncode == 0, err
-    assert "waiting for the run that is writing" in err
+    assert "waiting for another run to finish writing" in err  # the lock held by no run of ours
     _published_set_is_whole(out)
+
+
+def test_a_run_that_waits_names_the_run_it_waits_for(tmp_path, small_city):
+    out = tmp_path / "out"
+    folder = OutputFolder(out)
+    with folder.locked():
+        holder = folder.lock_holder()
+        assert f"run PID {os.getpid()}" in holder and "min ago" in holder
+        busy = _cli("run", write_config(tmp_path / "c.yaml", small_city), "--no-wait")
+        _, err = busy.communicate(timeout=300)
+    assert busy.returncode == 75 and f"being written by run PID {os.getpid()}" in err, err
+    assert folder.lock_holder() == "another run"  # released: no owner claimed
 
 
 def test_two_runs_started_together_compute_once_and_the_second_finds_it_up_to_date(

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +35,8 @@ from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.
 LOCK = ".urbanfusion.lock"
+# Who holds the lock (pid, host, start, command), so a run that waits can say whom it waits for.
+LOCK_OWNER = ".urbanfusion.lock.owner"
 RUNS = "runs"
 LATEST = "latest"
 STORE = "store"  # the run store (urbanfusion.pipeline.store): results by fingerprint
@@ -63,6 +68,19 @@ def written_paths(out: Path) -> list[Path]:
         *(out / RUNS / "run" / name for name in OUTPUT_FILES),
         *(out / STORE / "kind" / f"key.{suffix}" for suffix in _STORE_SUFFIXES),
     ]
+
+
+def _write_owner(path: Path) -> None:
+    """Say who holds the lock (written whole: a reader never sees half of it)."""
+    owner = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": dt.datetime.now(dt.UTC).isoformat(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(owner), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -110,19 +128,39 @@ class OutputFolder:
         try:
             lock.acquire(timeout=0)
         except Timeout:
+            holder = self.lock_holder()
             if not wait:
                 raise OutputBusyError(
-                    f"{self.path} is being written by another run (lock {self.path / LOCK}); "
+                    f"{self.path} is being written by {holder} (lock {self.path / LOCK}); "
                     "try again when it ends, or leave out --no-wait to wait for it"
                 ) from None
             if on_wait is not None:
-                on_wait(f"waiting for the run that is writing {self.path} to finish")
+                on_wait(
+                    f"waiting for {holder} to finish writing {self.path} (if it hangs, stop "
+                    "it; the kernel frees its lock)"
+                )
             lock.acquire()
+        owner = self.path / LOCK_OWNER
         try:
+            _write_owner(owner)
             self._clear_leftovers()
             yield
         finally:
+            owner.unlink(missing_ok=True)
             lock.release()
+
+    def lock_holder(self) -> str:
+        """Who holds the lock, in words: ``run PID 1234 on host (started ..., 5 min ago: ...)``."""
+        try:
+            owner = json.loads((self.path / LOCK_OWNER).read_text(encoding="utf-8"))
+            started = dt.datetime.fromisoformat(owner["started"])
+            minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
+            return (
+                f"run PID {owner['pid']} on {owner['host']} (started "
+                f"{started:%Y-%m-%d %H:%M:%S} UTC, {minutes:.0f} min ago: {owner['command']})"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another run"
 
     def _clear_leftovers(self) -> None:
         """Staging folders and half-made links of killed runs (we hold the lock: none is live)."""

@@ -65,7 +65,8 @@ def run(
         with timer.stage("plan", "grid, inputs and model"):
             p = plan(config)
             predictor = open_model(config)
-        with out.locked(wait, timer.note):
+        # Said even when quiet (a nightly batch): a run that waits must say for whom.
+        with out.locked(wait, timer.warn):
             fingerprint = run_fingerprint(p, predictor)
             published = out.latest()
             if not force and published is not None:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dask
 
 from urbanfusion.pipeline.config import DaskConfig
-from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+# Raised in the run's thread by the watchdog: the handler of this signal raises ClusterError.
+_WATCHDOG_SIGNAL = signal.SIGUSR1
 
 
 @contextlib.contextmanager
@@ -42,7 +53,63 @@ def dask_scheduler(cfg: DaskConfig) -> Iterator[str]:
             "use scheduler: threads"
         ) from None
     with client:
-        yield cfg.scheduler
+        try:
+            client.wait_for_workers(1, timeout=cfg.worker_timeout_s)
+        except TimeoutError:
+            raise ClusterError(_no_worker(cfg, "joined")) from None
+        with _watchdog(client, cfg):
+            yield cfg.scheduler
+
+
+def _no_worker(cfg: DaskConfig, what: str) -> str:
+    return (
+        f"dask.scheduler {cfg.scheduler}: no worker {what} within {cfg.worker_timeout_s:g} s; "
+        f"start workers (`dask worker {cfg.scheduler}`), use scheduler: threads, or raise "
+        "dask.worker_timeout_s"
+    )
+
+
+@contextlib.contextmanager
+def _watchdog(client: Client, cfg: DaskConfig) -> Iterator[None]:
+    """End the block with :class:`ClusterError` when the cluster has had no worker too long.
+
+    Dask waits for ever for a worker to run the tasks of a cluster whose workers all died; a
+    nightly run would hold its output's lock all night. A thread asks the scheduler every
+    second and, after ``worker_timeout_s`` without a worker, interrupts the run's thread (the
+    main thread: only it can take a signal; elsewhere there is no watchdog).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = threading.Event()
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise ClusterError(_no_worker(cfg, "was left alive"))
+
+    def watch() -> None:
+        alone_since: float | None = None
+        while not stop.wait(1.0):
+            try:
+                alive = bool(client.nthreads())
+            except Exception:  # the scheduler itself is gone: as good as no worker
+                alive = False
+            if alive:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > cfg.worker_timeout_s:
+                _thread.interrupt_main(_WATCHDOG_SIGNAL)
+                return
+
+    previous = signal.signal(_WATCHDOG_SIGNAL, interrupted)
+    thread = threading.Thread(target=watch, name="urbanfusion-cluster-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        signal.signal(_WATCHDOG_SIGNAL, previous)
 
 
 def model_threads(cfg: DaskConfig) -> int:
