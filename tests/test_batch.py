@@ -82,3 +82,29 @@ def test_a_batch_without_configs_is_a_one_line_error(tmp_path):
     proc = _batch(tmp_path, "--report", tmp_path / "r.json")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: no city config")
+
+
+def test_sigterm_to_a_batch_writes_the_cities_that_ended_and_exits_143(tmp_path, small_city):
+    import signal
+    import time
+
+    cities = tmp_path / "cities"
+    cities.mkdir()
+    for name in ("a", "b", "c"):
+        write_config(cities / f"{name}.yaml", small_city, **{"output.dir": str(tmp_path / name)})
+    report = tmp_path / "batch.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "urbanfusion.workflows", "batch", cities, "--report", report],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "a" / "class_map.tif").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # while b runs: what systemd sends to stop a unit
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "terminated (SIGTERM) after" in err
+    by_city = {r["city"]: r["status"] for r in json.loads(report.read_text())["results"]}
+    assert by_city["a"] == "ok" and by_city["c"] == "interrupted"

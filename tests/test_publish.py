@@ -120,6 +120,25 @@ def test_a_run_that_waits_names_the_run_it_waits_for(tmp_path, small_city):
     assert folder.lock_holder() == "another run"  # released: no owner claimed
 
 
+def test_sigterm_stops_a_run_like_ctrl_c_and_says_truly_what_was_published(tmp_path, small_city):
+    from urbanfusion.workflows.cli import Terminated, _interrupted_line
+
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    proc = _cli("run", cfg)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out" / "store").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM); no output was published"
+    assert "Traceback" not in err and not (tmp_path / "out" / "latest").exists()
+    published = run(load_config(cfg))  # in this process: what a signal after it would say
+    line = _interrupted_line(KeyboardInterrupt())
+    assert line.startswith(f"interrupted after run {published.manifest['run']['id']} was")
+    assert _interrupted_line(Terminated()).startswith("terminated (SIGTERM) after run")
+
+
 def test_two_runs_started_together_compute_once_and_the_second_finds_it_up_to_date(
     tmp_path, small_city
 ):

@@ -39,7 +39,7 @@ class CityResult:
 
     config: str
     city: str
-    status: Literal["ok", "failed", "busy", "ready"]
+    status: Literal["ok", "failed", "busy", "ready", "interrupted"]
     error: str = ""
     output: str = ""
     cells: int | None = None
@@ -138,8 +138,24 @@ def _each(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(run_city, path, wait, force, dry_run): path for path in configs}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            # Interrupted: start no other city, and do not wait here for those running (the
+            # signal reached them too; their locks and staging folders are safe either way).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def interrupted_results(configs: list[Path], finished: list[CityResult]) -> list[CityResult]:
+    """Every city of an interrupted batch: those that ended as they did, the rest interrupted."""
+    ended = {r.config: r for r in finished}
+    return [
+        ended.get(str(p))
+        or CityResult(config=str(p), city=p.stem, status="interrupted", error="interrupted")
+        for p in configs
+    ]
 
 
 def exit_status(results: list[CityResult]) -> int:
@@ -149,7 +165,8 @@ def exit_status(results: list[CityResult]) -> int:
 
 def write_report(path: Path, results: list[CityResult], seconds: float) -> None:
     """``batch.json``: the summary and one entry per city."""
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "busy", "ready")}
+    statuses = ("ok", "failed", "busy", "ready", "interrupted")
+    counts = {s: sum(r.status == s for r in results) for s in statuses}
     payload = {
         "cities": len(results),
         **{k: v for k, v in counts.items() if v},

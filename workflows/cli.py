@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -48,9 +50,37 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what systemd, cron's kill and container runtimes send), handled as Ctrl-C."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _interrupted_line(e: KeyboardInterrupt) -> str:
+    """What an interrupted command leaves behind, truly: published or not."""
+    from urbanfusion.workflows.publish import published_here
+
+    how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    published = published_here()
+    if published:
+        run = published[-1]
+        return f"{how} after run {run.name} was published in {run.parent.parent}; it is whole"
+    return f"{how}; no output was published"
+
+
+def _exit_status(e: KeyboardInterrupt) -> int:
+    return Terminated.exit_code if isinstance(e, Terminated) else 130
+
+
 def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except UrbanFusionError as e:
@@ -63,9 +93,9 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             message = f"{e.strerror or e}{where}; check the path and free space"
             err.print(_flagged("error:", "bold red", message), soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; no output was published")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            err.print(_interrupted_line(e), highlight=False, soft_wrap=True)
+            raise typer.Exit(_exit_status(e)) from None
 
     return wrapper
 
@@ -151,7 +181,13 @@ def batch_command(
     ] = False,
 ) -> None:
     """Run many cities, each on its own; exit 0 only if every city succeeded (else 1)."""
-    from urbanfusion.workflows.batch import city_configs, exit_status, run_batch, write_report
+    from urbanfusion.workflows.batch import (
+        city_configs,
+        exit_status,
+        interrupted_results,
+        run_batch,
+        write_report,
+    )
 
     start = time.perf_counter()
     configs = city_configs(sources)
@@ -161,7 +197,29 @@ def batch_command(
         detail = r.error or r.changes
         out.print(f"{line}: {detail}" if detail else line, highlight=False, soft_wrap=True)
 
-    results = run_batch(configs, jobs, wait=not no_wait, force=force, dry_run=dry_run, on_done=done)
+    finished: list[CityResult] = []
+
+    def record(r: CityResult) -> None:
+        finished.append(r)
+        done(r)
+
+    try:
+        results = run_batch(
+            configs, jobs, wait=not no_wait, force=force, dry_run=dry_run, on_done=record
+        )
+    except KeyboardInterrupt as e:
+        # The cities that ended are in the report; the others are marked interrupted.
+        results = interrupted_results(configs, finished)
+        write_report(report, results, time.perf_counter() - start)
+        ended = sum(r.status != "interrupted" for r in results)
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        err.print(
+            f"{how} after {ended} of {len(configs)} cities; report {report} lists them "
+            "(the others: interrupted, their published outputs untouched)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(_exit_status(e)) from None
     seconds = time.perf_counter() - start
     write_report(report, results, seconds)
     _print_batch_table(results)
@@ -414,13 +472,14 @@ def train_command(
         result, diff = train_and_export(
             data, model_out, cfg, names, quiet, checkpoint=checkpoint, resume=resume
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         err.print(
-            f"interrupted; finished epochs are in {checkpoint}: add --resume to continue",
+            f"{how}; finished epochs are in {checkpoint}: add --resume to continue",
             highlight=False,
             soft_wrap=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(_exit_status(e)) from None
     v = result.validation
     out.print(
         f"trained on {len(data)} labelled cells; best epoch {result.best_epoch}; blocked "

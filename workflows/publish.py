@@ -70,6 +70,15 @@ def written_paths(out: Path) -> list[Path]:
     ]
 
 
+# Runs this process published (an interrupted command says truly whether it had published).
+_published_here: list[Path] = []
+
+
+def published_here() -> list[Path]:
+    """The run folders this process published, oldest first."""
+    return list(_published_here)
+
+
 def _write_owner(path: Path) -> None:
     """Say who holds the lock (written whole: a reader never sees half of it)."""
     owner = {
@@ -198,6 +207,7 @@ class OutputFolder:
         final = self.runs / run_id
         os.rename(staging, final)
         _replace_link(self.path / LATEST, f"{RUNS}/{run_id}", f"{_NEW_LINK}{run_id}")
+        _published_here.append(final)
         for f in sorted(final.iterdir()):
             # Stable names for readers, made once: they resolve through `latest`.
             link, target = self.path / f.name, f"{LATEST}/{f.name}"
