@@ -387,6 +387,9 @@ def _output(value: str) -> Callable[[Path], list[str]]:
             edit_config(city, **{"output.dir": ""})
         elif value == "in-glob":
             edit_config(city, **{"output.dir": "tiles/maps", "imagery.paths": ["tiles/**/*.tif"]})
+        elif value == "linked":  # a link among the tiles leads to where the maps will go
+            (city / "tiles" / "maps").symlink_to(city / "maps")
+            edit_config(city, **{"output.dir": "maps", "imagery.paths": ["tiles/**/*.tif"]})
         elif value == "tmpfs":
             shm = Path("/dev/shm")
             target = shm / f"uf-faults-{city.name}"
@@ -563,6 +566,13 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "output.dir in an input glob",
             "tiles/maps, tiles/**/*.tif",
             _output("in-glob"),
+            "error",
+            "inside output.dir",
+        ),
+        Fault(
+            "output.dir through a link in an input glob",
+            "tiles/maps -> ../maps, tiles/**/*.tif",
+            _output("linked"),
             "error",
             "inside output.dir",
         ),

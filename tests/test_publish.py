@@ -139,6 +139,57 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_says_truly_what_was_published(tmp_p
     assert _interrupted_line(Terminated()).startswith("terminated (SIGTERM) after run")
 
 
+def test_another_city_in_the_same_output_folder_is_refused_unless_new_city(tmp_path, small_city):
+    from urbanfusion.pipeline.errors import ConfigError
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", small_city))
+    first = run(cfg)
+    west, south, east, north = cfg.extent
+    other = cfg.model_copy(
+        update={"name": "another-city", "extent": (west + 0.2, south, east + 0.2, north)}
+    )
+    with pytest.raises(ConfigError, match="holds the maps of city 'demo-city-11'"):
+        run(other)
+    assert (
+        json.loads((tmp_path / "out" / "manifest.json").read_text())["run"]["id"]
+        == (first.manifest["run"]["id"])
+    )
+    renamed = cfg.model_copy(update={"name": "renamed"})
+    with pytest.raises(ConfigError, match="--new-city"):
+        run(renamed)
+    taken = run(renamed, new_city=True)
+    assert taken.manifest["run"]["previous"] is None and len(taken.changes.table) == 0
+    assert run(renamed).up_to_date
+
+
+def test_an_output_written_over_after_publishing_is_noticed_and_made_again(tmp_path, small_city):
+    import shutil
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", small_city))
+    first = run(cfg)
+    published = tmp_path / "out" / "class_map.tif"
+    assert not os.access(published, os.W_OK) or os.geteuid() == 0  # read-only, but for root
+    assert (published.resolve().stat().st_mode & 0o222) == 0
+    os.chmod(published.resolve(), 0o644)  # `cp` as root writes over a read-only file anyway
+    shutil.copy(first.outputs["probabilities.tif"], published)
+    again = run(cfg)
+    assert not again.up_to_date
+    _published_set_is_whole(tmp_path / "out")
+    assert run(cfg).up_to_date
+
+
+def test_run_ids_keep_publication_order_when_the_clock_is_set_back():
+    import datetime as dt
+
+    from urbanfusion.workflows.publish import new_run_id
+
+    late = new_run_id(dt.datetime(2026, 12, 4, 2, 30, tzinfo=dt.UTC))
+    early = dt.datetime(2026, 12, 3, 2, 30, tzinfo=dt.UTC)
+    assert new_run_id(early, after=late) > late
+    assert new_run_id(early, after=late) == "20261204T023000000001Z"
+    assert new_run_id(early, after="20201201T000000000000Z") == new_run_id(early)
+
+
 def test_two_runs_started_together_compute_once_and_the_second_finds_it_up_to_date(
     tmp_path, small_city
 ):

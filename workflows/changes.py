@@ -17,6 +17,7 @@ import rasterio
 
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
+from urbanfusion.pipeline.fingerprint import file_sha256
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.workflows.stages import Predicted
 
@@ -70,7 +71,21 @@ def changes_since(
     """Compare a run's classes with those of the ``previous`` run's folder (None: first run)."""
     if previous is None or not (previous / "manifest.json").is_file():
         return Changes(empty_changes(grid), None, "first run: nothing to compare")
-    before = json.loads((previous / "manifest.json").read_text(encoding="utf-8"))["grid"]
+    manifest = json.loads((previous / "manifest.json").read_text(encoding="utf-8"))
+    written_over = [
+        name
+        for name in ("class_map.tif", "probabilities.tif")
+        if (previous / name).is_file()
+        and file_sha256(previous / name) != manifest["outputs"][name]["sha256"]
+    ]
+    if written_over:
+        return Changes(
+            empty_changes(grid),
+            previous.name,
+            f"not compared: {' and '.join(written_over)} of the previous run were written over "
+            "after it was published",
+        )
+    before = manifest["grid"]
     same_cells = (before["crs"], before["cell_size_m"]) == (grid.crs.to_string(), grid.cell_size)
     if not same_cells:
         return Changes(

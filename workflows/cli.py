@@ -146,6 +146,14 @@ def run_command(
     ] = False,
     no_wait: Annotated[bool, _NO_WAIT] = False,
     force: Annotated[bool, _FORCE] = False,
+    new_city: Annotated[
+        bool,
+        typer.Option(
+            "--new-city",
+            help="The output folder holds another city's maps: start its history over for "
+            "this one (nothing is compared with the other city's map).",
+        ),
+    ] = False,
 ) -> None:
     """Map urban function over a city extent from its tiles and signalling files."""
     from urbanfusion.pipeline.config import load_config
@@ -155,7 +163,8 @@ def run_command(
     cfg = load_config(config)
     if strict:
         cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
-    result = run(cfg, StageTimer(quiet=quiet or None), wait=not no_wait, force=force)
+    timer = StageTimer(quiet=quiet or None)
+    result = run(cfg, timer, wait=not no_wait, force=force, new_city=new_city)
     if result.up_to_date:
         out.print(f"{result.output_dir}: {result.changes.summary}", highlight=False, soft_wrap=True)
         return

@@ -31,12 +31,16 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
+from urbanfusion.pipeline.fingerprint import file_sha256, stat_identity
 
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.
 LOCK = ".urbanfusion.lock"
 # Who holds the lock (pid, host, start, command), so a run that waits can say whom it waits for.
 LOCK_OWNER = ".urbanfusion.lock.owner"
+# The published run's files as they were published (stat identities): a file changed in place
+# afterwards (`cp other.tif OUT/class_map.tif`) is noticed, and the run is made again.
+PUBLISHED = ".published.json"
 RUNS = "runs"
 LATEST = "latest"
 STORE = "store"  # the run store (urbanfusion.pipeline.store): results by fingerprint
@@ -92,9 +96,22 @@ def _write_owner(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """A run id that sorts in time order: ``20261126T021500123456Z``."""
-    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+_RUN_ID = "%Y%m%dT%H%M%S%fZ"
+
+
+def new_run_id(now: dt.datetime | None = None, after: str | None = None) -> str:
+    """A run id that sorts in time order: ``20261126T021500123456Z``.
+
+    ``after``: the newest run id of the folder. With the clock set back, the id is one
+    microsecond after it instead, so ids still sort in the order runs were published (history is
+    trimmed in that order).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    if after is not None:
+        with contextlib.suppress(ValueError):
+            last = dt.datetime.strptime(after, _RUN_ID).replace(tzinfo=dt.UTC)
+            now = max(now, last + dt.timedelta(microseconds=1))
+    return now.strftime(_RUN_ID)
 
 
 def _replace_link(link: Path, target: str, tmp_name: str) -> None:
@@ -205,9 +222,16 @@ class OutputFolder:
             The run's folder.
         """
         final = self.runs / run_id
+        for f in staging.iterdir():  # published files are not to be written again
+            f.chmod(0o444)
         os.rename(staging, final)
         _replace_link(self.path / LATEST, f"{RUNS}/{run_id}", f"{_NEW_LINK}{run_id}")
         _published_here.append(final)
+        files = {f.name: stat_identity(f.stat()) for f in final.iterdir()}
+        record = {"run": run_id, "files": files}
+        tmp = self.path / f"{PUBLISHED}.tmp"
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, self.path / PUBLISHED)
         for f in sorted(final.iterdir()):
             # Stable names for readers, made once: they resolve through `latest`.
             link, target = self.path / f.name, f"{LATEST}/{f.name}"
@@ -215,6 +239,39 @@ class OutputFolder:
                 _replace_link(link, target, f".{f.name}{_NEW_LINK}{run_id}")
         self._trim(final, keep)
         return final
+
+    def next_run_id(self) -> str:
+        """An id for a new run that sorts after every kept run's (:func:`new_run_id`)."""
+        runs = self.history()
+        return new_run_id(after=runs[-1].name if runs else None)
+
+    def changed_outputs(self, run: Path) -> list[str]:
+        """Files of the published ``run`` changed since it was published (by stat identity).
+
+        A folder published by an earlier urbanfusion has no record: its files are compared
+        with the hashes in its manifest instead.
+        """
+        try:
+            record = json.loads((self.path / PUBLISHED).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if record is None or record.get("run") != run.name:
+            manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+            listed = manifest.get("outputs", {})
+            return sorted(
+                name
+                for name, entry in listed.items()
+                if not (run / name).is_file() or file_sha256(run / name) != entry["sha256"]
+            )
+        changed = []
+        for name, identity in record["files"].items():
+            try:
+                now = stat_identity((run / name).stat())
+            except FileNotFoundError:
+                now = {}
+            if now != identity:
+                changed.append(name)
+        return sorted(changed)
 
     def history(self) -> list[Path]:
         """Folders of the runs kept, oldest first."""

@@ -17,6 +17,7 @@ import rasterio
 
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.config import RunConfig
+from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
@@ -44,7 +45,11 @@ class RunResult:
 
 
 def run(
-    config: RunConfig, timer: StageTimer | None = None, wait: bool = True, force: bool = False
+    config: RunConfig,
+    timer: StageTimer | None = None,
+    wait: bool = True,
+    force: bool = False,
+    new_city: bool = False,
 ) -> RunResult:
     """Run plan, ingest, prepare, predict and write for one config.
 
@@ -54,8 +59,13 @@ def run(
     activity, the predictions) and computes the rest; ``force`` recomputes everything. ``wait``:
     when another run holds the output folder, wait for it (else raise at once).
 
+    An output folder belongs to one city: a run of another city (another name, or an extent
+    that does not overlap) is refused unless ``new_city``, which starts the folder's history
+    over for this city (nothing is compared with the other city's map).
+
     Raises:
         UrbanFusionError: any problem with the inputs; nothing is published then.
+        ConfigError: the output folder holds another city's maps and ``new_city`` is false.
         OutputBusyError: another run is writing the output folder and ``wait`` is false.
     """
     timer = timer or StageTimer()
@@ -69,12 +79,44 @@ def run(
         with out.locked(wait, timer.warn):
             fingerprint = run_fingerprint(p, predictor)
             published = out.latest()
-            if not force and published is not None:
+            if published is not None and not new_city:
                 manifest = _manifest(published)
-                if not changed_since(manifest, fingerprint):
-                    return _up_to_date(p, out, published, manifest)
+                _same_city(config, manifest, out.path)
+                if not force and not changed_since(manifest, fingerprint):
+                    tampered = out.changed_outputs(published)
+                    if not tampered:
+                        return _up_to_date(p, out, published, manifest)
+                    timer.warn(
+                        f"{', '.join(tampered)} of run {published.name} changed after it was "
+                        f"published (written over in {out.path}?); making the run again"
+                    )
             store = ResultStore(out.path / STORE, reuse=not force)
-            return _locked_run(p, predictor, out, store, scheduler, timer, started, fingerprint)
+            return _locked_run(
+                p, predictor, out, store, scheduler, timer, started, fingerprint, new_city
+            )
+
+
+def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> None:
+    """Refuse to publish a city into a folder that holds another city's maps.
+
+    Another name, or an extent that does not overlap the published one's: the change map
+    would compare two cities and the history would mix them.
+    """
+    before = manifest.get("config") or {}
+    name, extent = before.get("name"), before.get("extent")  # type: ignore[union-attr]
+    apart = extent is not None and not (
+        extent[0] < config.extent[2]
+        and config.extent[0] < extent[2]
+        and extent[1] < config.extent[3]
+        and config.extent[1] < extent[3]
+    )
+    if name == config.name and not apart:
+        return
+    raise ConfigError(
+        f"output.dir {out} holds the maps of city '{name}' (extent {extent}), not of "
+        f"'{config.name}' (extent {list(config.extent)}): give each city its own output.dir, "
+        "or run once with --new-city to start this folder's history over for this city"
+    )
 
 
 def _manifest(run_dir: Path) -> dict[str, object]:
@@ -94,10 +136,14 @@ def what_would_run(config: RunConfig) -> str:
         UrbanFusionError: the config, its inputs or the model are not usable (as a run would).
     """
     p, predictor = plan(config), open_model(config)
-    published = OutputFolder(config.output_dir).latest()
+    folder = OutputFolder(config.output_dir)
+    published = folder.latest()
     if published is None:
         return "would run: no published run yet"
-    changed = changed_since(_manifest(published), run_fingerprint(p, predictor))
+    manifest = _manifest(published)
+    _same_city(config, manifest, folder.path)
+    changed = changed_since(manifest, run_fingerprint(p, predictor))
+    changed += [f"{name} (written over)" for name in folder.changed_outputs(published)]
     if not changed:
         return f"up to date (run {published.name})"
     return f"would run: {', '.join(changed)} changed since run {published.name}"
@@ -127,6 +173,7 @@ def _locked_run(
     timer: StageTimer,
     started: dt.datetime,
     fingerprint: dict[str, str],
+    new_city: bool = False,
 ) -> RunResult:
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
         ingested = ingest(p, store)
@@ -164,6 +211,7 @@ def _locked_run(
         timer=timer,
         fingerprint=fingerprint,
         store=store,
+        new_city=new_city,
     )
     store.keep_only_used()  # what the published run came from, no more
     return RunResult(out.path, outputs, manifest, predicted.class_id, p.grid.cell_ids(), changes)

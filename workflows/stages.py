@@ -7,6 +7,9 @@ in production. The last stage, write, is :mod:`.write`; :mod:`.run` runs them al
 
 from __future__ import annotations
 
+import fnmatch
+import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,22 +117,55 @@ def plan(config: RunConfig) -> Plan:
     tiles = expand_paths(config, config.imagery.paths, "imagery.paths")
     signalling = expand_paths(config, config.signalling.paths, "signalling.paths")
     out = config.output_dir
-    written = written_paths(out)
     for key, patterns, files in (
         ("imagery.paths", config.imagery.paths, tiles),
         ("signalling.paths", config.signalling.paths, signalling),
     ):
-        inside = [f for f in files if f.is_relative_to(out)]
-        # Also what is not there yet: the next run would read this run's outputs.
-        would = [w for pat in patterns for w in written if glob_matches(config.resolve(pat), w)]
-        if inside or would:
-            example = inside[0] if inside else would[0]
+        example = _reaches_output(config, patterns, files, out)
+        if example is not None:
             raise ConfigError(
                 f"{key} reaches inside output.dir {out} (e.g. {example}): a run would read its "
                 "own outputs; move output.dir out of the input folders or narrow the pattern"
             )
     check_memory(config, grid, len(signalling), available_bytes())
     return Plan(config, grid, tiles, signalling)
+
+
+def _reaches_output(
+    config: RunConfig, patterns: list[str], files: list[Path], out: Path
+) -> Path | None:
+    """A path by which the input ``patterns`` reach into ``out``, or None.
+
+    Files already there, and what a run would write there (the next run would read it), by
+    their real paths: a link inside an input folder that leads to ``out`` counts too.
+    """
+    real = out.resolve()
+    inside = [f for f in files if f.is_relative_to(out) or f.resolve().is_relative_to(real)]
+    if inside:
+        return inside[0]
+    written = written_paths(out)
+    for pattern in patterns:
+        full = config.resolve(pattern)
+        would = [w for w in written if glob_matches(full, w)]
+        if would:
+            return would[0]
+        if not any(fnmatch.fnmatchcase(w.name, full.name) for w in written):
+            continue  # it cannot match an output's name, wherever it walks
+        # The folders the pattern walks, through links: one may be the output folder, or a
+        # link to where the output folder will be (before the first run makes it).
+        for folder in map(Path, glob.glob(str(full.parent) + os.sep, recursive=True)):
+            if folder.resolve().is_relative_to(real):
+                return folder
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    link = Path(entry.path)
+                    if (
+                        entry.is_symlink()
+                        and link.resolve().is_relative_to(real)
+                        and glob_matches(full.parent, link)
+                    ):
+                        return link
+    return None
 
 
 def open_model(config: RunConfig) -> Predictor:

@@ -29,7 +29,7 @@ from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
-from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder, new_run_id
+from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stac import run_item, write_item
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
@@ -222,15 +222,18 @@ def write(
     timer: StageTimer,
     fingerprint: dict[str, str],
     store: ResultStore | None = None,
+    new_city: bool = False,
 ) -> tuple[dict[str, Path], dict[str, object], Changes]:
     """Write every output of a run and publish them at once (the caller holds ``out``'s lock).
+
+    ``new_city``: the folder's earlier runs are of another city; nothing is compared with them.
 
     Returns:
         The path of each output by name (:data:`OUTPUT_FILES`, as readers open them), the
         manifest written, and what changed since the previous run.
     """
     grid, contract = p.grid, predictor.contract
-    run_id, previous = new_run_id(), out.latest()
+    run_id, previous = out.next_run_id(), None if new_city else out.latest()
     with out.staging(run_id) as staging:
         with timer.stage("write", str(out.path)):
             changes = _write_outputs(p, ingested, predicted, contract, staging, previous, run_id)
