@@ -31,6 +31,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
+from rasterio.windows import from_bounds
 
 from urbanfusion.ingest.tile_index import tile_index
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
@@ -68,6 +69,12 @@ HAZE_THRESHOLD = 0.35
 COARSE_FACTOR = 4.0
 # Longest side of the decimated read used for per-scene statistics and the haze score.
 _PREVIEW_PX = 1024
+# A tile declaring more pixels than this, and over PREVIEW_CROP times those over the extent, is
+# previewed over the extent only (grown by a quarter each side): a decimated read of a sparse
+# BigTIFF's declared millions of blocks would stall the night. Smaller tiles keep whole-scene
+# statistics (one airlight per scene, the same for every city that uses the tile).
+PREVIEW_WHOLE_MAX_PX = 64 * 2**20
+PREVIEW_CROP = 4.0
 
 
 @dataclass
@@ -155,7 +162,12 @@ def _unreadable(path: Path, err: RasterioError) -> InputFormatError:
 
 
 def _scaled(data: np.ndarray, valid: np.ndarray, tile: TileSource) -> np.ndarray:
-    """Raw values to [0, 1] by the tile's scaling; NaN where not ``valid`` or not a number."""
+    """Raw values to [0, 1] by the tile's scaling; NaN where not ``valid`` or not finite.
+
+    A float tile's +-inf or NaN pixel (a failed division in the tool that made it) is nodata in
+    every band: clipped, it would pass for white or black ground.
+    """
+    valid = valid & np.isfinite(data).all(axis=0)
     lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
     hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
     # In place (a chunk is tens of MB): NaN stays NaN through each step, as it did in copies.
@@ -284,10 +296,42 @@ def _mosaic(
     return da.block(blocks), sources
 
 
+def preview_bounds(
+    bounds: tuple[float, float, float, float],
+    res: tuple[float, float],
+    crs: CRS,
+    grid: CityGrid,
+) -> tuple[float, float, float, float] | None:
+    """The part of a tile (``bounds`` in its ``crs``) its preview reads; None: all of it.
+
+    All of it unless the tile declares more than :data:`PREVIEW_WHOLE_MAX_PX` pixels and over
+    :data:`PREVIEW_CROP` times those over the extent; then the extent grown by a quarter each
+    side, in the tile's CRS, clipped to the tile.
+    """
+    left, bottom, right, top = bounds
+    declared = (right - left) / res[0] * (top - bottom) / res[1]
+    if declared <= PREVIEW_WHOLE_MAX_PX:
+        return None
+    x0, y0, x1, y1 = grid.bounds
+    dx, dy = (x1 - x0) / 4, (y1 - y0) / 4
+    gx0, gy0, gx1, gy1 = transform_bounds(grid.crs, crs, x0 - dx, y0 - dy, x1 + dx, y1 + dy)
+    crop = (max(left, gx0), max(bottom, gy0), min(right, gx1), min(top, gy1))
+    if crop[0] >= crop[2] or crop[1] >= crop[3]:
+        return None
+    cropped = (crop[2] - crop[0]) / res[0] * (crop[3] - crop[1]) / res[1]
+    return crop if declared > PREVIEW_CROP * cropped else None
+
+
 def _scene_preview(
-    src: rasterio.DatasetReader, path: Path, bands: tuple[int, ...], grid: CityGrid
-) -> tuple[TileSource, np.ndarray]:
+    src: rasterio.DatasetReader,
+    path: Path,
+    bands: tuple[int, ...],
+    grid: CityGrid,
+    bounds: tuple[float, float, float, float] | None = None,
+) -> tuple[TileSource, np.ndarray, float]:
     """How to read a scene, and the scene at about the grid's pixel size, scaled: one read.
+
+    Also the share of its valid pixels that are not finite (+-inf, NaN): read as nodata.
 
     A decimated read in the tile's own CRS (GDAL takes it from the overviews when the file has
     them), averaging the pixels it skips: no warp, so it costs a fraction of a read of the tile.
@@ -297,28 +341,37 @@ def _scene_preview(
     tile's mask, nodata value or alpha band leave pixels out).
     """
     res = max(abs(src.res[0]), abs(src.res[1]))
+    window = None
+    if bounds is not None:
+        window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+    height, width = (src.height, src.width) if window is None else (window.height, window.width)
     # Compare resolutions in the tile's units: convert the grid pixel when the tile is in degrees.
     target = grid.pixel_size if src.crs.is_projected else grid.pixel_size / 111_320.0
-    factor = max(1.0, target / res, max(src.width, src.height) / _PREVIEW_PX)
-    shape = (max(1, int(src.height / factor)), max(1, int(src.width / factor)))
+    factor = max(1.0, target / res, max(width, height) / _PREVIEW_PX)
+    shape = (max(1, int(height / factor)), max(1, int(width / factor)))
     try:
         data = src.read(
             list(bands),
             out_shape=(len(bands), *shape),
+            window=window,
             resampling=Resampling.average,
             out_dtype="float32",
         )
         alpha = _own_alpha(src)
         if alpha is None:
             opaque = 128.0
-            valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+            mask = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest)
+            valid = mask > 0
         else:
-            level = src.read(alpha, out_shape=shape, resampling=Resampling.average)
+            level = src.read(alpha, out_shape=shape, window=window, resampling=Resampling.average)
             # A 0/1 mask written as alpha is opaque at 1, where GDAL would read 1/255.
             opaque = max(float(level.max()), 1.0) / 2
             valid = level >= opaque
     except RasterioError as err:
         raise _unreadable(path, err) from None
+    nonfinite = valid & ~np.isfinite(data).all(axis=0)
+    share = float(nonfinite.sum() / max(1, valid.sum()))
+    valid &= ~nonfinite
     if src.dtypes[0] == "uint8":
         white = 255.0
     else:
@@ -329,7 +382,7 @@ def _scene_preview(
         nbits = src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
         white = white_level(src.dtypes[0], high, nbits)
     tile = TileSource(path, bands, ((0.0, white),) * len(bands), opaque)
-    return tile, _scaled(data, valid, tile)
+    return tile, _scaled(data, valid, tile), share
 
 
 class EmptyTileError(InputFormatError):
@@ -343,8 +396,11 @@ def _scene_stats(
     params: DehazeParams,
     dehaze: str,
     store: ResultStore | None,
-) -> tuple[TileSource, float, np.ndarray | None]:
-    """A scene's reading (band scaling, alpha level), haze score and airlight if it is dehazed.
+    bounds: tuple[float, float, float, float] | None = None,
+) -> tuple[TileSource, float, np.ndarray | None, float]:
+    """A scene's reading (band scaling, alpha level), haze score, airlight if it is dehazed.
+
+    And the share of its pixels that are not finite (read as nodata).
 
     From its preview; kept in ``store`` under the file's identity, so an unchanged tile is not
     opened again. Raises what rasterio raises for an unreadable file, and
@@ -358,6 +414,7 @@ def _scene_stats(
             "crs": grid.crs.to_string(),
             "params": asdict(params),
             "dehaze": dehaze,
+            "preview_bounds": bounds,
             "code": code_fingerprint(),
         }
     )
@@ -369,9 +426,10 @@ def _scene_stats(
             TileSource(path, chosen, scale, float(saved["opaque"])),  # type: ignore[index]
             float(saved["score"]),  # type: ignore[index]
             None if light is None else np.asarray(light, dtype=np.float32),
+            float(saved.get("nonfinite", 0.0)),  # type: ignore[union-attr]
         )
     with rasterio.open(path) as src:
-        tile, preview = _scene_preview(src, path, chosen, grid)
+        tile, preview, nonfinite = _scene_preview(src, path, chosen, grid, bounds)
     if np.isnan(preview).all():
         raise EmptyTileError(
             "every pixel is masked by its nodata value or alpha band; check how it was exported"
@@ -388,9 +446,10 @@ def _scene_stats(
             "opaque": tile.opaque,
             "score": score,
             "light": None if light is None else [float(v) for v in light],
+            "nonfinite": nonfinite,
         }
         store.save_json(store.path("scenes", key, "json"), record)
-    return tile, score, light
+    return tile, score, light, nonfinite
 
 
 def band_indexes(requested: list[int | str], names: list[str], source: str) -> tuple[int, ...]:
@@ -463,6 +522,7 @@ def load_imagery(
     index = tile_index(paths)
     reports: list[TileReport] = []
     touching: list[tuple[TileReport, tuple[float, ...], tuple[int, ...]]] = []
+    crops: dict[str, tuple[float, float, float, float] | None] = {}
     for record in index.to_dict("records"):
         row = {k: None if _missing(v) else v for k, v in record.items()}
         report = TileReport(
@@ -486,6 +546,7 @@ def load_imagery(
             report.status, report.reason = "skipped", "does not touch the extent"
             continue
         touching.append((report, footprint, chosen))
+        crops[report.path] = preview_bounds(bounds, report.resolution, crs, grid)
     # Tiles that touch the extent are still "failed" with no reason until they are read below.
     unreadable = [r for r in reports if r.status == "failed" and r.reason]
     if strict and unreadable:
@@ -509,10 +570,12 @@ def load_imagery(
     )
     layers: list[da.Array] = []
 
-    def stats(k: int) -> tuple[TileSource, float, np.ndarray | None] | Exception:
+    def stats(k: int) -> tuple[TileSource, float, np.ndarray | None, float] | Exception:
         report, _, chosen = touching[k]
         try:
-            return _scene_stats(Path(report.path), chosen, grid, params, dehaze, store)
+            return _scene_stats(
+                Path(report.path), chosen, grid, params, dehaze, store, crops[report.path]
+            )
         except (RasterioError, OSError, InputFormatError) as err:
             return err
 
@@ -533,7 +596,13 @@ def load_imagery(
                     f"{path}: {report.reason}; --strict is on: fix or remove the file"
                 ) from None
             continue
-        tile, score, light = result
+        tile, score, light, nonfinite = result
+        if nonfinite > 0:
+            said = (
+                f"{path.name}: {nonfinite:.2%} of its pixels are not finite (+-inf or NaN) and "
+                "are read as nodata; set a nodata value when exporting it"
+            )
+            report.note = f"{report.note}; {said}" if report.note else said
         report.scale = list(tile.scale)
         report.haze_score = round(score, 4)
         report.dehazed = light is not None

@@ -201,6 +201,42 @@ def _retyped(dtype: str, factor: float) -> Callable[[Path], list[str]]:
     return make
 
 
+def _infinite_pixels(city: Path) -> list[str]:
+    """A float tile whose tool wrote +inf and -inf where it divided by zero."""
+    tile = city / "tiles" / HAZY_TILE
+    with rasterio.open(tile) as src:
+        data = src.read().astype(np.float32) / 255
+    data[:, 100:140, 100:140] = np.inf
+    data[:, 200:220, 50:90] = -np.inf
+    _rewrite(tile, data, dtype="float32", nodata=None)
+    return []
+
+
+def _sparse_bigtiff(city: Path) -> list[str]:
+    """A sparse BigTIFF declaring 300,000 x 300,000 pixels; only one tile's pixels are written."""
+    from rasterio.windows import Window
+
+    with rasterio.open(city / "tiles" / ONE_TILE) as src:
+        profile, pixels, t = src.profile, src.read(), src.transform
+    side, off = 300_000, 140_000  # the small tile sits inside, on the same pixel grid
+    origin = Affine(t.a, 0, t.c - off * t.a, 0, t.e, t.f - off * t.e)
+    profile.update(
+        width=side,
+        height=side,
+        transform=origin,
+        tiled=True,
+        blockxsize=1024,
+        blockysize=1024,
+        compress="deflate",
+        BIGTIFF="YES",
+        SPARSE_OK=True,
+        nodata=0,  # the blocks never written read as nodata
+    )
+    with rasterio.open(city / "tiles" / "0_province.tif", "w", **profile) as dst:
+        dst.write(pixels, window=Window(off, off, pixels.shape[2], pixels.shape[1]))
+    return []
+
+
 def _day_files(city: Path) -> list[Path]:
     return sorted((city / "signalling").glob("*.csv"))
 
@@ -450,9 +486,22 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "warning",
             "used only where no finer tile",
         ),
+        Fault(
+            "sparse BigTIFF of 300,000 px a side",
+            "a province declared, one tile written",
+            _sparse_bigtiff,
+            "ok",
+        ),
         Fault("hazy tile uint16", "x257", _retyped("uint16", 257.0), "ok"),
         Fault("hazy tile int16", "x128", _retyped("int16", 128.0), "ok"),
         Fault("hazy tile float32", "/255", _retyped("float32", 1 / 255), "ok"),
+        Fault(
+            "float tile with +-inf pixels",
+            "a division by zero in the export",
+            _infinite_pixels,
+            "warning",
+            "are not finite (+-inf or NaN) and are read as nodata",
+        ),
         Fault("rows dated 2300, 2099", "two mistyped years", _far_dates, "ok"),
         Fault(
             "window_days, one row months later",
