@@ -92,6 +92,7 @@ def file_header(path: Path) -> list[str]:
     try:
         if path.suffix.lower() == ".parquet":
             return list(pq.ParquetFile(path).schema_arrow.names)
+        _compressed_as_named(path)
         with pa.input_stream(str(path), compression="detect") as stream:
             head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")
     except (OSError, pa.ArrowException) as err:
@@ -103,14 +104,38 @@ def file_header(path: Path) -> list[str]:
     return next(csv.reader(io.StringIO(first)), [])
 
 
+# Magic bytes of compressed files, and the suffix pyarrow needs to read them as such.
+_COMPRESSED = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\x28\xb5\x2f\xfd": ".zst"}
+
+
+def _compressed_as_named(path: Path) -> None:
+    """Fail when a file is compressed but its name does not say so (it would read as binary)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    for magic, suffix in _COMPRESSED.items():
+        if head.startswith(magic) and path.suffix.lower() != suffix:
+            named = f"named {path.suffix}" if path.suffix else "its name has no suffix"
+            raise InputFormatError(
+                f"{path}: the file is {suffix[1:]}-compressed but {named}; rename it to "
+                f"{path.name}{suffix} (or decompress it)"
+            )
+
+
 def require_columns(path: Path, expected: list[str], found: list[str], key: str) -> None:
     """Fail with the expected and found column names when one is missing."""
     missing = [c for c in expected if c not in found]
-    if missing:
+    if not missing:
+        return
+    if len(found) == 1 and any(d in found[0] for d in ";\t|"):
+        delimiter = next(d for d in ";\t|" if d in found[0])
         raise InputFormatError(
-            f"{path}: missing column(s) {missing}; expected {expected} ({key}), found {found}; "
-            f"map the names under {key}"
+            f"{path}: fields are separated by {delimiter!r}, not commas (header {found[0]!r}); "
+            "save it as comma-separated CSV"
         )
+    raise InputFormatError(
+        f"{path}: missing column(s) {missing}; expected {expected} ({key}), found {found}; "
+        f"map the names under {key}"
+    )
 
 
 def local_wall_time(text: pd.Series, timezone: str) -> np.ndarray:

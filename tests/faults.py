@@ -354,6 +354,21 @@ def _antimeridian(city: Path) -> list[str]:
     return []
 
 
+def _semicolons(city: Path) -> list[str]:
+    """A day saved by a spreadsheet in a locale whose list separator is ';'."""
+    day = _day_files(city)[2]
+    day.write_text(day.read_text().replace(",", ";"))
+    return []
+
+
+def _gzip_as_csv(city: Path) -> list[str]:
+    import gzip
+
+    day = _day_files(city)[2]
+    day.write_bytes(gzip.compress(day.read_bytes()))
+    return []
+
+
 def _strict(city: Path) -> list[str]:
     return ["--strict"]
 
@@ -535,6 +550,20 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "signalling.coords: wgs84",
         ),
         Fault("--strict, good tiles", "nothing wrong", _strict, "ok"),
+        Fault(
+            "signalling with ';' between fields",
+            "a spreadsheet's export",
+            _semicolons,
+            "error",
+            "fields are separated by ';', not commas",
+        ),
+        Fault(
+            "signalling gzip named .csv",
+            "compressed, not renamed",
+            _gzip_as_csv,
+            "error",
+            "is gz-compressed but named .csv; rename it to day_2026-03-04.csv.gz",
+        ),
         Fault(
             "YAML key given twice",
             "a second grid: at the end",

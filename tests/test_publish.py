@@ -263,3 +263,30 @@ def test_a_killed_run_leaves_the_published_set_whole_and_the_next_run_cleans_up(
     assert not [p for p in out.iterdir() if p.name.startswith(".latest-")]
     for name in ("class_map.tif", "probabilities.tif", "activity.parquet"):
         assert file_sha256(again.outputs[name]) == reference.manifest["outputs"][name]["sha256"]
+
+
+def test_an_input_overwritten_while_the_run_reads_it_publishes_nothing(
+    tmp_path, small_city, monkeypatch
+):
+    import shutil
+
+    from urbanfusion.pipeline.errors import InputFormatError
+    from urbanfusion.workflows import run as run_module
+
+    days = tmp_path / "signalling"
+    shutil.copytree(small_city.root / "signalling", days)
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", small_city, **{"signalling.paths": [str(days / "*.csv")]})
+    )
+    real_ingest = run_module.ingest
+
+    def ingest_then_redeliver(p, store):
+        ingested = real_ingest(p, store)
+        with (days / "day_2026-03-03.csv").open("a") as f:  # a new delivery overwrites it
+            f.write("2026-03-03 08:00:00,113.66,34.76,10\n")
+        return ingested
+
+    monkeypatch.setattr(run_module, "ingest", ingest_then_redeliver)
+    with pytest.raises(InputFormatError, match=r"signalling input files changed while the run"):
+        run(cfg)
+    assert OutputFolder(tmp_path / "out").latest() is None

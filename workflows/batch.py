@@ -9,7 +9,6 @@ the shared tile-index cache, so cities over one tile folder index it once.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.errors import (
     ConfigError,
@@ -176,5 +176,5 @@ def write_report(path: Path, results: list[CityResult], seconds: float) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(strict_json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

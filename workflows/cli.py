@@ -7,8 +7,8 @@ stderr and exit with status 2; there is never a traceback for bad input.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
-import json
 import signal
 import sys
 import threading
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.errors import UrbanFusionError
 
 if TYPE_CHECKING:
@@ -90,7 +91,10 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except OSError as e:
             # Disk full, no permission, a path through a file: the system's words, one line.
             where = f": {e.filename}" if e.filename else ""
-            message = f"{e.strerror or e}{where}; check the path and free space"
+            if e.errno == errno.ENOSPC:
+                message = f"disk full writing{where or ' the outputs'}; free space there"
+            else:
+                message = f"{e.strerror or e}{where}; check the path and free space"
             err.print(_flagged("error:", "bold red", message), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
@@ -596,7 +600,7 @@ def evaluate_command(
                 },
             )
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(strict_json.dumps(result) + "\n")
         return
     a = result["ablation"]
     out.print(
@@ -675,7 +679,7 @@ def evaluate_image_command(
 
     result = evaluate_encoder(encoder, folder)
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(strict_json.dumps(result) + "\n")
         return
     out.print(
         f"overall accuracy {result['overall_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f} "

@@ -37,15 +37,44 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
     config = p.config.model_dump(mode="json", exclude={"dask", "history", "output"})
     parts = {
         "config": digest(config),
-        "tiles": digest([file_identity(f) for f in p.tiles]),
-        "signalling": digest([file_identity(f) for f in p.signalling_files]),
-        "platform_grid": digest(
-            file_identity(Path(grid.path)) if (grid := p.config.resolved_signalling.grid) else None
-        ),
+        **run_fingerprint_inputs(p),
         "model": digest(file_identity(predictor.path)),
         "code": code_fingerprint(),
     }
     return {"run": digest(parts), **parts}
+
+
+def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.datetime) -> str:
+    """Inputs that changed while the run read them, as an error message ('' when none).
+
+    The manifest lists each input's size and SHA-256 as they are when it is written; a file
+    overwritten mid-run would be listed with its new content though the old rows were used.
+    """
+    now = run_fingerprint_inputs(p)
+    kinds = [k for k, v in now.items() if fingerprint.get(k) != v]
+    if not kinds:
+        return ""
+    since = started.timestamp() * 1e9
+    files = [
+        str(f)
+        for f in (*p.tiles, *p.signalling_files)
+        if f.exists() and f.stat().st_ctime_ns >= since
+    ]
+    named = f" ({', '.join(files[:3])})" if files else ""
+    return (
+        f"{' and '.join(kinds)} input files changed while the run read them{named}; nothing was "
+        "published: run again once the delivery is complete"
+    )
+
+
+def run_fingerprint_inputs(p: Plan) -> dict[str, str]:
+    """The digests of the input files' identities, as :func:`run_fingerprint` has them."""
+    grid = p.config.resolved_signalling.grid
+    return {
+        "tiles": digest([file_identity(f) for f in p.tiles]),
+        "signalling": digest([file_identity(f) for f in p.signalling_files]),
+        "platform_grid": digest(file_identity(Path(grid.path)) if grid else None),
+    }
 
 
 def build_manifest(

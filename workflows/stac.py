@@ -10,7 +10,6 @@ so the run folder can move and still be indexed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from pystac.extensions.projection import ProjectionExtension
 
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
+from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.grid import CityGrid
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -120,4 +120,4 @@ def run_item(
 def write_item(path: Path, item: pystac.Item) -> None:
     """Write ``item.json`` (no self link: the folder may move)."""
     payload = item.to_dict(include_self_link=False, transform_hrefs=False)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    path.write_text(strict_json.dumps(payload, indent=2) + "\n", encoding="utf-8")

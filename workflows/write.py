@@ -9,7 +9,6 @@ sees half a file or a folder of two runs.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,12 +22,14 @@ from urbanfusion.ingest.activity_store import write_activity
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
+from urbanfusion.pipeline import strict_json
+from urbanfusion.pipeline.errors import InputFormatError
 from urbanfusion.pipeline.fingerprint import file_entry
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
-from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest
+from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest, inputs_changed_during
 from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stac import run_item, write_item
@@ -163,7 +164,7 @@ def write_cells(path: Path, cells: gpd.GeoDataFrame) -> None:
 
 def write_json(path: Path, payload: dict[str, object]) -> None:
     """Pretty JSON (``manifest.json``)."""
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(strict_json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def write_rejects(path: Path, rejects: pd.DataFrame) -> None:
@@ -260,6 +261,9 @@ def write(
             manifest["outputs"] = {
                 f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())
             }
+        changed = inputs_changed_during(p, fingerprint, started)
+        if changed:  # the hashes just taken are not of what the run read
+            raise InputFormatError(changed)
         # Every stage's time, write and hash included (only this file's own write is not).
         manifest["timings_s"] = dict(timer.timings)
         write_json(staging / "manifest.json", manifest)
