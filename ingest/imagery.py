@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,13 +180,15 @@ def _scaled(data: np.ndarray, valid: np.ndarray, tile: TileSource) -> np.ndarray
     return out
 
 
+# How to read one chunk of one tile: a function and its arguments, called by the mosaic's task.
+_Read = tuple[Callable[..., np.ndarray], tuple[object, ...]]
+
+
 @dataclass(frozen=True)
 class _Layer:
-    """One tile on the pixel grid, over the whole chunks its footprint touches only."""
+    """One tile on the pixel grid: how to read each grid chunk its footprint touches."""
 
-    array: da.Array  # (band, y, x), chunks aligned with the grid's chunks
-    row0: int  # first chunk row of the grid that the array covers
-    col0: int
+    reads: dict[tuple[int, int], _Read]  # (chunk row, chunk col) -> its read
     source: dict[str, object] = field(default_factory=dict)  # what its pixels depend on
 
 
@@ -226,73 +229,69 @@ def _tile_on_grid(
     # The layer's pixel extent: a halo never reaches past it, as with map_overlap on the layer.
     layer = chunks.span(rows, cols)
     margin = halo(params)
-    blocks = []
+    reads: dict[tuple[int, int], _Read] = {}
     for r in rows:
-        row = []
         for c in cols:
             window = chunks.window(r, c)
             if light is None:
-                block = dask.delayed(read_window)(
-                    tile,
-                    grid.crs,
-                    grid.window_transform(window),
-                    window.shape,
+                reads[(r, c)] = (
+                    read_window,
+                    (tile, grid.crs, grid.window_transform(window), window.shape),
                 )
             else:
                 outer = window.grow(margin, within=layer)
-                block = dask.delayed(_read_dehazed)(
-                    tile,
-                    grid.crs,
-                    grid.window_transform(outer),
-                    outer.shape,
-                    window.relative_to(outer),
-                    light,
-                    params,
+                reads[(r, c)] = (
+                    _read_dehazed,
+                    (
+                        tile,
+                        grid.crs,
+                        grid.window_transform(outer),
+                        outer.shape,
+                        window.relative_to(outer),
+                        light,
+                        params,
+                    ),
                 )
-            shape = (len(tile.bands), *window.shape)
-            row.append(da.from_delayed(block, shape, dtype=np.float32))
-        blocks.append(row)
-    return _Layer(da.block(blocks), rows[0], cols[0], source or {})
+    return _Layer(reads, source or {})
 
 
-def first_valid(*blocks: np.ndarray) -> np.ndarray:
-    """Per pixel, the first block whose pixel is valid in every band (the mosaic rule)."""
-    out = blocks[0].copy()
-    for block in blocks[1:]:
+def read_first_valid(reads: list[_Read]) -> np.ndarray:
+    """A chunk of the mosaic: per pixel, the first tile whose pixel is valid in every band.
+
+    The covering tiles are read one after another in mosaic order, until no pixel is missing:
+    one tile's chunk in memory beside the result however many tiles overlap it (a chunk of
+    1,024 px is 12 MB a tile; thousands of small tiles once held gigabytes), and the tiles after
+    the chunk is full are not read at all.
+    """
+    function, args = reads[0]
+    out = function(*args)
+    for function, args in reads[1:]:
         missing = np.isnan(out).any(axis=0)
         if not missing.any():
             break
-        np.copyto(out, block, where=missing[None])  # a masked copy, no fancy-indexed gather
+        np.copyto(out, function(*args), where=missing[None])  # masked copy, no gather
     return out
 
 
 def _mosaic(
     layers: list[_Layer], grid: CityGrid, n_bands: int
 ) -> tuple[da.Array, dict[tuple[int, int], list[dict[str, object]]]]:
-    """Each output chunk from only the layers that cover it, in mosaic order.
+    """Each output chunk from only the layers that cover it, in mosaic order: one task each.
 
     Returns the mosaic and, per chunk, the sources of the layers it is made of (in order).
     """
     chunks = grid.chunks(CHUNK_TARGET_PX)
-    parts = [(layer, layer.array.to_delayed()) for layer in layers]
     blocks: list[list[da.Array]] = [[] for _ in range(chunks.shape[0])]
     sources: dict[tuple[int, int], list[dict[str, object]]] = {}
     for (r, c), window in chunks:
-        inside = [
-            (layer, d)
-            for layer, d in parts
-            if 0 <= r - layer.row0 < d.shape[1] and 0 <= c - layer.col0 < d.shape[2]
-        ]
-        covering = [d[0, r - layer.row0, c - layer.col0] for layer, d in inside]
-        sources[(r, c)] = [layer.source for layer, _ in inside]
+        inside = [layer for layer in layers if (r, c) in layer.reads]
+        sources[(r, c)] = [layer.source for layer in inside]
         shape = (n_bands, *window.shape)
-        if not covering:
+        if not inside:
             blocks[r].append(da.full(shape, np.nan, dtype=np.float32))
-        elif len(covering) == 1:
-            blocks[r].append(da.from_delayed(covering[0], shape, dtype=np.float32))
-        else:
-            block = dask.delayed(first_valid)(*covering)
-            blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
+            continue
+        block = dask.delayed(read_first_valid)([layer.reads[(r, c)] for layer in inside])
+        blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
     return da.block(blocks), sources
 
 
@@ -568,7 +567,7 @@ def load_imagery(
             k,
         ),
     )
-    layers: list[da.Array] = []
+    layers: list[_Layer] = []
 
     def stats(k: int) -> tuple[TileSource, float, np.ndarray | None, float] | Exception:
         report, _, chosen = touching[k]
