@@ -79,6 +79,7 @@ def load_part(files: dict[str, Path]) -> PointsPart:
     ledger = RowLedger(SignallingReport(**record["report"]))  # type: ignore[index]
     ledger.reasons.update(record["reasons"])  # type: ignore[index]
     ledger.frames.append(pd.read_parquet(files["rejects.parquet"]))
+    ledger.as_read.add(str(record["source"]))  # type: ignore[index]  # made by rejects()
     return PointsPart(record["source"], _stored_blocks(files), ledger)  # type: ignore[index]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,47 @@ class RowBlock:
             for v in self.columns.values()
         ]
         return [",".join(str(x) for x in row) for row in zip(*parts, strict=True)]
+
+
+# The longest text of a line a rejects table keeps (a line of megabytes is cut, and says so).
+MAX_RAW_CHARS = 4096
+
+
+def lines_as_read(path: Path, wanted: Iterable[int]) -> dict[int, str]:
+    """The text of some lines (1-based, the header is line 1) of a CSV file, as written.
+
+    Plain or compressed; read again, streaming, up to the last line wanted (rejects are rare,
+    and the parsed values would lose quotes, other columns and the time's own spelling). A line
+    longer than :data:`MAX_RAW_CHARS` is cut there with a note of its length.
+    """
+    want = set(wanted)
+    found: dict[int, str] = {}
+    if not want or path.suffix.lower() == ".parquet":
+        return found
+    last, n, rest = max(want), 0, b""
+
+    def keep(number: int, line: bytes) -> None:
+        text = line.rstrip(b"\r").decode("utf-8-sig" if number == 1 else "utf-8", "replace")
+        if len(text) > MAX_RAW_CHARS:
+            text = f"{text[:MAX_RAW_CHARS]}... [{len(line):,} bytes in all]"
+        found[number] = text
+
+    with pa.input_stream(str(path), compression="detect") as f:
+        while n < last:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                if rest:
+                    n += 1
+                    if n in want:
+                        keep(n, rest)
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                n += 1
+                if n in want:
+                    keep(n, line)
+    return found
 
 
 def file_header(path: Path) -> list[str]:

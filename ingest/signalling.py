@@ -37,7 +37,7 @@ import xarray as xr
 from urbanfusion.ingest.activity_store import stored_blocks
 from urbanfusion.ingest.hourly import HourlyTotals, PointIndex, SeenHours, day_and_hour
 from urbanfusion.ingest.platform_grid import PlatformGrid, read_platform_grid
-from urbanfusion.ingest.row_blocks import RowBlock, read_blocks
+from urbanfusion.ingest.row_blocks import RowBlock, lines_as_read, read_blocks
 from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
 from urbanfusion.pipeline.grid import CityGrid
@@ -188,6 +188,8 @@ class RowLedger:
         self.report = report
         self.frames: list[pd.DataFrame] = []
         self.reasons: Counter[str] = Counter()
+        # Sources whose rejected rows already hold the lines as read (a stored part's).
+        self.as_read: set[str] = set()
 
     def malformed(self, block: RowBlock) -> None:
         """Reject the block's lines with the wrong number of fields (counted as read)."""
@@ -228,9 +230,14 @@ class RowLedger:
         mine.count_rejected += r.count_rejected
         self.reasons.update(part.reasons)
         self.frames.extend(part.frames)
+        self.as_read |= part.as_read
 
     def rejects(self) -> pd.DataFrame:
-        """Every rejected row (source_file, line, reason, raw); sets the report's reasons."""
+        """Every rejected row (source_file, line, reason, raw); sets the report's reasons.
+
+        ``raw`` is the line as the file has it (read again for the files with rejects), or for
+        Parquet the row's values.
+        """
         self.report.reject_reasons = dict(self.reasons)
         if not self.frames:
             return pd.DataFrame(
@@ -239,7 +246,18 @@ class RowLedger:
                     for c, t in zip(REJECT_COLUMNS, ["str", "int64", "str", "str"], strict=True)
                 }
             )
-        return pd.concat(self.frames, ignore_index=True)
+        table = pd.concat(self.frames, ignore_index=True)
+        for source in table["source_file"].unique():
+            if source in self.as_read:
+                continue
+            rows = (table["source_file"] == source).to_numpy()
+            text = lines_as_read(Path(source), table.loc[rows, "line"].tolist())
+            if text:
+                raw = table.loc[rows, ["line", "raw"]]
+                table.loc[rows, "raw"] = [text.get(n, r) for n, r in raw.itertuples(index=False)]
+            self.as_read.add(source)
+        self.frames = [table]
+        return table
 
 
 def _iso(day: int) -> str:
@@ -420,7 +438,13 @@ def _point_blocks(
 
 
 def _raw_lines(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]:
-    """The text of some rows of a file, as the rejects table shows it (read again: rare)."""
+    """The text of some rows of a file, as the rejects table shows it (read again: rare).
+
+    A CSV's lines as written; a Parquet file's rows rendered from their values.
+    """
+    written = lines_as_read(Path(path), lines.tolist())
+    if written:
+        return [written.get(int(n), "") for n in lines]
     wanted = set(lines.tolist())
     found: dict[int, str] = {}
     for block in read_blocks(Path(path), _points_mapping(cfg), cfg.timezone):
