@@ -428,11 +428,11 @@ def test_a_rejected_row_keeps_its_line_as_written(tmp_path):
         _, rejects, _ = load_signalling([path], GRID)
         assert rejects["raw"].tolist() == text.splitlines()[2:], path.name
     long = tmp_path / "long.csv"
-    long.write_text(text + "2026-03-02 11:00:00,113.65,34.76,7," + "x" * 100_000 + "\n")
+    long.write_text(text + "2026-03-02 11:00:00,113.65,34.76,-7," + "x" * 100_000 + "\n")
     _, rejects, _ = load_signalling([long], GRID)
     raw = rejects.set_index("line")["raw"]
     assert raw.loc[[3, 4]].tolist() == text.splitlines()[2:]
-    assert raw[5].startswith("2026-03-02 11:00:00,113.65,34.76,7,xxx")
+    assert raw[5].startswith("2026-03-02 11:00:00,113.65,34.76,-7,xxx")
     assert raw[5].endswith("... [100,036 bytes in all]")
 
 
