@@ -246,10 +246,11 @@ def _open_csv(
     threads: bool,
     on_invalid: Callable[[pcsv.InvalidRow], str],
     types: Callable[[str], pa.DataType],
+    block_bytes: int | None = None,
 ) -> pcsv.CSVStreamingReader:
     return pcsv.open_csv(
         path,
-        read_options=pcsv.ReadOptions(use_threads=threads, block_size=BLOCK_BYTES),
+        read_options=pcsv.ReadOptions(use_threads=threads, block_size=block_bytes or BLOCK_BYTES),
         parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
         convert_options=pcsv.ConvertOptions(
             include_columns=list(mapping.values()),
@@ -274,7 +275,11 @@ def _csv_fast(
 
 
 def _csv_exact(
-    path: Path, mapping: dict[str, str], timezone: str, text: frozenset[str]
+    path: Path,
+    mapping: dict[str, str],
+    timezone: str,
+    text: frozenset[str],
+    block_bytes: int | None = None,
 ) -> Iterator[RowBlock]:
     malformed: list[tuple[int, str]] = []
 
@@ -284,7 +289,7 @@ def _csv_exact(
 
     names = list(mapping)
     # One thread: pyarrow then knows the line number of every malformed row.
-    reader = _open_csv(path, mapping, False, keep, lambda n: pa.string())
+    reader = _open_csv(path, mapping, False, keep, lambda n: pa.string(), block_bytes)
     next_line, reported = 2, 0
     for batch in reader:
         frame = batch.to_pandas()
@@ -339,6 +344,31 @@ def _parquet(
         yield RowBlock(str(path), line, _typed_columns(batch, mapping, timezone, text))
 
 
+# A line longer than this is not a row of counts: the file is refused, not read into memory.
+MAX_LINE_BYTES = 256 << 20
+
+
+def _blocks_for_longest_line(path: Path) -> int:
+    """A block size that holds the file's longest line twice over (Arrow needs a whole row).
+
+    Raises:
+        InputFormatError: a line is longer than :data:`MAX_LINE_BYTES`.
+    """
+    longest = current = number = 0
+    with pa.input_stream(str(path), compression="detect") as f:
+        while chunk := f.read(1 << 20):
+            *ended, rest = chunk.split(b"\n")
+            for piece in ended:
+                longest, current, number = max(longest, current + len(piece)), 0, number + 1
+            current += len(rest)
+            if current > MAX_LINE_BYTES:
+                raise InputFormatError(
+                    f"{path}: line {number + 1} is over {MAX_LINE_BYTES >> 20} MiB long, not a "
+                    "row of counts; cut it out of the file"
+                )
+    return max(BLOCK_BYTES, 2 * max(longest, current) + (1 << 20))
+
+
 def read_blocks(
     path: Path,
     mapping: dict[str, str],
@@ -365,10 +395,20 @@ def read_blocks(
                 if len(block):
                     done = int(block.line[-1])
         except pa.ArrowInvalid:
-            for block in _csv_exact(path, mapping, timezone, text):
-                yield block.take(
-                    block.line > done, [(n, t) for n, t in block.malformed if n > done]
-                )
+            block_bytes = None
+            while True:
+                try:
+                    for block in _csv_exact(path, mapping, timezone, text, block_bytes):
+                        yield block.take(
+                            block.line > done, [(n, t) for n, t in block.malformed if n > done]
+                        )
+                        done = max([done, *block.line[-1:], *(n for n, _ in block.malformed)])
+                    break
+                except pa.ArrowInvalid as err:
+                    # A line longer than a block (megabytes of garbage): blocks that hold it.
+                    if "straddl" not in str(err) or block_bytes is not None:
+                        raise
+                    block_bytes = _blocks_for_longest_line(path)
     except (pa.ArrowException, OSError) as err:
         detail = str(err).splitlines()[0]
         hint = "re-export it as UTF-8" if "UTF8" in detail else "check that it is a CSV file"

@@ -259,6 +259,12 @@ def _stray_row(city: Path) -> list[str]:
     return []
 
 
+def _long_line(city: Path) -> list[str]:
+    """Nine megabytes of one line (a binary blob pasted into an export)."""
+    _append_rows(city, "blob," * (9 << 18) + "\n")
+    return []
+
+
 def _inf_counts(city: Path) -> list[str]:
     _append_rows(
         city, "2026-03-02 08:00:00,113.651,34.761,inf\n2026-03-02 09:00:00,113.651,34.761,1e30\n"
@@ -526,6 +532,7 @@ def faults(shared: Path | None = None) -> list[Fault]:
             "dated after 2026-03-09",
         ),
         Fault("counts inf, 1e30", "two absurd counts", _inf_counts, "ok"),
+        Fault("signalling line of 9 MiB", "a blob in an export", _long_line, "ok"),
         Fault("lon/lat swapped", "columns mapped the wrong way", _swapped, "error", "swapped"),
         Fault("counts as text", "a Parquet of strings", _count_as_text, "ok"),
         Fault(

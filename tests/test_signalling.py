@@ -436,6 +436,20 @@ def test_a_rejected_row_keeps_its_line_as_written(tmp_path):
     assert raw[5].endswith("... [100,036 bytes in all]")
 
 
+def test_a_line_of_megabytes_is_one_rejected_row_not_a_failed_file(tmp_path):
+    frame = _clean_rows(5)
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    lines.insert(100, "garbage," * (9 << 17))  # 9 MiB: over two of Arrow's blocks
+    path.write_text("\n".join(lines) + "\n")
+    _, rejects, report = load_signalling([path], GRID)
+    assert rejects["line"].tolist() == [101]
+    assert rejects["reason"].tolist() == ["wrong number of fields"]
+    assert report.rows_read == len(frame) + 1
+    _ledger_balances(report)
+
+
 def test_a_window_on_wide_tables_is_a_config_error():
     with pytest.raises(ValueError, match="window_days needs dated rows"):
         SignallingConfig(paths=["x"], format="wide", grid={"path": "g.gpkg"}, window_days=7)
