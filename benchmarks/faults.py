@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="also run the code of this git revision")
     parser.add_argument("--only", nargs="*", help="only the faults whose name contains these")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds before 'hung'")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="uf-faults-"))
     clean = generate_demo_city(root / "clean").root
@@ -78,7 +79,8 @@ def main() -> None:
     for k, fault in enumerate(cases):
         cells = []
         for label, env in envs.items():
-            outcome = run_fault(fault, clean, root / label / f"{k:02d}", baselines[label], env=env)
+            work = root / label / f"{k:02d}"
+            outcome = run_fault(fault, clean, work, baselines[label], env=env, timeout=args.timeout)
             cells.append(cell(outcome, fault.says))
         print(f"| {fault.name} | " + " | ".join(cells) + " |", flush=True)
 

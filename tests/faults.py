@@ -782,8 +782,12 @@ def run_fault(
     work: Path,
     baseline: np.ndarray | None = None,
     env: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> Outcome:
-    """Copy the clean city into ``work``, apply ``fault`` (None: none) and run its command."""
+    """Copy the clean city into ``work``, apply ``fault`` (None: none) and run its command.
+
+    A command still running after ``timeout`` seconds is killed: exit -9, "hung" as its line.
+    """
     import subprocess
     import sys
     import time
@@ -801,15 +805,20 @@ def run_fault(
         command += args
     started = time.perf_counter()
     # Under a memory cap: a fault may be one that allocates without end.
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, *command],
-        preexec_fn=_memory_cap,
-        capture_output=True,
-        text=True,
-        cwd=work,
-        env=env,
-        timeout=600,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _RUNNER, *command],
+            preexec_fn=_memory_cap,
+            capture_output=True,
+            text=True,
+            cwd=work,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as hung:
+        said = f"hung: killed after {timeout:g} s"
+        out = hung.stdout.decode() if isinstance(hung.stdout, bytes) else hung.stdout or ""
+        return Outcome(-9, [said], None, None, 0.0, timeout, said, out)
     seconds = time.perf_counter() - started
     text = [x for x in proc.stderr.splitlines() if not x.startswith("PEAK_MB")]
     peak = [float(x.split()[1]) for x in proc.stderr.splitlines() if x.startswith("PEAK_MB")]
