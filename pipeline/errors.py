@@ -7,6 +7,14 @@ the CLI prints them on one line and exits non-zero without a traceback.
 
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
+# Under this much free space, a failed write is taken for a full disk: the libraries that write
+# (numpy, GDAL, SQLite) often say only "problem writing element" or "write failed".
+_NEARLY_FULL = 16 << 20
+
 
 class UrbanFusionError(Exception):
     """Base class of every error caused by the user's input or environment."""
@@ -60,3 +68,20 @@ class OutputBusyError(UrbanFusionError, BlockingIOError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+def write_failure(err: Exception, path: Path) -> OSError:
+    """What a failed write of ``path`` was, as an OSError naming the path.
+
+    ``ENOSPC`` when the file system is full or nearly (``err`` may not say so), else ``err``'s
+    own errno and words. The command line prints it as one line.
+    """
+    try:
+        full = shutil.disk_usage(path.parent if not path.is_dir() else path).free < _NEARLY_FULL
+    except OSError:
+        full = False
+    code = getattr(err, "errno", None)
+    if full or code == errno.ENOSPC:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    said = str(err).splitlines()[0] if str(err) else "write failed"
+    return OSError(code or errno.EIO, getattr(err, "strerror", None) or said, str(path))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urbanfusion.pipeline.errors import StoreError
+from urbanfusion.pipeline.errors import StoreError, write_failure
 
 
 def _damaged(path: Path, err: Exception) -> StoreError:
@@ -40,6 +40,9 @@ def _atomic_write(path: Path, write: object) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)  # type: ignore[operator]
         os.replace(tmp, path)
+    except OSError as err:  # numpy says only "problem writing element N": name the file
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failure(err, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -230,3 +230,35 @@ def test_training_options_that_cannot_go_together_are_one_line(tmp_path, small_c
     cfg = write_config(tmp_path / "c.yaml", small_city)
     proc = _run("train", cfg, "--out", tmp_path / "o" / "m.onnx", *args)
     _assert_clean_failure(proc, says, tmp_path / "o")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs: a disk that fills up (needs root and mount; skips otherwise)."""
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_publishes_nothing(
+    tmp_path, small_city, tiny_disk
+):
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"output.dir": str(tiny_disk / "out")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "urbanfusion.workflows", "run", str(cfg), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: disk full writing {tiny_disk / 'out'}"), line
+    assert not (tiny_disk / "out" / "latest").exists()

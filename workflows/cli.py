@@ -92,7 +92,10 @@ def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             # Disk full, no permission, a path through a file: the system's words, one line.
             where = f": {e.filename}" if e.filename else ""
             if e.errno == errno.ENOSPC:
-                message = f"disk full writing{where or ' the outputs'}; free space there"
+                message = (
+                    f"disk full writing {e.filename or 'the outputs'}; free space on that file "
+                    "system, or point output.dir at another"
+                )
             else:
                 message = f"{e.strerror or e}{where}; check the path and free space"
             err.print(_flagged("error:", "bold red", message), soft_wrap=True)

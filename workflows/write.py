@@ -14,7 +14,9 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
 
@@ -23,7 +25,7 @@ from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline import strict_json
-from urbanfusion.pipeline.errors import InputFormatError
+from urbanfusion.pipeline.errors import InputFormatError, write_failure
 from urbanfusion.pipeline.fingerprint import file_entry
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
@@ -211,6 +213,10 @@ def _write_outputs(
     return changes
 
 
+# What pyogrio raises when a GeoPackage cannot be written (SQLite's disk I/O errors among them).
+_OGR_ERRORS = (DataLayerError, DataSourceError, FeatureError, FieldError)
+
+
 def write(
     p: Plan,
     ingested: Ingested,
@@ -237,7 +243,13 @@ def write(
     run_id, previous = out.next_run_id(), None if new_city else out.latest()
     with out.staging(run_id) as staging:
         with timer.stage("write", str(out.path)):
-            changes = _write_outputs(p, ingested, predicted, contract, staging, previous, run_id)
+            try:
+                changes = _write_outputs(
+                    p, ingested, predicted, contract, staging, previous, run_id
+                )
+            except (OSError, RasterioError, *_OGR_ERRORS) as err:
+                # GDAL and SQLite say "write failed" or less; say where, and a full disk.
+                raise write_failure(err, staging) from None
         with timer.stage("hash", "inputs and outputs (SHA-256)"):
             manifest = build_manifest(
                 p,
