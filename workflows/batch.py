@@ -9,6 +9,7 @@ the shared tile-index cache, so cities over one tile folder index it once.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from urbanfusion.pipeline.errors import (
     UrbanFusionError,
 )
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.workflows.publish import published_here
 from urbanfusion.workflows.run import run, what_would_run
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -149,13 +151,25 @@ def _each(
 
 
 def interrupted_results(configs: list[Path], finished: list[CityResult]) -> list[CityResult]:
-    """Every city of an interrupted batch: those that ended as they did, the rest interrupted."""
+    """Every city of an interrupted batch: those that ended as they did, the rest interrupted.
+
+    A city interrupted after it published (in this process) says so: its outputs are whole.
+    """
     ended = {r.config: r for r in finished}
-    return [
-        ended.get(str(p))
-        or CityResult(config=str(p), city=p.stem, status="interrupted", error="interrupted")
-        for p in configs
-    ]
+    published = {run.parent.parent: run.name for run in published_here()}
+    out = []
+    for p in configs:
+        if str(p) in ended:
+            out.append(ended[str(p)])
+            continue
+        result = CityResult(config=str(p), city=p.stem, status="interrupted", error="interrupted")
+        with contextlib.suppress(UrbanFusionError, OSError):
+            result.output = str(load_config(p).output_dir)
+            run_id = published.get(Path(result.output))
+            if run_id is not None:
+                result.error = f"interrupted after run {run_id} was published"
+        out.append(result)
+    return out
 
 
 def exit_status(results: list[CityResult]) -> int:
