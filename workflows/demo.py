@@ -12,7 +12,7 @@ from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.workflows.democity.city import DEMO_SEED, generate_demo_city
-from urbanfusion.workflows.run import RunResult, run
+from urbanfusion.workflows.run import RunResult, holds_another_city, run
 
 
 @dataclass
@@ -30,7 +30,8 @@ def run_demo(out: Path, seed: int = DEMO_SEED, timer: StageTimer | None = None) 
     with timer.stage("demo city", f"seed {seed} -> {out / 'inputs'}"):
         city = generate_demo_city(out / "inputs", seed)
     config = load_config(city.config)
-    result = run(config, timer)
+    # The demo's folder shows whichever seed was asked for last: another seed takes it over.
+    result = run(config, timer, new_city=holds_another_city(config))
     contract_classes = list(result.manifest["cells"]["per_class"])  # type: ignore[index]
     grid = CityGrid.from_extent(
         config.extent, config.grid.cell_size_m, config.grid.chip_px, config.crs

@@ -96,6 +96,19 @@ def run(
             )
 
 
+def holds_another_city(config: RunConfig) -> bool:
+    """Whether the config's output folder has published maps of another city (no lock taken)."""
+    folder = OutputFolder(config.output_dir)
+    published = folder.latest()
+    if published is None:
+        return False
+    try:
+        _same_city(config, _manifest(published), folder.path)
+    except ConfigError:
+        return True
+    return False
+
+
 def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> None:
     """Refuse to publish a city into a folder that holds another city's maps.
 
