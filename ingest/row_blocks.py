@@ -395,14 +395,18 @@ def read_blocks(
                 if len(block):
                     done = int(block.line[-1])
         except pa.ArrowInvalid:
-            block_bytes = None
+            # The exact path resumes after the fast one; a retry with larger blocks resumes
+            # after the rows and malformed lines the exact path delivered before it failed.
+            block_bytes, fast_done, said = None, done, set()
             while True:
                 try:
                     for block in _csv_exact(path, mapping, timezone, text, block_bytes):
-                        yield block.take(
-                            block.line > done, [(n, t) for n, t in block.malformed if n > done]
-                        )
-                        done = max([done, *block.line[-1:], *(n for n, _ in block.malformed)])
+                        bad = [(n, t) for n, t in block.malformed if n > fast_done]
+                        bad = [(n, t) for n, t in bad if n not in said]
+                        said.update(n for n, _ in bad)
+                        yield block.take(block.line > done, bad)
+                        if len(block):
+                            done = max(done, int(block.line[-1]))
                     break
                 except pa.ArrowInvalid as err:
                     # A line longer than a block (megabytes of garbage): blocks that hold it.
