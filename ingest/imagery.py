@@ -425,7 +425,7 @@ def _scene_stats(
             TileSource(path, chosen, scale, float(saved["opaque"])),  # type: ignore[index]
             float(saved["score"]),  # type: ignore[index]
             None if light is None else np.asarray(light, dtype=np.float32),
-            float(saved.get("nonfinite", 0.0)),  # type: ignore[union-attr]
+            float(saved["nonfinite"]),  # type: ignore[index]
         )
     with rasterio.open(path) as src:
         tile, preview, nonfinite = _scene_preview(src, path, chosen, grid, bounds)

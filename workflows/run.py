@@ -115,8 +115,9 @@ def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> Non
     Another name, or an extent that does not overlap the published one's: the change map
     would compare two cities and the history would mix them.
     """
-    before = manifest.get("config") or {}
-    name, extent = before.get("name"), before.get("extent")  # type: ignore[union-attr]
+    before = manifest.get("config")
+    before = before if isinstance(before, dict) else {}
+    name, extent = before.get("name"), before.get("extent")
     apart = extent is not None and not (
         extent[0] < config.extent[2]
         and config.extent[0] < extent[2]
