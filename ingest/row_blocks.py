@@ -401,8 +401,9 @@ def read_blocks(
             while True:
                 try:
                     for block in _csv_exact(path, mapping, timezone, text, block_bytes):
-                        bad = [(n, t) for n, t in block.malformed if n > fast_done]
-                        bad = [(n, t) for n, t in bad if n not in said]
+                        bad = [
+                            (n, t) for n, t in block.malformed if n > fast_done and n not in said
+                        ]
                         said.update(n for n, _ in bad)
                         yield block.take(block.line > done, bad)
                         if len(block):

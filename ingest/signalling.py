@@ -437,14 +437,15 @@ def _point_blocks(
         yield PointRows(places.keys(known), *kept)
 
 
-def _raw_lines(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]:
-    """The text of some rows of a file, as the rejects table shows it (read again: rare).
+def _rendered_rows(path: str, lines: np.ndarray, cfg: SignallingConfig) -> list[str]:
+    """The rejects table's text of some rows of a file, re-sent from an earlier file.
 
-    A CSV's lines as written; a Parquet file's rows rendered from their values.
+    A Parquet file's rows rendered from their values (read again: rare). A CSV's are left
+    empty here: :meth:`RowLedger.rejects` fills every rejected line of a file as written, in
+    one pass for all of them.
     """
-    written = lines_as_read(Path(path), lines.tolist())
-    if written:
-        return [written.get(int(n), "") for n in lines]
+    if not path.lower().endswith(".parquet"):
+        return [""] * len(lines)
     wanted = set(lines.tolist())
     found: dict[int, str] = {}
     for block in read_blocks(Path(path), _points_mapping(cfg), cfg.timezone):
@@ -508,9 +509,10 @@ def _combine_points(
                 part.source,
                 lines,
                 np.full(len(lines), _CODE[DUPLICATE]),
-                _raw_lines(part.source, lines, cfg),
+                _rendered_rows(part.source, lines, cfg),
                 resent_count,
             )
+            ledger.as_read.discard(part.source)  # rejects() reads its lines as written
     ledger.report.distinct_places = len(places)
     ledger.report.datum = cfg.coords
     ledger.report.rows_inside_by_datum = {

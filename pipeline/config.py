@@ -268,6 +268,8 @@ class _ConfigLoader(yaml.SafeLoader):
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # an unhashable key: PyYAML's own check names it
             if key in seen:
                 raise ConfigError(
                     f"key '{key}' is given twice (lines {seen[key]} and "

@@ -18,7 +18,9 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -33,12 +35,19 @@ def _damaged(path: Path, err: Exception) -> StoreError:
     )
 
 
-def _atomic_write(path: Path, write: object) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file renamed over it.
+
+    A reader never sees half a file, and a killed writer leaves at most the temporary one. A
+    failed write raises an OSError naming ``path`` (ENOSPC on a full disk).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp makes it 0600; the file is for others too (readers, workers, logs).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
-            write(f)  # type: ignore[operator]
+            write(f)
         os.replace(tmp, path)
     except OSError as err:  # numpy says only "problem writing element N": name the file
         Path(tmp).unlink(missing_ok=True)
@@ -84,7 +93,7 @@ class ResultStore:
     @staticmethod
     def save_array(path: Path, array: np.ndarray) -> np.ndarray:
         """Put an array (atomically) and return it, so a dask task can store and pass it on."""
-        _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+        atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
         return array
 
     @staticmethod
@@ -102,7 +111,7 @@ class ResultStore:
     @staticmethod
     def save_json(path: Path, value: object) -> None:
         """Put a JSON record (atomically)."""
-        _atomic_write(path, lambda f: f.write(json.dumps(value, sort_keys=True).encode()))
+        atomic_write(path, lambda f: f.write(json.dumps(value, sort_keys=True).encode()))
 
     @staticmethod
     def load_json(path: Path) -> object:

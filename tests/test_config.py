@@ -74,6 +74,9 @@ def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
     p.write_text("name: x\ngrid:\n  cell_size_m: 250\nname: y\n")
     with pytest.raises(ConfigError, match="key 'name' is given twice \\(lines 1 and 4\\)"):
         load_config(p)
+    p.write_text("name: x\n? [a, b]\n: 1\n")  # a list as a key: PyYAML's error, not a traceback
+    with pytest.raises(ConfigError, match="not valid YAML at line 2"):
+        load_config(p)
 
 
 def test_values_of_the_wrong_type_are_refused_not_converted(tmp_path):

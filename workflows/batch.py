@@ -27,6 +27,7 @@ from urbanfusion.pipeline.errors import (
     UrbanFusionError,
 )
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.pipeline.store import atomic_write
 from urbanfusion.workflows.publish import published_here
 from urbanfusion.workflows.run import run, what_would_run
 
@@ -188,7 +189,5 @@ def write_report(path: Path, results: list[CityResult], seconds: float) -> None:
         "exit_status": exit_status(results),
         "results": [asdict(r) for r in results],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(strict_json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    text = strict_json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))

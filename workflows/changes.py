@@ -17,8 +17,8 @@ import rasterio
 
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
-from urbanfusion.pipeline.fingerprint import file_sha256
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.stages import Predicted
 
 COLUMNS = ["cell_id", "previous_class", "class", "previous_confidence", "confidence"]
@@ -72,12 +72,9 @@ def changes_since(
     if previous is None or not (previous / "manifest.json").is_file():
         return Changes(empty_changes(grid), None, "first run: nothing to compare")
     manifest = json.loads((previous / "manifest.json").read_text(encoding="utf-8"))
-    written_over = [
-        name
-        for name in ("class_map.tif", "probabilities.tif")
-        if (previous / name).is_file()
-        and file_sha256(previous / name) != manifest["outputs"][name]["sha256"]
-    ]
+    # The maps compared with must be those published (the folder's record, not a rehash).
+    changed = OutputFolder(previous.parent.parent).changed_outputs(previous)
+    written_over = [n for n in ("class_map.tif", "probabilities.tif") if n in changed]
     if written_over:
         return Changes(
             empty_changes(grid),

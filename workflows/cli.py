@@ -61,11 +61,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _how(e: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+
+
 def _interrupted_line(e: KeyboardInterrupt) -> str:
     """What an interrupted command leaves behind, truly: published or not."""
     from urbanfusion.workflows.publish import published_here
 
-    how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    how = _how(e)
     published = published_here()
     if published:
         run = published[-1]
@@ -170,8 +174,9 @@ def run_command(
     cfg = load_config(config)
     if strict:
         cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
-    timer = StageTimer(quiet=quiet or None)
-    result = run(cfg, timer, wait=not no_wait, force=force, new_city=new_city)
+    result = run(
+        cfg, StageTimer(quiet=quiet or None), wait=not no_wait, force=force, new_city=new_city
+    )
     if result.up_to_date:
         out.print(f"{result.output_dir}: {result.changes.summary}", highlight=False, soft_wrap=True)
         return
@@ -228,9 +233,8 @@ def batch_command(
         results = interrupted_results(configs, finished)
         write_report(report, results, time.perf_counter() - start)
         ended = sum(r.status != "interrupted" for r in results)
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         err.print(
-            f"{how} after {ended} of {len(configs)} cities; report {report} lists them "
+            f"{_how(e)} after {ended} of {len(configs)} cities; report {report} lists them "
             "(the others: interrupted, their published outputs untouched)",
             highlight=False,
             soft_wrap=True,
@@ -489,9 +493,8 @@ def train_command(
             data, model_out, cfg, names, quiet, checkpoint=checkpoint, resume=resume
         )
     except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         err.print(
-            f"{how}; finished epochs are in {checkpoint}: add --resume to continue",
+            f"{_how(e)}; finished epochs are in {checkpoint}: add --resume to continue",
             highlight=False,
             soft_wrap=True,
         )

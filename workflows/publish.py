@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
 from urbanfusion.pipeline.fingerprint import file_sha256, stat_identity
+from urbanfusion.pipeline.store import atomic_write
 
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.
@@ -91,9 +92,7 @@ def _write_owner(path: Path) -> None:
         "started": dt.datetime.now(dt.UTC).isoformat(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(owner), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(owner).encode()))
 
 
 _RUN_ID = "%Y%m%dT%H%M%S%fZ"
@@ -227,11 +226,11 @@ class OutputFolder:
         os.rename(staging, final)
         _replace_link(self.path / LATEST, f"{RUNS}/{run_id}", f"{_NEW_LINK}{run_id}")
         _published_here.append(final)
-        files = {f.name: stat_identity(f.stat()) for f in final.iterdir()}
-        record = {"run": run_id, "files": files}
-        tmp = self.path / f"{PUBLISHED}.tmp"
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, self.path / PUBLISHED)
+        record = {
+            "run": run_id,
+            "files": {f.name: stat_identity(f.stat()) for f in final.iterdir()},
+        }
+        atomic_write(self.path / PUBLISHED, lambda f: f.write(json.dumps(record).encode()))
         for f in sorted(final.iterdir()):
             # Stable names for readers, made once: they resolve through `latest`.
             link, target = self.path / f.name, f"{LATEST}/{f.name}"
