@@ -192,3 +192,24 @@ def test_a_checkpoint_of_another_network_is_refused_by_name_on_resume_and_export
     assert len(out.output.strip().splitlines()) == 1
     assert named in out.output and str(ckpt) in out.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_fine_tuning_starts_from_a_checkpoint_s_best_weights_and_image_statistics(tmp_path):
+    ckpt = tmp_path / "cities.ckpt"
+    first = train(_tiny_data(), list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt)
+    # No epoch at all: the fine-tuned network is the checkpoint's best, on its input scale.
+    start = train(
+        _tiny_data(seed=3),
+        list(CLASS_NAMES),
+        replace(CFG, epochs=0, init=str(ckpt)),
+        quiet=True,
+    )
+    for (name, a), b in zip(
+        first.model.state_dict().items(), start.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    assert start.image_mean == first.image_mean and start.image_std == first.image_std
+    # Another network cannot start from it; the message says how to match it.
+    wider = replace(CFG, init=str(ckpt), network=replace(NET, image_width=16))
+    with pytest.raises(ModelError, match="network options it was trained with"):
+        train(_tiny_data(seed=3), list(CLASS_NAMES), wider, quiet=True)

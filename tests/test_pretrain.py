@@ -14,29 +14,40 @@ from urbanfusion.ingest.rgb_images import read_rgb  # noqa: E402
 from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
 from urbanfusion.models.training.pretrain import (  # noqa: E402
     PretrainConfig,
-    averaged_views,
     band_statistics,
+    chip_grid,
+    crop_share,
     evaluate_encoder,
+    held_out,
     load_into,
+    normalised,
     pretrain,
     random_views,
     save_encoder,
-    train_side,
+    scene_px,
 )
-from urbanfusion.models.training.scenes import load_scenes, stratified_split  # noqa: E402
+from urbanfusion.models.training.scenes import (  # noqa: E402
+    load_scene_sets,
+    load_scenes,
+    scene_listing,
+    stratified_split,
+)
 from urbanfusion.pipeline.errors import InputFormatError, ModelError  # noqa: E402
 
 
-def _scene_folder(root, n=24, seed=0):
-    """Three classes a small encoder can tell apart: stripes, dots and flat colour."""
+def _scene_folder(root, n=24, seed=0, names=("stripes", "dots", "flat")):
+    """Three classes a small encoder can tell apart: stripes, dots and flat colour.
+
+    ``names`` renames them (in that order), for a second data set of the same patterns.
+    """
     rng = np.random.default_rng(seed)
-    for name in ("stripes", "dots", "flat"):
+    for pattern, name in zip(("stripes", "dots", "flat"), names, strict=False):
         (root / name).mkdir(parents=True)
         for i in range(n):
             img = np.full((40, 40, 3), rng.integers(60, 200), np.uint8)
-            if name == "stripes":
+            if pattern == "stripes":
                 img[:, :: 4 + i % 3] = 20
-            elif name == "dots":
+            elif pattern == "dots":
                 for _ in range(12):
                     cv2.circle(
                         img, tuple(int(v) for v in rng.integers(0, 40, 2)), 2, (250, 250, 250), -1
@@ -63,18 +74,32 @@ def test_scenes_load_by_class_and_split_by_class(tmp_path):
         load_scenes(tmp_path / "s", 32)
 
 
-def test_statistics_and_averaged_views_over_chunks_equal_those_of_all_scenes_at_once():
+def test_statistics_and_normalised_scenes_over_chunks_equal_those_of_all_scenes_at_once():
     # 300 scenes: more than one chunk, and a last chunk that is not full.
     images = np.random.default_rng(4).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
     mean, std = band_statistics(images)
     scaled = images / 255.0
     np.testing.assert_allclose(mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(std, scaled.std(axis=(0, 2, 3)), rtol=1e-9)
-    half, same = averaged_views(images, mean, std, (4, 8))
-    normalised = (scaled - mean[:, None, None]) / std[:, None, None]
-    np.testing.assert_allclose(same.numpy(), normalised, atol=1e-5)
-    expected = normalised.reshape(300, 3, 4, 2, 4, 2).mean(axis=(3, 5))
-    np.testing.assert_allclose(half.numpy(), expected, atol=1e-5)
+    expected = (scaled - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(normalised(images, mean, std).numpy(), expected, atol=1e-5)
+
+
+def test_scenes_meet_the_encoder_at_a_chip_s_ground_size():
+    # A 400 m scene at a 250 m chip's 32 px: 51 px, so a chip covers 250 m of it; training
+    # crops vary that by 1.5x either way, never beyond the whole scene.
+    cfg = PretrainConfig()
+    assert scene_px(cfg) == 51 and scene_px(PretrainConfig(scene_m=600)) == 77
+    lo, hi = crop_share(cfg, 77)
+    assert lo == pytest.approx(32 / 77 / 1.5) and hi == pytest.approx(32 / 77 * 1.5)
+    assert crop_share(cfg, 51)[1] == pytest.approx(32 / 51 * 1.5) and crop_share(cfg, 40)[1] == 1
+    # Evaluation: a 3 x 3 grid of plain slices reaching every corner of the scene.
+    scenes = torch.arange(2 * 77 * 77, dtype=torch.float32).reshape(2, 1, 77, 77)
+    grid = chip_grid(scenes, 32)
+    assert grid.shape == (2, 9, 1, 32, 32)
+    torch.testing.assert_close(grid[1, 0], scenes[1, :, :32, :32])
+    torch.testing.assert_close(grid[1, 8], scenes[1, :, -32:, -32:])
+    torch.testing.assert_close(grid[0, 4], scenes[0, :, 22:54, 22:54])
 
 
 def test_a_whole_view_is_the_averaged_scene_turned_or_mirrored_and_crops_stay_inside():
@@ -97,16 +122,6 @@ def test_a_whole_view_is_the_averaged_scene_turned_or_mirrored_and_crops_stay_in
     framed[..., 0, :] = framed[..., -1, :] = framed[..., :, 0] = framed[..., :, -1] = 1
     crops = random_views(framed, 8, (0.3, 0.6), torch.Generator().manual_seed(2))
     assert float(crops.max()) < 0.5
-
-
-def test_training_crops_are_three_quarters_of_the_side_except_a_vit_s():
-    # Crops enlarge what they show; a smaller training side gives objects their size in whole
-    # scenes at the full side again (FixRes). Whole 8 px steps; a ViT's positions fix its size.
-    assert train_side(PretrainConfig(side=64)) == 48
-    assert train_side(PretrainConfig(side=100)) == 72
-    assert train_side(PretrainConfig(side=8)) == 8
-    assert train_side(PretrainConfig(side=64, train_scale=1.0)) == 64
-    assert train_side(PretrainConfig(side=64, image_encoder="vit")) == 64
 
 
 def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(tmp_path):
@@ -188,3 +203,50 @@ def test_a_vit_pretrains_on_scenes_and_loads_into_smaller_chips(tmp_path):
     load_into(net.image_encoder, small, path)  # 4 x 4 patches at 32 px, 2 x 2 at 16 px
     assert net.image_encoder.pos.shape == (1, 1 + 4, 32)
     torch.testing.assert_close(net.image_encoder.pos[:, 0], state["encoder"]["pos"][:, 0])
+
+
+def test_a_subset_of_the_classes_is_scored_among_its_own_classes_only(encoder_file, tmp_path):
+    root, path, _ = encoder_file
+    subset = tmp_path / "held" / "two"
+    subset.mkdir(parents=True)
+    for name in ("dots", "flat"):
+        (subset / name).symlink_to(root / name)
+    result = evaluate_encoder(path, subset)
+    assert set(result["per_class_f1"]) == {"dots", "flat"} and result["n"] == 48
+    assert np.asarray(result["confusion"]).shape == (2, 2)  # stripes is never an answer
+    (subset / "forest").mkdir()
+    cv2.imwrite(str(subset / "forest" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InputFormatError, match=r"forest are not classes of the encoder's"):
+        evaluate_encoder(path, subset)
+
+
+def test_several_folders_pretrain_one_encoder_with_a_head_each(tmp_path):
+    aid = _scene_folder(tmp_path / "aid", n=10)
+    other = _scene_folder(tmp_path / "rsscn7", n=10, seed=1, names=("lines", "spots"))
+    scenes = load_scene_sets([aid, other], 16)
+    assert [(s.name, s.classes, s.offset) for s in scenes.spaces] == [
+        ("aid", ("dots", "flat", "stripes"), 0),
+        ("rsscn7", ("lines", "spots"), 3),
+    ]
+    cfg = PretrainConfig(side=8, epochs=1, batch=8, image_width=16, features=16)
+    state = pretrain(scenes, cfg)
+    assert state["spaces"] == [
+        {"name": "aid", "classes": ["dots", "flat", "stripes"]},
+        {"name": "rsscn7", "classes": ["lines", "spots"]},
+    ]
+    assert state["head"]["1.weight"].shape == (5, 16)
+    assert set(state["test"]["per_class_f1"]) == {
+        "aid/dots",
+        "aid/flat",
+        "aid/stripes",
+        "rsscn7/lines",
+        "rsscn7/spots",
+    }
+    # A data set's held-out scenes are the same alone or beside another set: the split a
+    # real-pixel test city is built from does not move.
+    paths, labels, _ = scene_listing(aid)
+    alone = {str(p) for p, t in zip(paths, held_out(labels, 0.2), strict=True) if t}
+    assert {p for p in state["test_scenes"] if "/aid/" in p} == alone
+    path = tmp_path / "e.pt"
+    save_encoder(path, state)
+    assert evaluate_encoder(path, other)["n"] == 20  # the second head scores its own folder

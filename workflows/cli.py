@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import signal
 import sys
 import threading
@@ -308,12 +309,28 @@ def demo_city_command(
             "instead of the built-in copy of the same numbers."
         ),
     ] = None,
+    scenes_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fill blocks with real scenes of their class from this folder of labelled "
+            "scenes (class sub-folders, e.g. AID's School, Park, DenseResidential...); classes "
+            "without scenes stay drawn."
+        ),
+    ] = None,
 ) -> None:
     """Only generate a demo city (tiles, signalling, zones.gpkg, city.yaml)."""
     from urbanfusion.workflows.democity.city import generate_demo_city
 
-    city = generate_demo_city(out_dir, seed, size_km, activity_from)
+    city = generate_demo_city(out_dir, seed, size_km, activity_from, scenes_from)
     out.print(f"config {city.config}\nzones  {city.zones}", highlight=False)
+    if scenes_from is not None:
+        info = json.loads((city.root / "scenes.json").read_text(encoding="utf-8"))
+        out.print(
+            f"real scenes for {', '.join(info['real_classes'])} "
+            f"({info['distinct_scenes_used']} distinct scenes); drawn: "
+            f"{', '.join(info['drawn_classes']) or 'none'}",
+            highlight=False,
+        )
 
 
 @app.command("dehaze")
@@ -418,6 +435,21 @@ def train_command(
     image_weights: Annotated[
         Path | None, typer.Option(help="Pre-trained image encoder (from pretrain-image).")
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune: start from the best weights of this training checkpoint (the "
+            ".ckpt `train` writes beside its model), with the same network options."
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            min=1e-7,
+            help="Learning rate (default 2e-3; 2e-4 with --init, so that a few labelled blocks "
+            "fine-tune a model rather than overwrite it).",
+        ),
+    ] = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Checkpoint written after every epoch (default: OUT with .ckpt)."),
@@ -429,7 +461,11 @@ def train_command(
 ) -> None:
     """Train a fusion model on labelled data and export it to ONNX (needs the train extra)."""
     with _needs_train_extra("training"):
-        from urbanfusion.models.training.train import TrainConfig, train_and_export
+        from urbanfusion.models.training.train import (
+            FINE_TUNE_LR,
+            TrainConfig,
+            train_and_export,
+        )
     from urbanfusion.models.training.network import NetworkConfig
     from urbanfusion.pipeline.config import load_config
     from urbanfusion.workflows.labelled import load_labelled_cities
@@ -483,6 +519,8 @@ def train_command(
         distill=distill,
         select=select,  # type: ignore[arg-type]
         image_weights=str(image_weights) if image_weights else None,
+        init=str(init) if init else None,
+        lr=lr if lr is not None else FINE_TUNE_LR if init else TrainConfig.lr,
     )
     names = ", ".join(
         f"URFC folder {s.name}" if s.is_dir() else load_config(s).name for s in sources
@@ -633,10 +671,29 @@ def evaluate_command(
 @app.command("pretrain-image")
 @_one_line_errors
 def pretrain_image_command(
-    folder: Annotated[Path, typer.Argument(help="Labelled scenes: one sub-folder per class.")],
+    folders: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Labelled scene folders (one sub-folder per class), each its own data set "
+            "with its own head, e.g. AID and RSSCN7 together."
+        ),
+    ],
     encoder_out: Annotated[Path, typer.Option("--out", help="Encoder file to write (.pt).")],
-    epochs: Annotated[int, typer.Option(help="Epochs of the cosine schedule.")] = 50,
-    side: Annotated[int, typer.Option(help="Scenes are resized to this many pixels a side.")] = 64,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of the cosine schedule.")] = 40,
+    side: Annotated[
+        int, typer.Option(min=8, help="Chip side in pixels (the grid's chip_px).")
+    ] = 32,
+    chip_m: Annotated[
+        float, typer.Option(min=1.0, help="Ground side of a chip in metres (the grid's cell).")
+    ] = 250.0,
+    scene_m: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Ground side of a scene in metres (AID: 300-4,800; its urban scenes mostly "
+            "300-600): scenes are resized so that a chip covers chip_m of them.",
+        ),
+    ] = 400.0,
     image_encoder: Annotated[
         str,
         typer.Option(
@@ -644,12 +701,17 @@ def pretrain_image_command(
             "chips of the model it is loaded into)."
         ),
     ] = "resnext",
-    seed: Annotated[int, typer.Option(help="Seed of split, initialisation and order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and order.")] = 0,
 ) -> None:
-    """Pre-train the image encoder on labelled scenes (needs the train extra)."""
+    """Pre-train the image encoder on labelled scenes at a chip's ground size (train extra)."""
     with _needs_train_extra("pre-training"):
-        from urbanfusion.models.training.pretrain import PretrainConfig, pretrain, save_encoder
-    from urbanfusion.models.training.scenes import load_scenes
+        from urbanfusion.models.training.pretrain import (
+            PretrainConfig,
+            pretrain,
+            save_encoder,
+            scene_px,
+        )
+    from urbanfusion.models.training.scenes import load_scene_sets
 
     if image_encoder not in ("resnext", "resnet", "vit"):
         raise UrbanFusionError(
@@ -658,15 +720,23 @@ def pretrain_image_command(
     if image_encoder == "vit" and side % 8:
         raise UrbanFusionError(f"--side {side}: a ViT needs a multiple of its 8 px patches")
 
-    cfg = PretrainConfig(side=side, epochs=epochs, image_encoder=image_encoder, seed=seed)
-    # Loaded at twice the side: training crops them at random, evaluation averages them down.
-    state = pretrain(load_scenes(folder, 2 * side), cfg)
+    cfg = PretrainConfig(
+        side=side,
+        chip_m=chip_m,
+        scene_m=scene_m,
+        epochs=epochs,
+        image_encoder=image_encoder,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    state = pretrain(load_scene_sets(folders, scene_px(cfg)), cfg)
     save_encoder(encoder_out, state)
     t = state["test"]
     out.print(
         f"held-out test ({t['n']} scenes, {cfg.test_fraction:.0%} of each class, never trained "
         f"on): overall accuracy {t['overall_accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
-        f"after {state['best_epoch']} epochs; wrote {encoder_out}",
+        f"after {state['best_epoch']} epochs in {time.perf_counter() - start:.0f} s; "
+        f"wrote {encoder_out}",
         highlight=False,
     )
     _print_per_class_f1(t["per_class_f1"])
@@ -676,7 +746,13 @@ def pretrain_image_command(
 @_one_line_errors
 def evaluate_image_command(
     encoder: Annotated[Path, typer.Argument(help="Encoder file from pretrain-image.")],
-    folder: Annotated[Path, typer.Argument(help="Labelled scenes with the same classes.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled scenes: class sub-folders named as classes of one of the encoder's "
+            "data sets (a subset is scored among its own classes)."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a pre-trained image encoder on a folder of labelled scenes."""

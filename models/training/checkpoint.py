@@ -42,6 +42,8 @@ BEFORE_IT_EXISTED: dict[str, object] = {
     "network.exchange": False,
     "network.align_dim": 0,
     "network.double_fusion": False,
+    # Fine-tuning from another model's checkpoint came later: runs before it started afresh.
+    "init": None,
 }
 _ABSENT = object()
 
@@ -187,3 +189,23 @@ def contract_of(state: dict[str, object]) -> ModelContract:
             "best_epoch": float(state["best_epoch"]),  # type: ignore[arg-type]
         },
     )
+
+
+def init_from(model: FusionNet, path: Path) -> tuple[list[float], list[float]]:
+    """Start ``model`` from the best weights of a training checkpoint (fine-tuning).
+
+    Returns the checkpoint's image band statistics: a fine-tuned network keeps the inputs'
+    scale its weights learnt.
+
+    Raises:
+        ModelError: the file is not a checkpoint, or its network is not ``model``'s.
+    """
+    state = load_checkpoint(path)
+    layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
+    if layer is not None:
+        raise ModelError(
+            f"{path}: its network differs from this one at {layer}; fine-tune with the "
+            "network options it was trained with (see its train_config)"
+        )
+    model.load_state_dict(state["best"])  # type: ignore[arg-type]
+    return list(state["image_mean"]), list(state["image_std"])  # type: ignore[call-overload]

@@ -21,35 +21,48 @@ from torch import nn
 from urbanfusion.models.metrics import scores
 from urbanfusion.models.training.loop import TrainingLoop, pick_device, seeded
 from urbanfusion.models.training.network import ImageEncoder, NetworkConfig
-from urbanfusion.models.training.scenes import Scenes, load_scenes, stratified_split
-from urbanfusion.pipeline.errors import ModelError
+from urbanfusion.models.training.scenes import (
+    SCENE_M,
+    LabelSpace,
+    Scenes,
+    load_scenes,
+    scene_classes,
+    stratified_split,
+)
+from urbanfusion.pipeline.errors import InputFormatError, ModelError
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """Hyper-parameters of image-encoder pre-training.
 
+    Scenes meet the encoder at a chip's ground size: ``side`` pixels over ``chip_m`` metres
+    (the grid's 32 px over a 250 m cell). A scene is taken to cover ``scene_m`` metres a side
+    (:data:`~urbanfusion.models.training.scenes.SCENE_M`) and is loaded at
+    the chip's pixel size, :func:`scene_px` pixels; training crops a chip's ground from it,
+    the crop's side varied by up to ``scale_jitter`` times either way (scene resolutions
+    vary); evaluation averages the class probabilities of a 3 x 3 grid of chips covering the
+    scene (:func:`chip_grid`), as a block of cells would see it.
+
     ``test_fraction`` of each class is held out (the same scenes whatever the seed) and only
     scored at the end: neither early stopping nor anyone tuning looks at it. With
     ``val_fraction`` 0 (the default) the cosine schedule runs to its end and the last epoch is
     kept, so all the other scenes train; above 0, that share of all scenes chooses the epoch.
-    ``crop_area`` bounds the random crops' share of a scene. Crops are resampled to
-    ``train_scale`` of ``side`` (see :func:`train_side`).
     """
 
-    side: int = 64
-    train_scale: float = 0.75
-    epochs: int = 50
-    # 32, not 64: a 64-scene batch's full-resolution activations (33.5 MB at 64 px, width 32)
-    # pass glibc's 32 MB mmap ceiling and were faulted in afresh every step.
-    batch: int = 32
+    side: int = 32
+    chip_m: float = 250.0
+    scene_m: float = SCENE_M
+    scale_jitter: float = 1.5
+    # 40 epochs of AID's 7,130 training scenes: about 13 minutes on 2 CPU cores.
+    epochs: int = 40
+    batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 8
     seed: int = 0
     val_fraction: float = 0.0
     test_fraction: float = 0.2
-    crop_area: tuple[float, float] = (0.35, 1.0)
     label_smoothing: float = 0.1
     image_encoder: str = "resnext"
     image_width: int = 32
@@ -63,9 +76,16 @@ _PREDICT_BATCH = 32
 _CHUNK = 128
 # The held-out scenes do not move with --seed, so seeds are compared on the same scenes.
 _TEST_SPLIT_SEED = 0
+# Chips along each side of a scene at evaluation.
+_GRID = 3
 
 
 class _Classifier(nn.Module):
+    """The encoder with one linear head over every label space's classes, side by side.
+
+    A scene is scored among its own space's columns only, so this is a head per data set.
+    """
+
     def __init__(self, encoder: ImageEncoder, features: int, classes: int) -> None:
         super().__init__()
         self.encoder = encoder
@@ -73,6 +93,19 @@ class _Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x)[0])
+
+
+def held_out(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """The held-out scenes of labels in :func:`~.scenes.scene_listing` order, whatever the seed.
+
+    A real-pixel city for testing is built from these scenes alone (none trained the encoder).
+    """
+    return stratified_split(labels, fraction, _TEST_SPLIT_SEED)
+
+
+def scene_px(cfg: PretrainConfig) -> int:
+    """The side scenes are loaded at: ``scene_m`` at the chip's pixel size."""
+    return max(cfg.side, round(cfg.side * cfg.scene_m / cfg.chip_m))
 
 
 def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
@@ -96,51 +129,44 @@ def band_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
 
 
-def averaged_views(
-    images: np.ndarray, mean: np.ndarray, std: np.ndarray, sides: tuple[int, ...]
-) -> list[torch.Tensor]:
-    """The scenes normalised and area-averaged to each of ``sides``, a chunk at a time.
+def normalised(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """The uint8 scenes normalised per band, a chunk at a time (one float copy in all)."""
+    return torch.cat(
+        [_normalise(images[s : s + _CHUNK], mean, std) for s in range(0, len(images), _CHUNK)]
+    )
 
-    A side not smaller than the scenes' keeps them as they are. Only the averaged copies are
-    ever whole in memory.
+
+def chip_grid(scenes: torch.Tensor, side: int, grid: int = _GRID) -> torch.Tensor:
+    """``grid`` x ``grid`` chips of ``side`` pixels evenly spread over each scene.
+
+    ``(n, c, h, w)`` to ``(n, grid * grid, c, side, side)``: plain slices, no resampling (the
+    scenes are at the chip's pixel size). A scene no larger than a chip is its one chip, each
+    of the grid's places.
     """
-    parts: list[list[torch.Tensor]] = [[] for _ in sides]
-    for s in range(0, len(images), _CHUNK):
-        x = _normalise(images[s : s + _CHUNK], mean, std)
-        for part, side in zip(parts, sides, strict=True):
-            part.append(nn.functional.adaptive_avg_pool2d(x, side) if side < x.shape[-1] else x)
-    return [torch.cat(part) for part in parts]
-
-
-def train_side(cfg: PretrainConfig) -> int:
-    """The side training crops are resampled to: ``train_scale`` of ``cfg.side``, a multiple of 8.
-
-    A random crop (35-100 % of the scene) enlarges what it shows when it is resampled to the
-    evaluation's side, so training sees objects larger than whole scenes show them; training a
-    little smaller than it is used at matches their apparent size again ("FixRes", Touvron et
-    al. 2019) and makes each step cheaper. A ViT's positional embeddings fix its input size,
-    so a ViT trains at ``cfg.side``.
-    """
-    if cfg.image_encoder == "vit":
-        return cfg.side
-    return max(8, round(cfg.side * cfg.train_scale / 8) * 8)
+    n, c, h, w = scenes.shape
+    if h <= side and w <= side:
+        x = nn.functional.interpolate(scenes, size=(side, side), mode="area")
+        return x[:, None].expand(n, grid * grid, c, side, side)
+    rows = np.linspace(0, h - side, grid).round().astype(int)
+    cols = np.linspace(0, w - side, grid).round().astype(int)
+    chips = [scenes[:, :, r : r + side, q : q + side] for r in rows for q in cols]
+    return torch.stack(chips, dim=1)
 
 
 def random_views(
     scenes: torch.Tensor,
     side: int,
-    area: tuple[float, float],
+    share: tuple[float, float],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """A random crop of each scene, resampled to ``side``, turned and flipped at random.
+    """A random square crop of each scene, resampled to ``side``, turned and flipped at random.
 
-    Each scene gets its own crop (``area`` bounds its share of the scene, square, anywhere
-    inside), its own right-angle turn and its own mirror image: all one affine sampling grid,
-    so a view costs one bilinear resampling. The whole scene unturned is an exact 2 x 2 average
-    when the scenes are ``2 * side`` a side, the same pixels as the evaluation's.
+    Each scene gets its own crop (``share`` bounds its side as a share of the scene's,
+    anywhere inside), its own right-angle turn and its own mirror image: all one affine
+    sampling grid, so a view costs one bilinear resampling.
     """
     n = scenes.shape[0]
-    scale = torch.empty(n).uniform_(*area, generator=generator).sqrt()
+    scale = torch.empty(n).uniform_(*share, generator=generator).clamp(max=1.0)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - scale)[:, None]
     turn = torch.randint(0, 4, (n,), generator=generator) * (torch.pi / 2)
     mirror = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
@@ -156,13 +182,20 @@ def random_views(
     return nn.functional.grid_sample(scenes, grid, mode="bilinear", align_corners=False)
 
 
+def crop_share(cfg: PretrainConfig, px: int) -> tuple[float, float]:
+    """The range of training crops' sides as a share of a ``px`` scene's side."""
+    share = cfg.side / px
+    return share / cfg.scale_jitter, min(1.0, share * cfg.scale_jitter)
+
+
 def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
-    """Fit encoder + head on scenes loaded at ``2 * cfg.side``; what :func:`save_encoder` writes.
+    """Fit encoder + heads on scenes loaded at :func:`scene_px`; what :func:`save_encoder` writes.
 
     The held-out scenes' scores are under ``"test"``, the early-stopping scenes' under
-    ``"validation"``. Training sees random crops of the scenes at :func:`train_side` (see
-    :func:`random_views`); validation and test see whole scenes averaged down to ``cfg.side``.
-    ``mean`` and ``std`` are per band, on the [0, 1] scale of the scenes' bytes / 255.
+    ``"validation"``: each scene is scored among its own data set's classes, from the
+    averaged probabilities of its :func:`chip_grid`. Training sees random chip-sized crops
+    (:func:`random_views`). ``mean`` and ``std`` are per band, on the [0, 1] scale of the
+    scenes' bytes / 255.
     """
     generator = seeded(cfg.seed)
     device = pick_device()
@@ -171,7 +204,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
             f"test fraction {cfg.test_fraction} and validation fraction {cfg.val_fraction} "
             "leave no scenes to train or to test on; use a test fraction in (0, 1)"
         )
-    test = stratified_split(scenes.labels, cfg.test_fraction, _TEST_SPLIT_SEED)
+    test = held_out(scenes.labels, cfg.test_fraction)
     val = np.zeros_like(test)
     if cfg.val_fraction > 0:
         val[~test] = stratified_split(
@@ -180,14 +213,11 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     train = ~(test | val)
     mean, std = band_statistics(scenes.images[train])
     std = np.maximum(std, 1e-3)
-    crop_side = train_side(cfg)
-    # Validation and test see whole scenes area-averaged to the run's size. Training crops
-    # come from the scenes area-averaged to twice the crop side: bilinear resampling by more
-    # than 2x skips pixels (aliasing), and a whole-scene crop is again a 2 x 2 average.
-    # Averaging is linear, so normalising first changes nothing.
-    whole, source = averaged_views(scenes.images, mean, std, (cfg.side, 2 * crop_side))
+    source = normalised(scenes.images, mean, std)
+    share = crop_share(cfg, source.shape[-1])
     # Batches are gathered from ``source`` by index: no second copy of the training scenes.
     rows, labels = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(scenes.labels)
+    space = torch.from_numpy(scenes.space)
     net_cfg = NetworkConfig(
         image_encoder=cfg.image_encoder,
         image_width=cfg.image_width,
@@ -199,31 +229,46 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     model = model.to(memory_format=torch.channels_last)
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        x = random_views(source[rows[idx]], crop_side, cfg.crop_area, generator)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        return nn.functional.cross_entropy(
-            model(x), labels[rows[idx]].to(device), label_smoothing=cfg.label_smoothing
-        )
+        picked = rows[idx]
+        x = random_views(source[picked], cfg.side, share, generator)
+        logits = model(x.to(device).contiguous(memory_format=torch.channels_last))
+        y, where = labels[picked].to(device), space[picked]
+        total = logits.new_zeros(())
+        # Each data set's scenes are scored by its own head (its columns) alone.
+        for k, s in enumerate(scenes.spaces):
+            sel = (where == k).to(device)
+            if sel.any():
+                total = total + nn.functional.cross_entropy(
+                    logits[sel, s.columns],
+                    y[sel] - s.offset,
+                    label_smoothing=cfg.label_smoothing,
+                    reduction="sum",
+                )
+        return total / len(picked)
+
+    def predicted(mask: np.ndarray) -> np.ndarray:
+        return predict_scenes(model, source[mask], scenes.space[mask], scenes.spaces, cfg.side)
 
     def validate() -> float:
-        return float((_predict(model, whole[val], device) == scenes.labels[val]).mean())
+        return float((predicted(val) == scenes.labels[val]).mean())
 
     loop = TrainingLoop.of(model, generator, cfg)
     loop.run(len(rows), loss_of, validate if val.any() else None)
+    names = scenes.qualified_classes()
     return {
         "encoder": {k: v.cpu().contiguous() for k, v in model.encoder.state_dict().items()},
         "head": {k: v.cpu().contiguous() for k, v in model.head.state_dict().items()},
         "network": asdict(net_cfg),
         "classes": scenes.classes,
+        "spaces": [{"name": s.name, "classes": list(s.classes)} for s in scenes.spaces],
         "mean": mean.tolist(),
         "std": std.tolist(),
         "side": cfg.side,
-        "validation": scores(
-            scenes.labels[val], _predict(model, whole[val], device), scenes.classes
-        )
-        if val.any()
-        else None,
-        "test": scores(scenes.labels[test], _predict(model, whole[test], device), scenes.classes),
+        "scene_px": int(source.shape[-1]),
+        "chip_m": cfg.chip_m,
+        "scene_m": cfg.scene_m,
+        "validation": scores(scenes.labels[val], predicted(val), names) if val.any() else None,
+        "test": scores(scenes.labels[test], predicted(test), names),
         "test_scenes": [p for p, t in zip(scenes.paths, test, strict=True) if t],
         "validation_scenes": [p for p, v in zip(scenes.paths, val, strict=True) if v],
         "best_epoch": loop.best_epoch,
@@ -231,16 +276,38 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+def scene_probabilities(
+    model: nn.Module, scenes: torch.Tensor, columns: slice | list[int], side: int
+) -> np.ndarray:
+    """Class probabilities among ``columns`` of normalised scenes, averaged over their chips."""
     model.eval()
-    out = [
-        model(x[s : s + _PREDICT_BATCH].to(device).contiguous(memory_format=torch.channels_last))
-        .argmax(1)
-        .cpu()
-        .numpy()
-        for s in range(0, len(x), _PREDICT_BATCH)
-    ]
-    return np.concatenate(out)
+    device = next(model.parameters()).device
+    out = []
+    step = max(1, 4 * _PREDICT_BATCH // (_GRID * _GRID))  # chips of 14 scenes: 126 at a time
+    for s in range(0, len(scenes), step):
+        chips = chip_grid(scenes[s : s + step], side)
+        n, k = chips.shape[:2]
+        x = chips.reshape(n * k, *chips.shape[2:]).to(device)
+        logits = model(x.contiguous(memory_format=torch.channels_last))[:, columns]
+        out.append(logits.softmax(1).reshape(n, k, -1).mean(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def predict_scenes(
+    model: nn.Module,
+    scenes: torch.Tensor,
+    space: np.ndarray,
+    spaces: list[LabelSpace],
+    side: int,
+) -> np.ndarray:
+    """Each scene's class (an index of all spaces' classes) among its own space's classes."""
+    pred = np.zeros(len(scenes), np.int64)
+    for k, s in enumerate(spaces):
+        sel = np.flatnonzero(space == k)
+        if sel.size:
+            probs = scene_probabilities(model, scenes[torch.from_numpy(sel)], s.columns, side)
+            pred[sel] = probs.argmax(1) + s.offset
+    return pred
 
 
 def save_encoder(path: Path, state: dict[str, object]) -> None:
@@ -266,16 +333,62 @@ def load_encoder(path: Path) -> dict[str, object]:
     return state
 
 
+def label_spaces(state: dict[str, object]) -> list[LabelSpace]:
+    """The label spaces of an encoder file (a file from before them has one, ``scenes``)."""
+    raw = state.get("spaces") or [{"name": "scenes", "classes": state["classes"]}]
+    spaces, offset = [], 0
+    for s in raw:  # type: ignore[attr-defined]
+        spaces.append(LabelSpace(str(s["name"]), tuple(s["classes"]), offset))
+        offset += len(s["classes"])
+    return spaces
+
+
+def space_for(classes: list[str], spaces: list[LabelSpace], where: str) -> LabelSpace:
+    """The first label space holding every one of ``classes`` (folder names, matched exactly).
+
+    Raises:
+        InputFormatError: no space holds them all; the message names what is missing.
+    """
+    for s in spaces:
+        if set(classes) <= set(s.classes):
+            return s
+    best = max(spaces, key=lambda s: len(set(classes) & set(s.classes)))
+    missing = sorted(set(classes) - set(best.classes))
+    raise InputFormatError(
+        f"{where}: class folder(s) {', '.join(missing)} are not classes of the encoder's "
+        f"{best.name!r} scenes ({', '.join(best.classes)}); rename them to its classes or "
+        "leave them out"
+    )
+
+
 def evaluate_encoder(path: Path, folder: Path) -> dict[str, object]:
-    """Score a pre-trained encoder (with its head) on a folder with the same class sub-folders."""
+    """Score a pre-trained encoder (with its head) on a folder of labelled scenes.
+
+    The folder's class sub-folders must be classes of one of the encoder's data sets (matched
+    by name); each scene is predicted among the folder's classes only, so a folder of ten of
+    AID's thirty classes is scored as a ten-class problem.
+
+    Raises:
+        InputFormatError: a class folder names no class of the encoder's data sets.
+    """
     state = load_encoder(path)
-    scenes = load_scenes(folder, int(state["side"]), list(state["classes"]))  # type: ignore[arg-type]
+    spaces = label_spaces(state)
+    classes = scene_classes(folder)
+    space = space_for(classes, spaces, str(folder))
+    # Files from before scene_px scored whole scenes at ``side`` (their one chip).
+    chip = int(state["side"])  # type: ignore[call-overload]
+    px = int(state.get("scene_px") or chip)  # type: ignore[call-overload]
+    scenes = load_scenes(folder, px, classes)
     net_cfg = NetworkConfig(**state["network"])  # type: ignore[arg-type]
-    model = _Classifier(ImageEncoder(net_cfg), net_cfg.features, len(scenes.classes))
+    width = sum(len(s.classes) for s in spaces)
+    model = _Classifier(ImageEncoder(net_cfg), net_cfg.features, width)
     model.encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]
     model.head.load_state_dict(state["head"])  # type: ignore[arg-type]
-    x = _normalise(scenes.images, np.array(state["mean"]), np.array(state["std"]))
-    return scores(scenes.labels, _predict(model, x, torch.device("cpu")), scenes.classes)
+    model = model.to(memory_format=torch.channels_last)
+    x = normalised(scenes.images, np.array(state["mean"]), np.array(state["std"]))
+    columns = [space.offset + space.classes.index(c) for c in classes]
+    probs = scene_probabilities(model, x, columns, chip)
+    return scores(scenes.labels, probs.argmax(1), classes)
 
 
 def load_into(model_encoder: ImageEncoder, cfg: NetworkConfig, path: Path) -> None:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from urbanfusion.workflows.democity.layout import CLS, Layout
+from urbanfusion.workflows.democity.scenes import SceneBank
 
 Canvas = np.ndarray  # (h, w, 3) uint8 RGB
 Rng = np.random.Generator
@@ -292,9 +293,16 @@ RENDERERS: dict[int, Callable[[Canvas, Rng, float], None]] = {
 
 
 def render_city(
-    layout: Layout, bounds: tuple[float, float, float, float], px: float, rng: Rng
+    layout: Layout,
+    bounds: tuple[float, float, float, float],
+    px: float,
+    rng: Rng,
+    scenes: SceneBank | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the whole city at ``px`` metres per pixel.
+
+    Blocks of a class that ``scenes`` holds are real scenes instead of drawn textures (an
+    airport of real scenes gets no drawn runway).
 
     Returns:
         RGB uint8 ``(3, h, w)`` (values >= 1, so 0 can mark nodata) and the class of each pixel.
@@ -315,7 +323,10 @@ def render_city(
         if x1 <= x0 or y1 <= y0:
             continue
         local = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
-        RENDERERS[int(k)](local, rng, px)
+        if scenes is not None and int(k) in scenes.files:
+            scenes.fill(local, int(k), px)
+        else:
+            RENDERERS[int(k)](local, rng, px)
         mask = np.zeros((h, w), dtype=np.uint8)
         cv2.fillPoly(mask, [ring], 1)
         sub = mask[y0:y1, x0:x1].astype(bool)
@@ -338,7 +349,8 @@ def render_city(
 
     # Public roads stop at the airport fence.
     image[airfield] = unpaved[airfield]
-    _runway(image, airfield, px)
+    if scenes is None or CLS["airport"] not in scenes.files:
+        _runway(image, airfield, px)
 
     image = cv2.GaussianBlur(image, (3, 3), 0.7)  # the sensor's blur
     noise = rng.normal(0, 3.0, image.shape)
