@@ -14,7 +14,7 @@ from urbanfusion.models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
 from urbanfusion.models.training.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
 from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
 from urbanfusion.models.training.train import TrainConfig, block_split, train  # noqa: E402
-from urbanfusion.pipeline.errors import InputNotFoundError, ModelError  # noqa: E402
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError, ModelError  # noqa: E402
 
 CONTRACT = ModelContract.for_urfc(
     bands=[1, 2, 3], image_mean=[0.5] * 3, image_std=[0.2] * 3, chip_px=16, cell_size_m=250.0
@@ -308,3 +308,23 @@ def test_a_single_source_model_trains_exports_and_calibrates(tmp_path, use_image
     unused, used = ("activity", "image") if use_image else ("image", "activity")
     assert not any(n.startswith(f"{unused}_encoder.") for n in names)
     assert any(n.startswith(f"{used}_encoder.") for n in names)
+
+
+def test_labels_in_a_single_block_are_one_clear_error_not_a_crash():
+    one_block = _tiny_data().subset(np.arange(4))  # _tiny_data's blocks are 4 cells each
+    cfg = TrainConfig(epochs=1, batch=4, network=_tiny_net())
+    with pytest.raises(InputFormatError, match="all lie in one block of 4 x 4 cells"):
+        train(one_block, list(CLASS_NAMES), cfg, quiet=True)
+
+
+def test_labels_that_leave_classes_out_say_what_training_does_with_them():
+    from urbanfusion.workflows.labelled import coverage_note
+
+    data = _tiny_data()  # residential, school and industrial only
+    fine = coverage_note(data, fine_tuning=True)
+    assert fine is not None and "no cell of railway_station" in fine and "unlearns" in fine
+    fresh = coverage_note(data, fine_tuning=False)
+    assert fresh is not None and "never predict them" in fresh
+    every = data.subset(np.arange(9))
+    every.labels = np.arange(9)
+    assert coverage_note(every, fine_tuning=True) is None

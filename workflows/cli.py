@@ -468,7 +468,7 @@ def train_command(
         )
     from urbanfusion.models.training.network import NetworkConfig
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.labelled import load_labelled_cities
+    from urbanfusion.workflows.labelled import coverage_note, load_labelled_cities
 
     choices = {
         "--image-encoder": (image_encoder, ("resnet", "resnext", "vit")),
@@ -496,7 +496,8 @@ def train_command(
             "--align-momentum needs the alignment loss it serves: add --align W (e.g. 0.1)"
         )
     data = load_labelled_cities(sources, labels or [])
-    _print_notes(data.notes)
+    coverage = coverage_note(data, fine_tuning=init is not None)
+    _print_notes(data.notes + ([coverage] if coverage else []))
     net = NetworkConfig(
         use_image=branches != Branches.signalling,
         use_activity=branches != Branches.image,

@@ -69,3 +69,24 @@ def load_labelled_cities(sources: list[Path], zones: list[Path]) -> CellData:
         for i, src in enumerate(sources)
     ]
     return CellData.concat(parts)
+
+
+def coverage_note(data: CellData, fine_tuning: bool) -> str | None:
+    """What a user should know when the labels leave classes out (None: they hold every one).
+
+    A model never predicts a class it saw no cell of; a model fine-tuned on labels without a
+    class unlearns it: on a real-pixel city, fine-tuning on one residential zone took overall
+    accuracy from 0.87 to 0.62, while three zones of three classes kept it at 0.89.
+    """
+    present = set(np.unique(data.labels).tolist())
+    missing = [name for k, name in enumerate(CLASS_NAMES) if k not in present]
+    if not missing:
+        return None
+    names = ", ".join(missing)
+    if fine_tuning:
+        return (
+            f"the labels hold no cell of {names}: fine-tuning on them unlearns those classes; "
+            "label a zone or two of each class the city has (the zones you leave out are "
+            "predicted as the classes you labelled)"
+        )
+    return f"the labels hold no cell of {names}: the model will never predict them"

@@ -24,7 +24,7 @@ from rich.progress import Progress
 from torch import nn
 
 from urbanfusion.models.classes import CLASS_NAMES
-from urbanfusion.models.dataset import CellData
+from urbanfusion.models.dataset import BLOCK_CELLS, CellData
 from urbanfusion.models.metrics import scores
 from urbanfusion.models.training.align import MomentumAlign, alignment_loss
 from urbanfusion.models.training.checkpoint import (
@@ -38,6 +38,7 @@ from urbanfusion.models.training.checkpoint import (
 from urbanfusion.models.training.loop import TrainingLoop, augment_chips, pick_device, seeded
 from urbanfusion.models.training.network import FusionNet, NetworkConfig
 from urbanfusion.models.training.pretrain import load_into
+from urbanfusion.pipeline.errors import InputFormatError
 from urbanfusion.preprocess.chips import has_image, image_inputs
 
 
@@ -267,9 +268,17 @@ def train(
 
     Raises:
         ModelError: resuming from a checkpoint of another config or other data.
+        InputFormatError: the labelled cells lie in a single block.
     """
     generator = seeded(cfg.seed)
     device = pick_device(cfg.device)
+    if len(np.unique(data.blocks)) < 2:
+        # Validation takes whole blocks: with one, nothing would be left to train on.
+        raise InputFormatError(
+            f"the {len(data)} labelled cells all lie in one block of {BLOCK_CELLS} x "
+            f"{BLOCK_CELLS} cells; training keeps whole blocks apart to validate on, so it needs "
+            "labelled cells in two or more: label another zone, away from this one"
+        )
     val_mask = block_split(data.blocks, cfg.val_fraction, cfg.seed)
     train_data, val_data = (
         data.subset(np.flatnonzero(~val_mask)),
