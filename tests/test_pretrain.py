@@ -250,3 +250,21 @@ def test_several_folders_pretrain_one_encoder_with_a_head_each(tmp_path):
     path = tmp_path / "e.pt"
     save_encoder(path, state)
     assert evaluate_encoder(path, other)["n"] == 20  # the second head scores its own folder
+
+
+def test_pretrain_image_s_defaults_are_the_recipe_s():
+    # The command spells its defaults out (no torch import for --help); they must not drift.
+    import typer
+
+    from urbanfusion.workflows.cli import app
+
+    params = {
+        p.name: p.default for p in typer.main.get_command(app).commands["pretrain-image"].params
+    }
+    cfg = PretrainConfig()
+    assert (params["epochs"], params["side"], params["chip_m"], params["scene_m"]) == (
+        cfg.epochs,
+        cfg.side,
+        cfg.chip_m,
+        cfg.scene_m,
+    )
