@@ -20,6 +20,7 @@ import pandas as pd
 import rasterio
 from rasterio.errors import RasterioError
 
+from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.fingerprint import stat_identity
 
 _COLUMNS = [
@@ -137,12 +138,10 @@ def tile_index(paths: list[Path], use_cache: bool = True) -> pd.DataFrame:
     if use_cache and fresh and cache is not None:
         merged = pd.concat([known[~known["path"].isin(index["path"])], index], ignore_index=True)
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            merged.astype({"nodata": "float64", "res_x": "float64", "res_y": "float64"}).to_parquet(
-                tmp
-            )
-            os.replace(tmp, cache)
+            with replacing(cache) as tmp:
+                merged.astype(
+                    {"nodata": "float64", "res_x": "float64", "res_y": "float64"}
+                ).to_parquet(tmp)
         except OSError:
             pass  # a read-only cache folder costs speed, never correctness
     return index

@@ -15,16 +15,13 @@ share the folder; bookkeeping of what was used lives in the process that owns th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from urbanfusion.pipeline.errors import StoreError, write_failure
+from urbanfusion.pipeline.atomic import atomic_write
+from urbanfusion.pipeline.errors import StoreError
 
 
 def _damaged(path: Path, err: Exception) -> StoreError:
@@ -33,28 +30,6 @@ def _damaged(path: Path, err: Exception) -> StoreError:
         f"{str(err).splitlines()[0] if str(err) else 'damaged'}); run again with --force to "
         "compute it afresh"
     )
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file renamed over it.
-
-    A reader never sees half a file, and a killed writer leaves at most the temporary one. A
-    failed write raises an OSError naming ``path`` (ENOSPC on a full disk).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # mkstemp makes it 0600; the file is for others too (readers, workers, logs).
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as err:  # numpy says only "problem writing element N": name the file
-        Path(tmp).unlink(missing_ok=True)
-        raise write_failure(err, path) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:

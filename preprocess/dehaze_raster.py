@@ -10,8 +10,6 @@ is written to a temporary name and renamed, so a failed run leaves nothing behin
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
 
+from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 from urbanfusion.pipeline.grid import ChunkGrid, Window
 from urbanfusion.preprocess.dehaze import (
@@ -169,16 +168,9 @@ def _dehaze_open(
         preview = _preview(src, bands, lo, hi)
     score = haze_score(preview, params.patch)
     profile = src.profile
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=dst_path.suffix, dir=dst_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # The user's usual mode, as a raster written in place would have.
+    with replacing(dst_path, mode=None) as tmp:
         _write(src, tmp, blocks, whole, bands, lo, hi, profile)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
-        os.replace(tmp, dst_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
 
 
@@ -212,12 +204,6 @@ def _dehaze_chunked(
     scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
     light = scene_light(scaled, params)
     return light, dehaze_dask(scaled, light, params)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _preview_shape(src: rasterio.DatasetReader, bands: list[int]) -> tuple[int, int, int]:

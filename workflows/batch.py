@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from urbanfusion.pipeline import strict_json
+from urbanfusion.pipeline.atomic import atomic_write
 from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.errors import (
     ConfigError,
@@ -27,7 +28,6 @@ from urbanfusion.pipeline.errors import (
     UrbanFusionError,
 )
 from urbanfusion.pipeline.progress import StageTimer
-from urbanfusion.pipeline.store import atomic_write
 from urbanfusion.workflows.publish import published_here
 from urbanfusion.workflows.run import run, what_would_run
 

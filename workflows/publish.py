@@ -30,9 +30,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from urbanfusion.pipeline.atomic import atomic_write
 from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
 from urbanfusion.pipeline.fingerprint import file_sha256, stat_identity
-from urbanfusion.pipeline.store import atomic_write
 
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.

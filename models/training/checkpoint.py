@@ -10,7 +10,6 @@ resuming on something else), and what the model contract needs.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.training.network import FusionNet, NetworkConfig
+from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import ModelError
 
 FORMAT = "urbanfusion.checkpoint/1"
@@ -59,10 +59,8 @@ def data_fingerprint(data: CellData) -> str:
 
 def save_checkpoint(path: Path, state: dict[str, object]) -> None:
     """Write ``state`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with replacing(path, mode=None) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, object]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -36,6 +34,7 @@ from urbanfusion.models.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAME, 
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import Predictor
 from urbanfusion.models.training.network import FusionNet
+from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import ModelError
 
 OPSET = 18
@@ -91,11 +90,7 @@ def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
     model = model.cpu().eval()
     example = tuple(torch.from_numpy(a) for a in sample_inputs(contract, 4))
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(path) as tmp:  # a model file is meant to be shared: 0644
         # The exporter warns about optional torchvision ops and internal deprecations, and its
         # optimiser logs notes: none of it is for the user.
         with warnings.catch_warnings(), _quiet_exporter_logs():
@@ -121,10 +116,6 @@ def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
             raise ModelError(
                 f"exported model disagrees with torch: max |dp| = {diff:.2e} > {PARITY_TOLERANCE}"
             )
-        tmp.chmod(0o644)  # mkstemp makes it private; a model file is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return diff
 
 
@@ -172,15 +163,8 @@ def add_score_outputs(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(path) as tmp:
         onnx.save(proto, str(tmp))
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def calibrate_onnx(model: Path, data: CellData, validation: np.ndarray, out: Path) -> ModelContract:
