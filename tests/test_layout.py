@@ -124,3 +124,25 @@ def test_the_cli_and_model_info_start_without_dask_xarray_pandas_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_each_output_name_is_spelled_once_and_the_manifest_is_assembled_in_one_module():
+    from urbanfusion.workflows.output_names import OUTPUT_FILES
+
+    spelled, assigned = [], []
+    for path in (ROOT / "workflows").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in OUTPUT_FILES:
+                spelled.append(f"{path.name}: {node.value}")
+            # manifest["key"] = ... outside manifest.py: a key added beside the assembly.
+            if isinstance(node, ast.Assign) and path.name != "manifest.py":
+                for target in node.targets:
+                    if (
+                        isinstance(target, ast.Subscript)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "manifest"
+                    ):
+                        assigned.append(f"{path.name}:{node.lineno}")
+    assert sorted(spelled) == sorted(f"output_names.py: {n}" for n in OUTPUT_FILES)
+    assert assigned == []

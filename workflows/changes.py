@@ -18,6 +18,7 @@ import rasterio
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST, PROBABILITIES
 from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.stages import Predicted
 
@@ -54,11 +55,11 @@ def empty_changes(grid: CityGrid) -> gpd.GeoDataFrame:
 
 def _previous_maps(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """The class map and the confidence (highest probability; NaN without one) of a run."""
-    with rasterio.open(run / "class_map.tif") as src:
+    with rasterio.open(run / CLASS_MAP) as src:
         classes = src.read(1)
     confidence = np.full(classes.shape, np.nan, dtype=np.float32)
-    if (run / "probabilities.tif").is_file():
-        with rasterio.open(run / "probabilities.tif") as src:
+    if (run / PROBABILITIES).is_file():
+        with rasterio.open(run / PROBABILITIES) as src:
             prob = src.read()
         has = ~np.isnan(prob).all(axis=0)
         confidence[has] = np.nanmax(prob[:, has], axis=0)
@@ -69,12 +70,12 @@ def changes_since(
     previous: Path | None, grid: CityGrid, predicted: Predicted, contract: ModelContract
 ) -> Changes:
     """Compare a run's classes with those of the ``previous`` run's folder (None: first run)."""
-    if previous is None or not (previous / "manifest.json").is_file():
+    if previous is None or not (previous / MANIFEST).is_file():
         return Changes(empty_changes(grid), None, "first run: nothing to compare")
-    manifest = json.loads((previous / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((previous / MANIFEST).read_text(encoding="utf-8"))
     # The maps compared with must be those published (the folder's record, not a rehash).
     changed = OutputFolder(previous.parent.parent).changed_outputs(previous)
-    written_over = [n for n in ("class_map.tif", "probabilities.tif") if n in changed]
+    written_over = [n for n in (CLASS_MAP, PROBABILITIES) if n in changed]
     if written_over:
         return Changes(
             empty_changes(grid),

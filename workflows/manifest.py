@@ -21,6 +21,7 @@ from urbanfusion.pipeline.fingerprint import (
     file_identity,
     file_sha256,
 )
+from urbanfusion.workflows.output_names import REJECTS
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
 # Why a cell has no prediction (the only reason there is: the model needs one input).
@@ -85,10 +86,12 @@ def build_manifest(
     *,
     started: dt.datetime,
     scheduler: str,
-    timings: dict[str, float],
-    rejects_file: str,
+    run: dict[str, str | None],
+    fingerprint: dict[str, str],
+    store: dict[str, object],
+    changes: dict[str, object],
 ) -> dict[str, object]:
-    """The manifest of a run from its stages' results.
+    """The manifest of a run from its stages' results, all but what :func:`finish_manifest` adds.
 
     Args:
         p: the plan.
@@ -97,8 +100,10 @@ def build_manifest(
         predictor: the model session that predicted (its provider is the one really used).
         started: when the run began (UTC).
         scheduler: the dask scheduler, as :func:`~.scheduler.dask_scheduler` describes it.
-        timings: seconds per finished stage.
-        rejects_file: the name of the rejected-rows file among the outputs.
+        run: this run's id and the previous run's (None: none).
+        fingerprint: the inputs' fingerprint a later run compares with (nothing changed?).
+        store: per kind of stored result, how many this run computed and how many it reused.
+        changes: what changed since the previous run.
     """
     config, contract = p.config, predictor.contract
     done = predicted.predicted
@@ -124,7 +129,7 @@ def build_manifest(
             ],
             "tiles": tiles,
         },
-        "signalling": {**ingested.signalling.to_dict(), "rejects_file": rejects_file},
+        "signalling": {**ingested.signalling.to_dict(), "rejects_file": REJECTS},
         "model": {
             "path": str(predictor.path),
             "sha256": file_sha256(predictor.path),
@@ -145,7 +150,10 @@ def build_manifest(
             # Share of predicted cells whose inputs look like the model's training data.
             "in_domain_share": predicted.in_domain_share(),
         },
-        "timings_s": timings,
+        "run": run,
+        "fingerprint": fingerprint,
+        "store": store,
+        "changes": changes,
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -157,3 +165,17 @@ def build_manifest(
         # Reads depend on these (the block cache above all): set on purpose, recorded.
         "gdal_settings": gdal_settings(),
     }
+
+
+def output_entries(staging: Path) -> dict[str, dict[str, object]]:
+    """Each file in ``staging`` (every output but the manifest) with its size and hash."""
+    return {f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())}
+
+
+def finish_manifest(
+    manifest: dict[str, object],
+    outputs: dict[str, dict[str, object]],
+    timings: dict[str, float],
+) -> dict[str, object]:
+    """The manifest with what is only known last: the outputs' hashes, every stage's time."""
+    return {**manifest, "outputs": outputs, "timings_s": dict(timings)}

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from urbanfusion.pipeline.atomic import atomic_write
 from urbanfusion.pipeline.errors import ConfigError, OutputBusyError
 from urbanfusion.pipeline.fingerprint import file_sha256, stat_identity
+from urbanfusion.workflows.output_names import KEPT_IN_HISTORY, MANIFEST, OUTPUT_FILES
 
 # Never deleted, even after a failed first run: a process waiting on the old file would then
 # hold a lock on a file no one else sees while a newcomer locks a new one.
@@ -47,23 +48,7 @@ LATEST = "latest"
 STORE = "store"  # the run store (urbanfusion.pipeline.store): results by fingerprint
 _STAGING = ".staging-"
 _NEW_LINK = ".latest-"
-# Every output of a run, by the name readers open it under (OUT/<name>, linked through latest).
-OUTPUT_FILES = (
-    "class_map.tif",
-    "probabilities.tif",
-    "probabilities.qml",
-    "cells.gpkg",
-    "activity.parquet",
-    "rejects.parquet",
-    "quicklook.png",
-    "map.html",
-    "changes.gpkg",
-    "item.json",
-    "manifest.json",
-)
 _STORE_SUFFIXES = ("npy", "json", "parquet")
-# What an older run keeps once a newer one is published: enough to compare and to audit.
-KEPT_IN_HISTORY = frozenset({"class_map.tif", "manifest.json", "changes.gpkg"})
 
 
 def written_paths(out: Path) -> list[Path]:
@@ -255,7 +240,7 @@ class OutputFolder:
         except (OSError, ValueError):
             record = None
         if record is None or record.get("run") != run.name:
-            manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+            manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
             listed = manifest.get("outputs", {})
             return sorted(
                 name

@@ -22,7 +22,8 @@ from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
-from urbanfusion.workflows.publish import OUTPUT_FILES, STORE, OutputFolder
+from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST, OUTPUT_FILES
+from urbanfusion.workflows.publish import STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
 from urbanfusion.workflows.write import write
@@ -134,7 +135,7 @@ def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> Non
 
 
 def _manifest(run_dir: Path) -> dict[str, object]:
-    return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
 
 
 def changed_since(manifest: dict[str, object], fingerprint: dict[str, str]) -> list[str]:
@@ -166,7 +167,7 @@ def what_would_run(config: RunConfig) -> str:
 def _up_to_date(
     p: Plan, out: OutputFolder, published: Path, manifest: dict[str, object]
 ) -> RunResult:
-    with rasterio.open(published / "class_map.tif") as src:
+    with rasterio.open(published / CLASS_MAP) as src:
         class_id = src.read(1).ravel()
     changes = Changes(
         empty_changes(p.grid),

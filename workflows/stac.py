@@ -22,21 +22,34 @@ from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.workflows.output_names import (
+    ACTIVITY,
+    CELLS,
+    CHANGES,
+    CLASS_MAP,
+    ITEM,
+    MANIFEST,
+    MAP,
+    PROBABILITIES,
+    PROBABILITIES_STYLE,
+    QUICKLOOK,
+    REJECTS,
+)
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 # Each output: media type, roles, title.
 ASSETS: dict[str, tuple[str, list[str], str]] = {
-    "class_map.tif": (COG, ["data"], "Urban function class per cell"),
-    "probabilities.tif": (COG, ["data"], "Probability of each class per cell"),
-    "probabilities.qml": ("application/xml", ["style"], "QGIS style of probabilities.tif"),
-    "cells.gpkg": ("application/geopackage+sqlite3", ["data"], "Cells with class, inputs, scores"),
-    "changes.gpkg": ("application/geopackage+sqlite3", ["data"], "Cells changed since last run"),
-    "activity.parquet": ("application/vnd.apache.parquet", ["data"], "Hourly activity per cell"),
-    "rejects.parquet": ("application/vnd.apache.parquet", ["metadata"], "Rejected signalling rows"),
-    "quicklook.png": (pystac.MediaType.PNG, ["overview"], "Classes over the imagery"),
-    "map.html": (pystac.MediaType.HTML, ["overview"], "Interactive map (offline)"),
-    "manifest.json": (pystac.MediaType.JSON, ["metadata"], "Run manifest: inputs, counts, hashes"),
-    "item.json": (pystac.MediaType.GEOJSON, ["metadata"], "This STAC Item"),
+    CLASS_MAP: (COG, ["data"], "Urban function class per cell"),
+    PROBABILITIES: (COG, ["data"], "Probability of each class per cell"),
+    PROBABILITIES_STYLE: ("application/xml", ["style"], "QGIS style of probabilities.tif"),
+    CELLS: ("application/geopackage+sqlite3", ["data"], "Cells with class, inputs, scores"),
+    CHANGES: ("application/geopackage+sqlite3", ["data"], "Cells changed since last run"),
+    ACTIVITY: ("application/vnd.apache.parquet", ["data"], "Hourly activity per cell"),
+    REJECTS: ("application/vnd.apache.parquet", ["metadata"], "Rejected signalling rows"),
+    QUICKLOOK: (pystac.MediaType.PNG, ["overview"], "Classes over the imagery"),
+    MAP: (pystac.MediaType.HTML, ["overview"], "Interactive map (offline)"),
+    MANIFEST: (pystac.MediaType.JSON, ["metadata"], "Run manifest: inputs, counts, hashes"),
+    ITEM: (pystac.MediaType.GEOJSON, ["metadata"], "This STAC Item"),
 }
 
 
@@ -88,7 +101,7 @@ def run_item(
             continue
         media, roles, title = ASSETS[name]
         item.add_asset(name, pystac.Asset(f"./{name}", title=title, media_type=media, roles=roles))
-    if "class_map.tif" in item.assets:
+    if CLASS_MAP in item.assets:
         counts = np.bincount(class_id[class_id != NO_CLASS], minlength=len(contract.classes))
         classes = [
             Classification.create(
@@ -111,9 +124,7 @@ def run_item(
                 count=int((class_id == NO_CLASS).sum()),
             )
         )
-        ClassificationExtension.ext(
-            item.assets["class_map.tif"], add_if_missing=True
-        ).classes = classes
+        ClassificationExtension.ext(item.assets[CLASS_MAP], add_if_missing=True).classes = classes
     return item
 
 

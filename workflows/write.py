@@ -26,13 +26,31 @@ from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.errors import InputFormatError, write_failure
-from urbanfusion.pipeline.fingerprint import file_entry
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
-from urbanfusion.workflows.manifest import NO_INPUT_REASON, build_manifest, inputs_changed_during
-from urbanfusion.workflows.publish import OUTPUT_FILES, OutputFolder
+from urbanfusion.workflows.manifest import (
+    NO_INPUT_REASON,
+    build_manifest,
+    finish_manifest,
+    inputs_changed_during,
+    output_entries,
+)
+from urbanfusion.workflows.output_names import (
+    ACTIVITY,
+    CELLS,
+    CHANGES,
+    CLASS_MAP,
+    ITEM,
+    MANIFEST,
+    MAP,
+    OUTPUT_FILES,
+    PROBABILITIES,
+    QUICKLOOK,
+    REJECTS,
+)
+from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stac import run_item, write_item
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
@@ -185,20 +203,18 @@ def _write_outputs(
 ) -> Changes:
     """Every output but the STAC Item and the manifest, into ``staging``; returns the changes."""
     grid, class_id = p.grid, predicted.class_id
-    write_class_map(staging / "class_map.tif", grid, class_id, contract)
+    write_class_map(staging / CLASS_MAP, grid, class_id, contract)
     write_probabilities(
-        staging / "probabilities.tif", grid, predicted.prob, predicted.predicted, contract
+        staging / PROBABILITIES, grid, predicted.prob, predicted.predicted, contract
     )
-    write_probabilities_style(staging / "probabilities.tif", contract)
-    write_cells(staging / "cells.gpkg", cells_table(grid, predicted, contract))
-    write_cells_style(staging / "cells.gpkg", contract, class_id)
-    write_rejects(staging / "rejects.parquet", ingested.rejects)
-    write_activity(staging / "activity.parquet", ingested.activity)
-    write_quicklook(
-        staging / "quicklook.png", grid, class_id, predicted.preview, contract, p.config.name
-    )
+    write_probabilities_style(staging / PROBABILITIES, contract)
+    write_cells(staging / CELLS, cells_table(grid, predicted, contract))
+    write_cells_style(staging / CELLS, contract, class_id)
+    write_rejects(staging / REJECTS, ingested.rejects)
+    write_activity(staging / ACTIVITY, ingested.activity)
+    write_quicklook(staging / QUICKLOOK, grid, class_id, predicted.preview, contract, p.config.name)
     changes = changes_since(previous, grid, predicted, contract)
-    write_changes(staging / "changes.gpkg", changes)
+    write_changes(staging / CHANGES, changes)
     page = map_data(
         grid,
         predicted,
@@ -209,7 +225,7 @@ def _write_outputs(
         run_id,
         predicted.out_of_domain,
     )
-    write_map_html(staging / "map.html", page)
+    write_map_html(staging / MAP, page)
     return changes
 
 
@@ -258,26 +274,21 @@ def write(
                 predictor,
                 started=started,
                 scheduler=scheduler,
-                timings=timer.timings,
-                rejects_file="rejects.parquet",
+                run={"id": run_id, "previous": previous.name if previous else None},
+                fingerprint=fingerprint,
+                store=store.summary() if store is not None else {},
+                changes=changes.to_dict(),
             )
-            manifest["run"] = {"id": run_id, "previous": previous.name if previous else None}
-            manifest["fingerprint"] = fingerprint
-            # Per kind of stored result, how many this run computed and how many it reused.
-            manifest["store"] = store.summary() if store is not None else {}
-            manifest["changes"] = changes.to_dict()
-            names = sorted({f.name for f in staging.iterdir()} | {"item.json", "manifest.json"})
+            names = sorted({f.name for f in staging.iterdir()} | {ITEM, MANIFEST})
             item = run_item(grid, contract, predicted.class_id, manifest, names)
-            write_item(staging / "item.json", item)
-            # The manifest is the last file: it lists the others with their hashes.
-            manifest["outputs"] = {
-                f.name: file_entry(f, relative=True) for f in sorted(staging.iterdir())
-            }
+            write_item(staging / ITEM, item)
+            outputs = output_entries(staging)
         changed = inputs_changed_during(p, fingerprint, started)
         if changed:  # the hashes just taken are not of what the run read
             raise InputFormatError(changed)
-        # Every stage's time, write and hash included (only this file's own write is not).
-        manifest["timings_s"] = dict(timer.timings)
-        write_json(staging / "manifest.json", manifest)
+        # The manifest is the last file: it lists the others with their hashes, and every
+        # stage's time, write and hash included (only its own write is not).
+        manifest = finish_manifest(manifest, outputs, timer.timings)
+        write_json(staging / MANIFEST, manifest)
         out.publish(staging, run_id, p.config.history.keep)
     return {name: out.path / name for name in OUTPUT_FILES}, manifest, changes
