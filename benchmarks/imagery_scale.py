@@ -91,7 +91,7 @@ x0, y1 = {origin}
 grid = CityGrid.from_bounds((x0, y1 - side, x0 + side, y1), 32.0, 32, "EPSG:32649")
 t = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
-    image, reports = load_imagery([Path(p) for p in tiles], grid, [1, 2, 3], dehaze="always")
+    image, reports, _ = load_imagery([Path(p) for p in tiles], grid, [1, 2, 3], dehaze="always")
     total = da.nansum(image.data, axis=(1, 2)).compute()
 secs = time.perf_counter() - t
 print(json.dumps({{"secs": secs, "pixels": grid.pixel_shape[0] * grid.pixel_shape[1],

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import dask
 import dask.array as da
@@ -34,9 +34,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import from_bounds
 
+from urbanfusion.ingest.store_keys import scene_key
 from urbanfusion.ingest.tile_index import tile_index
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
-from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
+from urbanfusion.pipeline.fingerprint import file_identity
 from urbanfusion.pipeline.grid import CityGrid, Window
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.dehaze import (
@@ -121,6 +122,42 @@ class TileSource:
     opaque: float = 128.0
 
 
+@dataclass(frozen=True)
+class LayerSource:
+    """What a tile's pixels on the grid depend on: a stored chunk of chips must match them.
+
+    The file's identity, its bands, their scaling, its alpha's opaque level, its airlight.
+    """
+
+    tile: dict[str, object]
+    bands: tuple[int, ...]
+    scale: tuple[tuple[float, float], ...]
+    opaque: float
+    light: tuple[float, ...] | None
+
+    def to_dict(self) -> dict[str, object]:
+        """As JSON-ready values (what a chips key digests)."""
+        return {
+            "tile": self.tile,
+            "bands": list(self.bands),
+            "scale": [list(v) for v in self.scale],
+            "opaque": self.opaque,
+            "light": None if self.light is None else list(self.light),
+        }
+
+
+# Per chunk of CHUNK_TARGET_PX, the layers it is made of, in mosaic order.
+ChunkSources = dict[tuple[int, int], tuple[LayerSource, ...]]
+
+
+class Imagery(NamedTuple):
+    """What :func:`load_imagery` gives: the mosaic, the tiles' reports, each chunk's sources."""
+
+    image: xr.DataArray
+    reports: list[TileReport]
+    chunk_sources: ChunkSources
+
+
 def _own_alpha(src: rasterio.DatasetReader) -> int | None:
     """The index of the band GDAL marks alpha, if the tile has one."""
     return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
@@ -189,7 +226,7 @@ class _Layer:
     """One tile on the pixel grid: how to read each grid chunk its footprint touches."""
 
     reads: dict[tuple[int, int], _Read]  # (chunk row, chunk col) -> its read
-    source: dict[str, object] = field(default_factory=dict)  # what its pixels depend on
+    source: LayerSource | None = None  # what its pixels depend on
 
 
 def _read_dehazed(
@@ -218,7 +255,7 @@ def _tile_on_grid(
     footprint: tuple[float, ...],
     light: np.ndarray | None = None,
     params: DehazeParams = DehazeParams(),
-    source: dict[str, object] | None = None,
+    source: LayerSource | None = None,
 ) -> _Layer:
     """Lazy warped reads of one tile over the grid chunks its footprint touches.
 
@@ -252,7 +289,7 @@ def _tile_on_grid(
                         params,
                     ),
                 )
-    return _Layer(reads, source or {})
+    return _Layer(reads, source)
 
 
 def read_first_valid(reads: list[_Read]) -> np.ndarray:
@@ -273,19 +310,17 @@ def read_first_valid(reads: list[_Read]) -> np.ndarray:
     return out
 
 
-def _mosaic(
-    layers: list[_Layer], grid: CityGrid, n_bands: int
-) -> tuple[da.Array, dict[tuple[int, int], list[dict[str, object]]]]:
+def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> tuple[da.Array, ChunkSources]:
     """Each output chunk from only the layers that cover it, in mosaic order: one task each.
 
     Returns the mosaic and, per chunk, the sources of the layers it is made of (in order).
     """
     chunks = grid.chunks(CHUNK_TARGET_PX)
     blocks: list[list[da.Array]] = [[] for _ in range(chunks.shape[0])]
-    sources: dict[tuple[int, int], list[dict[str, object]]] = {}
+    sources: ChunkSources = {}
     for (r, c), window in chunks:
         inside = [layer for layer in layers if (r, c) in layer.reads]
-        sources[(r, c)] = [layer.source for layer in inside]
+        sources[(r, c)] = tuple(layer.source for layer in inside if layer.source is not None)
         shape = (n_bands, *window.shape)
         if not inside:
             blocks[r].append(da.full(shape, np.nan, dtype=np.float32))
@@ -405,19 +440,8 @@ def _scene_stats(
     opened again. Raises what rasterio raises for an unreadable file, and
     :class:`EmptyTileError` for a tile with no valid pixel.
     """
-    key = digest(
-        {
-            "tile": file_identity(path),
-            "bands": chosen,
-            "pixel_size": grid.pixel_size,
-            "crs": grid.crs.to_string(),
-            "params": asdict(params),
-            "dehaze": dehaze,
-            "preview_bounds": bounds,
-            "code": code_fingerprint(),
-        }
-    )
-    if store is not None and store.has("scenes", key, "json"):
+    key = scene_key(path, chosen, grid, params, dehaze, bounds)
+    if store is not None and store.use("scenes", key, "json"):
         saved = store.load_json(store.path("scenes", key, "json"))
         light = saved["light"]  # type: ignore[index]
         scale = tuple(tuple(v) for v in saved["scale"])  # type: ignore[index]
@@ -503,7 +527,7 @@ def load_imagery(
     params: DehazeParams = DehazeParams(),
     strict: bool = False,
     store: ResultStore | None = None,
-) -> tuple[xr.DataArray, list[TileReport]]:
+) -> Imagery:
     """Align, dehaze and mosaic tiles onto the grid's pixels (lazily, with dask).
 
     Footprints come from the tile index (:mod:`urbanfusion.ingest.tile_index`), so tiles off
@@ -511,8 +535,9 @@ def load_imagery(
     tags or name), then tiles without a date, each group in the order of ``imagery.paths``.
 
     Returns:
-        The imagery as float32 ``(band, y, x)`` in [0, 1] with NaN for nodata, and one report per
-        tile (used, skipped because it does not touch the extent, or failed with the reason).
+        The imagery as float32 ``(band, y, x)`` in [0, 1] with NaN for nodata, one report per
+        tile (used, skipped because it does not touch the extent, or failed with the reason),
+        and per chunk the layers it is made of.
 
     Raises:
         InputFormatError: a tile lacks a requested band, or (``strict``) a tile failed.
@@ -607,13 +632,13 @@ def load_imagery(
         report.dehazed = light is not None
         if light is not None:
             report.airlight = [round(float(v), 4) for v in light]
-        source = {
-            "tile": file_identity(path),
-            "bands": chosen,
-            "scale": tile.scale,
-            "opaque": tile.opaque,
-            "light": None if light is None else [float(v) for v in light],
-        }
+        source = LayerSource(
+            file_identity(path),
+            tuple(chosen),
+            tile.scale,
+            tile.opaque,
+            None if light is None else tuple(float(v) for v in light),
+        )
         layers.append(_tile_on_grid(tile, grid, footprint, light, params, source))
         report.status = "used"
 
@@ -637,8 +662,6 @@ def load_imagery(
         dims=("band", "y", "x"),
         coords={"band": list(bands), "y": y, "x": x},
         name="imagery",
-        # Per chunk of CHUNK_TARGET_PX, the tiles (identity, bands, scaling, airlight) it is
-        # made of: what a stored chunk of chips must match to be reused.
-        attrs={"crs": grid.crs.to_string(), "chunk_sources": sources},
+        attrs={"crs": grid.crs.to_string()},
     )
-    return image, reports
+    return Imagery(image, reports, sources)

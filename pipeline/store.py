@@ -50,10 +50,17 @@ class ResultStore:
         return self.root / kind / f"{key}.{ext}"
 
     def has(self, kind: str, key: str, ext: str) -> bool:
-        """Whether the result is there; counts it as used (and reused) if so."""
-        path = self.path(kind, key, ext)
-        found = self.reuse and path.is_file()
-        self.note(kind, path, reused=found)
+        """Whether the result is there to reuse (never, with ``reuse=False``). Records nothing."""
+        return self.reuse and self.path(kind, key, ext).is_file()
+
+    def use(self, kind: str, key: str, ext: str) -> bool:
+        """Record that this run needs the result; whether it is there to reuse.
+
+        Counted as reused when :meth:`has` it, else as computed (the caller computes and
+        puts it); either way :meth:`keep_only_used` keeps it.
+        """
+        found = self.has(kind, key, ext)
+        self.note(kind, self.path(kind, key, ext), reused=found)
         return found
 
     def note(self, kind: str, path: Path, reused: bool) -> None:

@@ -20,7 +20,7 @@ def _grid_over(path, cell=2400.0, chip=8, crs=None):
 def test_nodata_border_of_a_real_landsat_scene_stays_nodata(shared_data):
     path = shared_data / "geotiff" / "RGB.byte.tif"
     grid = _grid_over(path)
-    image, reports = load_imagery([path], grid, [1, 2, 3], dehaze="never")
+    image, reports, _ = load_imagery([path], grid, [1, 2, 3], dehaze="never")
     data = image.values
     assert reports[0].status == "used"
     with rasterio.open(path) as src:
@@ -36,7 +36,7 @@ def test_a_known_pixel_lands_at_its_world_position_across_crs(shared_data):
     """cogeo.tif is EPSG:3857; aligned onto a UTM grid a pixel keeps its ground position."""
     path = shared_data / "geotiff" / "cogeo.tif"
     grid = _grid_over(path, cell=40.0, chip=32, crs="EPSG:32652")
-    image, _ = load_imagery([path], grid, [1, 2, 3], dehaze="never")
+    image, _, _ = load_imagery([path], grid, [1, 2, 3], dehaze="never")
     data = image.values
     from pyproj import Transformer
 
@@ -65,7 +65,7 @@ def test_a_corrupt_tile_is_reported_and_the_others_are_used(tmp_path, small_city
     broken = tmp_path / "broken.tif"
     broken.write_bytes(tiles[0].read_bytes()[:3000])  # truncated
     grid = CityGrid.from_extent((113.65, 34.75, 113.67, 34.77), crs="EPSG:32649")
-    _, reports = load_imagery([broken, *tiles], grid, [1, 2, 3])
+    _, reports, _ = load_imagery([broken, *tiles], grid, [1, 2, 3])
     assert reports[0].status == "failed" and reports[0].reason
     assert any(r.status == "used" for r in reports[1:])
 
@@ -123,8 +123,8 @@ def test_chunks_dehazed_as_they_are_read_equal_the_whole_layer_dehazed(small_cit
     grid = CityGrid.from_bounds(inner, 250, 8, "EPSG:32649")
     monkeypatch.setattr(im, "CHUNK_TARGET_PX", 24)  # 3 cells: chunks far smaller than the halo
     params = DehazeParams(patch=7, radius=6)
-    chunked, reports = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="always", params=params)
-    whole, _ = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="never", params=params)
+    chunked, reports, _ = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="always", params=params)
+    whole, _, _ = im.load_imagery([hazy], grid, [1, 2, 3], dehaze="never", params=params)
     expected = dehaze_with_light(whole.values, np.array(reports[0].airlight), params)
     got = chunked.values
     assert np.array_equal(np.isnan(got), np.isnan(expected))
@@ -145,8 +145,8 @@ def test_the_haze_score_does_not_depend_on_the_storage_type(small_city, tmp_path
     profile.update(dtype=dtype, nodata=None, photometric="RGB" if dtype != "float32" else None)
     with rasterio.open(twin, "w", **{k: v for k, v in profile.items() if v is not None}) as dst:
         dst.write((data.astype(np.float64) * factor).astype(dtype))
-    _, (as_uint8,) = load_imagery([hazy], grid, [1, 2, 3], dehaze="auto")
-    _, (as_other,) = load_imagery([twin], grid, [1, 2, 3], dehaze="auto")
+    _, (as_uint8,), _ = load_imagery([hazy], grid, [1, 2, 3], dehaze="auto")
+    _, (as_other,), _ = load_imagery([twin], grid, [1, 2, 3], dehaze="auto")
     assert as_uint8.dehazed and as_uint8.haze_score > 0.4
     # The same picture: the same score, and so the same decision to dehaze it.
     assert as_other.haze_score == pytest.approx(as_uint8.haze_score, abs=0.01)
@@ -169,8 +169,8 @@ def test_a_0_1_mask_written_as_alpha_keeps_the_tile_s_pixels(small_city, tmp_pat
     rgba = tmp_path / "rgba01.tif"
     _rewrite_with_alpha(tile, rgba, lambda mask: mask > 0)  # 1 = opaque, as numpy users write
     grid = _grid_over(tile, cell=100.0, chip=8, crs="EPSG:32649")
-    plain, _ = load_imagery([tile], grid, [1, 2, 3], dehaze="never")
-    image, (report,) = load_imagery([rgba], grid, [1, 2, 3], dehaze="never")
+    plain, _, _ = load_imagery([tile], grid, [1, 2, 3], dehaze="never")
+    image, (report,), _ = load_imagery([rgba], grid, [1, 2, 3], dehaze="never")
     assert report.status == "used"
     valid, expected = ~np.isnan(image.values), ~np.isnan(plain.values)
     assert expected.mean() > 0.5 and abs(valid.mean() - expected.mean()) < 0.01
@@ -181,7 +181,7 @@ def test_a_tile_whose_every_pixel_is_masked_fails_with_the_reason(small_city, tm
     clear = tmp_path / "transparent.tif"
     _rewrite_with_alpha(tiles[0], clear, lambda mask: np.zeros_like(mask))
     grid = CityGrid.from_extent((113.65, 34.75, 113.67, 34.77), crs="EPSG:32649")
-    _, reports = load_imagery([clear, *tiles], grid, [1, 2, 3], dehaze="never")
+    _, reports, _ = load_imagery([clear, *tiles], grid, [1, 2, 3], dehaze="never")
     assert reports[0].status == "failed" and "every pixel is masked" in reports[0].reason
     with pytest.raises(InputFormatError, match="every pixel is masked"):
         load_imagery([clear, *tiles], grid, [1, 2, 3], dehaze="never", strict=True)

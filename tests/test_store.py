@@ -5,6 +5,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import write_config
@@ -159,3 +160,19 @@ def test_a_damaged_stored_chunk_is_one_line_and_force_recomputes_it(tmp_path, sm
     forced = run(load_config(changed), force=True)
     assert forced.manifest["store"]["chips"] == {"computed": 1, "reused": 0}
     assert first.manifest["outputs"]["class_map.tif"] != forced.manifest["outputs"]["class_map.tif"]
+
+
+def test_has_only_looks_and_use_records_what_the_run_needs(tmp_path):
+    from urbanfusion.pipeline.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    assert not store.has("chips", "k1", "npy")
+    assert store.summary() == {} and not store.used  # looking records nothing
+    assert not store.use("chips", "k1", "npy")  # needed and missing: to be computed
+    ResultStore.save_array(store.path("chips", "k1", "npy"), np.zeros(3))
+    assert store.has("chips", "k1", "npy") and store.summary() == {
+        "chips": {"computed": 1, "reused": 0}
+    }
+    assert store.use("chips", "k1", "npy")
+    assert store.summary() == {"chips": {"computed": 1, "reused": 1}}
+    assert not ResultStore(tmp_path / "store", reuse=False).has("chips", "k1", "npy")  # --force

@@ -62,7 +62,7 @@ def test_acquisition_dates_come_from_tags_or_names(tmp_path):
 def test_the_newest_acquisition_wins_where_tiles_overlap(tmp_path):
     old = _tile(tmp_path / "a_old.tif", 50, date_tag="2020:01:01 00:00:00")
     new = _tile(tmp_path / "b_new.tif", 200, date_tag="2025:06:01 00:00:00")
-    image, reports = load_imagery([old, new], GRID, [1, 2, 3], dehaze="never")
+    image, reports, _ = load_imagery([old, new], GRID, [1, 2, 3], dehaze="never")
     assert np.allclose(image.values, 200 / 255)
     assert [r.acquired for r in reports] == ["2020-01-01", "2025-06-01"]
 
@@ -72,7 +72,7 @@ def test_bands_can_be_chosen_by_name(tmp_path):
     with rasterio.open(path, "r+") as dst:
         for i, v in enumerate((10, 20, 30, 40), start=1):
             dst.write(np.full((50, 50), v, np.uint8), i)
-    image, _ = load_imagery([path], GRID, ["red", "green", "blue"], dehaze="never")
+    image, _, _ = load_imagery([path], GRID, ["red", "green", "blue"], dehaze="never")
     assert np.allclose(image.values[:, 0, 0] * 255, [30, 20, 10])
     with pytest.raises(InputFormatError, match="no band named 'swir'"):
         load_imagery([path], GRID, ["swir"], dehaze="never")
@@ -80,7 +80,7 @@ def test_bands_can_be_chosen_by_name(tmp_path):
 
 def test_strict_lets_a_city_of_good_tiles_through(tmp_path):
     good = [_tile(tmp_path / f"good{i}.tif", 10 + i) for i in range(2)]
-    _, reports = load_imagery(good, GRID, [1, 2, 3], dehaze="never", strict=True)
+    _, reports, _ = load_imagery(good, GRID, [1, 2, 3], dehaze="never", strict=True)
     assert [r.status for r in reports] == ["used", "used"]
 
 
@@ -88,7 +88,7 @@ def test_strict_turns_a_failed_tile_into_an_error(tmp_path):
     good = _tile(tmp_path / "good.tif", 10)
     bad = tmp_path / "bad.tif"
     bad.write_bytes(good.read_bytes()[:200])
-    _, reports = load_imagery([good, bad], GRID, [1, 2, 3], dehaze="never")
+    _, reports, _ = load_imagery([good, bad], GRID, [1, 2, 3], dehaze="never")
     assert [r.status for r in reports] == ["used", "failed"] and reports[1].reason
     with pytest.raises(InputFormatError, match="--strict"):
         load_imagery([good, bad], GRID, [1, 2, 3], dehaze="never", strict=True)
@@ -105,7 +105,7 @@ def test_a_wkt_crs_without_epsg_code_lands_where_it_should(shared_data):
 
     utm = "EPSG:32632" if bounds.left > -30 else "EPSG:32618"
     grid = CityGrid.from_bounds(transform_bounds(crs, utm, *bounds), 100 * 8, 8, utm)
-    image, reports = load_imagery([path], grid, [1, 2, 3], dehaze="never")
+    image, reports, _ = load_imagery([path], grid, [1, 2, 3], dehaze="never")
     assert reports[0].status == "used"
     (x,), (y,) = transform(crs, grid.crs, [px], [py])
     col, row = ~grid.pixel_transform @ (x, y)
@@ -132,7 +132,7 @@ def test_a_tiles_own_alpha_band_is_its_mask(tmp_path):
         transform=Affine(20, 0, 740000, 0, -20, 3850000),
     ) as dst:
         dst.write(data)
-    image, _ = load_imagery([path], GRID, [1, 2, 3], dehaze="never")
+    image, _, _ = load_imagery([path], GRID, [1, 2, 3], dehaze="never")
     values = image.values
     assert np.isnan(values[:, :8]).all() and np.allclose(values[:, -8:], 120 / 255)
 
@@ -153,7 +153,7 @@ def test_a_coarse_tile_listed_first_only_fills_what_finer_tiles_leave(tmp_path):
     ) as dst:
         dst.write(np.full((3, 8, 8), 40, np.uint8))
     fine = _tile(tmp_path / "fine.tif", 200)  # covers the whole extent at 20 m
-    image, reports = load_imagery([coarse, fine], GRID, [1, 2, 3], dehaze="never")
+    image, reports, _ = load_imagery([coarse, fine], GRID, [1, 2, 3], dehaze="never")
     assert np.allclose(image.values, 200 / 255)
     assert reports[0].status == "used" and "used only where no finer tile" in reports[0].note
     assert reports[1].note == ""

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from urbanfusion.ingest.imagery import TileReport, load_imagery
+from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
+from urbanfusion.ingest.store_keys import inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
 from urbanfusion.pipeline.config import RunConfig, expand_paths, glob_matches
 from urbanfusion.pipeline.errors import ConfigError
-from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
@@ -57,6 +57,7 @@ class Ingested:
     rejects: pd.DataFrame
     signalling: SignallingReport
     activity_key: str = ""  # the stored activity's fingerprint (with a store)
+    sources: ChunkSources = field(default_factory=dict)  # per chunk, the tiles it is made of
 
 
 @dataclass
@@ -195,7 +196,7 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
     and settings are unchanged.
     """
     cfg = p.config
-    imagery, tiles = load_imagery(
+    imagery, tiles, sources = load_imagery(
         p.tiles,
         p.grid,
         cfg.imagery.bands,
@@ -207,8 +208,9 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
         activity, rejects, report = load_signalling(
             p.signalling_files, p.grid, cfg.resolved_signalling
         )
-        return Ingested(imagery, tiles, activity, rejects, report)
-    return Ingested(imagery, tiles, *stored_activity(p.grid, cfg, p.signalling_files, store))
+        return Ingested(imagery, tiles, activity, rejects, report, sources=sources)
+    activity, rejects, report, key = stored_activity(p.grid, cfg, p.signalling_files, store)
+    return Ingested(imagery, tiles, activity, rejects, report, key, sources)
 
 
 def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Prepared:
@@ -223,9 +225,8 @@ def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Pr
     features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
     if store is None:
         return Prepared(chips, features, has_activity)
-    sources = ingested.imagery.attrs["chunk_sources"]
-    chips, chips_key = stored_chips(p.grid, p.config.imagery, chips, sources, store)
-    return Prepared(chips, features, has_activity, digest([chips_key, ingested.activity_key]))
+    chips, chips_key = stored_chips(p.grid, p.config.imagery, chips, ingested.sources, store)
+    return Prepared(chips, features, has_activity, inputs_key(chips_key, ingested.activity_key))
 
 
 def _predict_block(
@@ -270,15 +271,9 @@ def predict(
     if store is None:
         out, preview = _predicted_values(p, prepared, model, providers, thumbs)
     else:
-        key = digest(
-            {
-                "inputs": prepared.inputs_key,
-                "model": file_identity(model),
-                "code": code_fingerprint(),
-            }
-        )
+        key = predictions_key(prepared.inputs_key, model)
         path = store.path("predictions", key, "npy")
-        if store.has("predictions", key, "npy"):
+        if store.use("predictions", key, "npy"):
             # The chips are in the store too: the preview reads them, it computes nothing.
             out, preview = store.load_array(path), thumbs.compute()
         else:

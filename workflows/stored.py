@@ -17,11 +17,17 @@ import xarray as xr
 
 from urbanfusion.ingest import imagery as imagery_stage
 from urbanfusion.ingest.hourly import activity_dataset
+from urbanfusion.ingest.imagery import ChunkSources
 from urbanfusion.ingest.points_store import KIND as POINTS_KIND
 from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
+from urbanfusion.ingest.store_keys import (
+    activity_key,
+    all_chips_key,
+    chips_keys,
+    points_part_key,
+)
 from urbanfusion.pipeline.config import ImageryConfig, RunConfig
-from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
 
@@ -37,26 +43,10 @@ def stored_activity(
     read, each by its own task (on the cluster's workers when there is one).
     """
     cfg = config.resolved_signalling
-    platform_grid = Path(cfg.grid.path) if cfg.grid is not None else None
-    common = {
-        "signalling": cfg.model_dump(mode="json", exclude={"paths", "window_days"}),
-        "grid": grid.describe(),
-        "code": code_fingerprint(),
-    }
-    part_keys = [
-        digest({**common, "file": file_identity(f)})
-        for f in (paths if cfg.format == "points" else [])
-    ]
-    key = digest(
-        {
-            **common,
-            "window_days": cfg.window_days,
-            "files": [file_identity(f) for f in paths],
-            "platform_grid": file_identity(platform_grid) if platform_grid else None,
-        }
-    )
+    part_keys = [points_part_key(grid, cfg, f) for f in (paths if cfg.format == "points" else [])]
+    key = activity_key(grid, cfg, paths)
     record, values, rejects = (store.path("activity", key, e) for e in ("json", "npy", "parquet"))
-    if store.has("activity", key, "json"):
+    if store.use("activity", key, "json"):
         store.keep(values, rejects)
         for k in part_keys:  # still the parts of these files, for the next new day
             store.keep(*part_files(store, k).values())
@@ -71,7 +61,7 @@ def stored_activity(
         tasks = [
             dask.delayed(read_and_keep)(f, grid, cfg, part)
             for f, k, part in zip(paths, part_keys, files, strict=True)
-            if not store.has(POINTS_KIND, k, "json")
+            if not store.use(POINTS_KIND, k, "json")
         ]
         for k in part_keys:
             store.keep(*part_files(store, k).values())
@@ -91,35 +81,29 @@ def stored_chips(
     grid: CityGrid,
     imagery: ImageryConfig,
     chips: da.Array,
-    sources: dict[tuple[int, int], list[dict[str, object]]],
+    sources: ChunkSources,
     store: ResultStore,
 ) -> tuple[da.Array, str]:
     """Chips whose chunks come from the store when their tiles are unchanged, else are kept.
 
-    ``sources``: per chunk, the tiles it is made of (the imagery's ``chunk_sources``). Returns
+    ``sources``: per chunk, the tiles it is made of (:attr:`Imagery.chunk_sources`). Returns
     the chips and a fingerprint of all their chunks.
     """
-    common = {
-        "grid": grid.describe(),
-        "chunk_px": grid.chunks(imagery_stage.CHUNK_TARGET_PX).size,
-        "bands": imagery.bands,
-        "dehaze": imagery.dehaze,
-        "code": code_fingerprint(),
-    }
+    chunk_px = grid.chunks(imagery_stage.CHUNK_TARGET_PX).size
+    as_dicts = {rc: [s.to_dict() for s in layers] for rc, layers in sources.items()}
+    keys = chips_keys(grid, imagery, chunk_px, as_dicts)
     blocks = chips.to_delayed()
     rows: list[da.Array] = []
-    keys = []
     for r, height in enumerate(chips.chunks[0]):
         row = []
         for c, width in enumerate(chips.chunks[1]):
-            key = digest({**common, "chunk": [r, c], "sources": sources[(r, c)]})
-            keys.append(key)
-            path = store.path("chips", key, "npy")
-            if store.has("chips", key, "npy"):
+            path = store.path("chips", keys[(r, c)], "npy")
+            if store.use("chips", keys[(r, c)], "npy"):
                 block = dask.delayed(ResultStore.load_array)(path)
             else:
                 block = dask.delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
             shape = (height, width, *chips.shape[2:])
             row.append(da.from_delayed(block, shape, dtype=chips.dtype))
         rows.append(da.concatenate(row, axis=1))
-    return da.concatenate(rows, axis=0), digest(keys)
+    order = [(r, c) for r in range(len(chips.chunks[0])) for c in range(len(chips.chunks[1]))]
+    return da.concatenate(rows, axis=0), all_chips_key([keys[rc] for rc in order])
