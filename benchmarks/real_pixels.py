@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from urbanfusion.models.dataset import CellData  # no torch: the spawned jobs import it first
+
 URBAN = (
     "Airport",
     "Center",
@@ -79,20 +81,18 @@ def _link_split(aid: Path, work: Path) -> dict[str, int]:
     return counts
 
 
-def _save_cells(data: object, path: Path) -> None:
+def _save_cells(data: CellData, path: Path) -> None:
     np.savez_compressed(
         path,
         **{f: getattr(data, f) for f in CELL_FIELDS},
-        bands=np.asarray(data.bands),  # type: ignore[attr-defined]
-        chip_px=data.chip_px,  # type: ignore[attr-defined]
-        cell_size_m=data.cell_size_m,  # type: ignore[attr-defined]
+        bands=np.asarray(data.bands),
+        chip_px=data.chip_px,
+        cell_size_m=data.cell_size_m,
     )
 
 
-def load_cells(path: Path, city: int = 0):
+def load_cells(path: Path, city: int = 0) -> CellData:
     """Cells saved by ``prepare``, as the city ``city`` of a training set."""
-    from urbanfusion.models.dataset import CellData
-
     z = np.load(path)
     fields = {f: z[f] for f in CELL_FIELDS}
     fields["city"] = np.full(len(z["labels"]), city, np.int64)

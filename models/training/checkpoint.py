@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -199,11 +200,12 @@ def init_from(model: FusionNet, path: Path) -> tuple[list[float], list[float]]:
         ModelError: the file is not a checkpoint, or its network is not ``model``'s.
     """
     state = load_checkpoint(path)
-    layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
+    best = cast(dict[str, torch.Tensor], state["best"])
+    layer = _first_misfit(best, model)
     if layer is not None:
         raise ModelError(
             f"{path}: its network differs from this one at {layer}; fine-tune with the "
             "network options it was trained with (see its train_config)"
         )
-    model.load_state_dict(state["best"])  # type: ignore[arg-type]
-    return list(state["image_mean"]), list(state["image_std"])  # type: ignore[call-overload]
+    model.load_state_dict(best)
+    return cast(list[float], state["image_mean"]), cast(list[float], state["image_std"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -335,9 +336,12 @@ def load_encoder(path: Path) -> dict[str, object]:
 
 def label_spaces(state: dict[str, object]) -> list[LabelSpace]:
     """The label spaces of an encoder file (a file from before them has one, ``scenes``)."""
-    raw = state.get("spaces") or [{"name": "scenes", "classes": state["classes"]}]
+    raw = cast(
+        list[dict[str, Any]],
+        state.get("spaces") or [{"name": "scenes", "classes": state["classes"]}],
+    )
     spaces, offset = [], 0
-    for s in raw:  # type: ignore[attr-defined]
+    for s in raw:
         spaces.append(LabelSpace(str(s["name"]), tuple(s["classes"]), offset))
         offset += len(s["classes"])
     return spaces
@@ -376,8 +380,8 @@ def evaluate_encoder(path: Path, folder: Path) -> dict[str, object]:
     classes = scene_classes(folder)
     space = space_for(classes, spaces, str(folder))
     # Files from before scene_px scored whole scenes at ``side`` (their one chip).
-    chip = int(state["side"])  # type: ignore[call-overload]
-    px = int(state.get("scene_px") or chip)  # type: ignore[call-overload]
+    chip = cast(int, state["side"])
+    px = cast(int, state.get("scene_px") or chip)
     scenes = load_scenes(folder, px, classes)
     net_cfg = NetworkConfig(**state["network"])  # type: ignore[arg-type]
     width = sum(len(s.classes) for s in spaces)

@@ -209,14 +209,16 @@ def generate_demo_city(
 
 def _describe_scenes(out_dir: Path, seed: int, bank: SceneBank) -> None:
     """``scenes.json`` and ``README.md``: which classes are real pixels, which drawn."""
-    info = bank.describe()
-    (out_dir / "scenes.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    drawn = ", ".join(info["drawn_classes"]) or "none"  # type: ignore[arg-type]
+    (out_dir / "scenes.json").write_text(
+        json.dumps(bank.describe(), indent=1) + "\n", encoding="utf-8"
+    )
+    real = bank.classes()
+    drawn = ", ".join(c for c in CLASS_NAMES if c not in real) or "none"
     (out_dir / "README.md").write_text(
         f"# Real-pixel demo city, seed {seed}\n\n"
-        f"Blocks of {', '.join(info['real_classes'])} are real aerial scenes from "  # type: ignore[arg-type]
-        f"`{bank.folder}` ({info['distinct_scenes_used']} distinct scenes, "
-        f"{int(SCENE_M)} m a side, resampled to {PIXEL_M:g} m); drawn textures: {drawn}.\n"
+        f"Blocks of {', '.join(real)} are real aerial scenes from `{bank.folder}` "
+        f"({len(set(bank.used))} distinct scenes, {int(SCENE_M)} m a side, resampled to "
+        f"{PIXEL_M:g} m); drawn textures: {drawn}.\n"
         "Roads, the railway and the haze of one tile are drawn; the signalling is generated "
         "from each block's class. `scenes.json` lists every scene used. The scenes keep their "
         "data set's licence (AID, RSSCN7: research use only): do not share this city or "
