@@ -10,15 +10,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The floors in the order data flows; a package imports only its own floor and those before it.
-FLOORS = ["pipeline", "preprocess", "ingest", "models", "workflows"]
+# `api` is the roof: the Python API (folder workflows/api, installed as urbanfusion.api).
+FLOORS = ["pipeline", "preprocess", "ingest", "models", "workflows", "api"]
+FOLDERS = {floor: ROOT / floor for floor in FLOORS[:-1]} | {"api": ROOT / "workflows" / "api"}
 TRAINING = "urbanfusion.models.training"
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    api = FOLDERS["api"]
+    if path.is_relative_to(api):
+        parts = ["api", *path.relative_to(api).with_suffix("").parts]
+    else:
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(["urbanfusion", *parts])
+
+
+def _files(floor: str) -> list[Path]:
+    """The floor's modules (the roof's folder sits inside workflows' but is not of it)."""
+    found = sorted(FOLDERS[floor].rglob("*.py"))
+    return [f for f in found if floor == "api" or not f.is_relative_to(FOLDERS["api"])]
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,7 +47,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
-    files = {_module_name(f): f for floor in FLOORS for f in (ROOT / floor).rglob("*.py")}
+    files = {_module_name(f): f for floor in FLOORS for f in _files(floor)}
     return {
         name: {m for m in _imports(path) if m in files and m != name}
         for name, path in files.items()
@@ -43,9 +55,9 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_import_of_ours_uses_the_namespace():
-    old = set(FLOORS)
-    for floor in [*FLOORS, "tests", "benchmarks"]:
-        for path in (ROOT / floor).rglob("*.py"):
+    old = set(FLOORS[:-1])
+    for folder in [*FOLDERS.values(), ROOT / "tests", ROOT / "benchmarks"]:
+        for path in folder.rglob("*.py"):
             bare = {m for m in _imports(path) if m.split(".")[0] in old}
             assert not bare, f"{path.relative_to(ROOT)} imports {sorted(bare)} outside urbanfusion."
 
@@ -65,7 +77,7 @@ def test_the_model_runtime_does_not_import_training(graph):
 
 def test_only_training_imports_torch():
     for floor in FLOORS:
-        for path in (ROOT / floor).rglob("*.py"):
+        for path in _files(floor):
             if _module_name(path).startswith(TRAINING):
                 continue
             torch = {m for m in _imports(path) if m.split(".")[0] in ("torch", "onnx")}
@@ -95,10 +107,14 @@ def test_every_package_folder_is_installed():
     folders = {
         _module_name(init.parent / "__init__.py")
         for floor in FLOORS
-        for init in (ROOT / floor).rglob("__init__.py")
+        for init in _files(floor)
+        if init.name == "__init__.py"
     }
     assert set(config["packages"]) == folders
-    assert config["package-dir"] == {f"urbanfusion.{floor}": floor for floor in FLOORS}
+    assert config["package-dir"] == {
+        f"urbanfusion.{floor}": folder.relative_to(ROOT).as_posix()
+        for floor, folder in FOLDERS.items()
+    }
 
 
 @pytest.mark.parametrize("name", ["pipeline", "ingest", "preprocess", "models", "workflows"])

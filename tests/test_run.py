@@ -8,7 +8,6 @@ import rasterio
 from tests.conftest import write_config
 from urbanfusion.models.classes import CLASS_NAMES, NO_CLASS
 from urbanfusion.pipeline.config import load_config
-from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.workflows.manifest import NO_INPUT_REASON
 from urbanfusion.workflows.run import run
 
@@ -20,7 +19,7 @@ def result(small_city, tmp_path_factory):
 
 
 def test_class_map_is_a_valid_cog_with_colours_and_class_names(result):
-    res, cfg = result
+    res, _ = result
     with rasterio.open(res.outputs["class_map.tif"]) as src:
         assert src.driver == "GTiff" and src.profile["tiled"]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -28,7 +27,8 @@ def test_class_map_is_a_valid_cog_with_colours_and_class_names(result):
         assert src.crs.to_epsg() == 32649 and src.nodata == NO_CLASS and src.dtypes[0] == "uint8"
         assert src.tags()["CLASS_NAMES"].split(",") == list(CLASS_NAMES)
         assert src.colormap(1)[0][:3] != src.colormap(1)[1][:3]
-        grid = CityGrid.from_extent(cfg.extent, 250, 32, cfg.crs)
+        grid = res.grid
+        assert grid.cell_size == 250 and grid.chip_px == 32
         assert src.transform == grid.transform and (src.height, src.width) == (
             grid.nrows,
             grid.ncols,
@@ -46,9 +46,9 @@ def test_probabilities_have_one_named_band_per_class_summing_to_one(result):
 
 
 def test_cells_gpkg_holds_every_cell_with_a_class_or_a_reason(result):
-    res, cfg = result
+    res, _ = result
     cells = gpd.read_file(res.outputs["cells.gpkg"], layer="cells")
-    grid = CityGrid.from_extent(cfg.extent, 250, 32, cfg.crs)
+    grid = res.grid
     assert len(cells) == grid.n_cells and set(cells.cell_id) == set(grid.cell_ids())
     assert cells.crs.to_epsg() == 32649
     expected = {
@@ -119,9 +119,8 @@ def test_the_shipped_model_maps_an_unseen_city_well(result, small_city):
     from urbanfusion.ingest.labels import NO_LABEL, cell_labels, read_zones
     from urbanfusion.models.metrics import scores
 
-    res, cfg = result
-    grid = CityGrid.from_extent(cfg.extent, 250, 32, cfg.crs)
-    labels, _ = cell_labels(grid, read_zones(small_city.zones, CLASS_NAMES), len(CLASS_NAMES))
+    res, _ = result
+    labels, _ = cell_labels(res.grid, read_zones(small_city.zones, CLASS_NAMES), len(CLASS_NAMES))
     keep = (labels != NO_LABEL) & (res.class_id != NO_CLASS)
     assert scores(labels[keep], res.class_id[keep], CLASS_NAMES)["overall_accuracy"] > 0.7
 

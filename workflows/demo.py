@@ -9,7 +9,6 @@ from urbanfusion.ingest.labels import NO_LABEL, cell_labels, read_zones
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.metrics import scores
 from urbanfusion.pipeline.config import load_config
-from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.workflows.democity.city import DEMO_SEED, generate_demo_city
 from urbanfusion.workflows.run import RunResult, holds_another_city, run
@@ -33,10 +32,8 @@ def run_demo(out: Path, seed: int = DEMO_SEED, timer: StageTimer | None = None) 
     # The demo's folder shows whichever seed was asked for last: another seed takes it over.
     result = run(config, timer, new_city=holds_another_city(config))
     contract_classes = list(result.manifest["cells"]["per_class"])  # type: ignore[index]
-    grid = CityGrid.from_extent(
-        config.extent, config.grid.cell_size_m, config.grid.chip_px, config.crs
-    )
-    labels, _ = cell_labels(grid, read_zones(city.zones, contract_classes), len(contract_classes))
+    zones = read_zones(city.zones, contract_classes)
+    labels, _ = cell_labels(result.grid, zones, len(contract_classes))
     scored = (labels != NO_LABEL) & (result.class_id != NO_CLASS)
     return DemoResult(
         city.root, result, scores(labels[scored], result.class_id[scored], contract_classes)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -18,12 +19,13 @@ import rasterio
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST, OUTPUT_FILES
-from urbanfusion.workflows.publish import STORE, OutputFolder
+from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
 from urbanfusion.workflows.write import write
@@ -34,15 +36,30 @@ IN_DOMAIN_WARN_SHARE = 0.5
 
 @dataclass
 class RunResult:
-    """What a run produced."""
+    """What a run produced (``urbanfusion.api.open_result`` opens its maps as a Dataset)."""
 
     output_dir: Path
     outputs: dict[str, Path]
     manifest: dict[str, object]
-    class_id: np.ndarray  # (cell,) uint8, 255 = no prediction
-    cell_ids: np.ndarray
+    grid: CityGrid
+    class_id: np.ndarray  # (cell,) uint8 in the grid's row-major order, 255 = no prediction
     changes: Changes
     up_to_date: bool = False  # nothing changed since the published run: nothing was computed
+
+    @property
+    def run_id(self) -> str:
+        """The id of the published run these outputs are (``OUT/runs/<id>``)."""
+        return str(cast(dict[str, object], self.manifest["run"])["id"])
+
+    @property
+    def run_folder(self) -> Path:
+        """The run's own folder (``OUT/runs/<id>``): still this run's after later ones publish."""
+        return self.output_dir / RUNS / self.run_id
+
+    @property
+    def cell_ids(self) -> np.ndarray:
+        """Stable int64 id of each cell, in ``class_id``'s order."""
+        return self.grid.cell_ids()
 
 
 def run(
@@ -176,7 +193,7 @@ def _up_to_date(
         "(use --force to recompute)",
     )
     outputs = {name: out.path / name for name in OUTPUT_FILES}
-    return RunResult(out.path, outputs, manifest, class_id, p.grid.cell_ids(), changes, True)
+    return RunResult(out.path, outputs, manifest, p.grid, class_id, changes, True)
 
 
 def _locked_run(
@@ -229,4 +246,4 @@ def _locked_run(
         new_city=new_city,
     )
     store.keep_only_used()  # what the published run came from, no more
-    return RunResult(out.path, outputs, manifest, predicted.class_id, p.grid.cell_ids(), changes)
+    return RunResult(out.path, outputs, manifest, p.grid, predicted.class_id, changes)
