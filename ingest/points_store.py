@@ -20,13 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from urbanfusion.ingest.signalling import (
-    PointRows,
-    PointsPart,
-    RowLedger,
-    SignallingReport,
-    points_part,
-)
+from urbanfusion.ingest.signalling import PointRows, PointsPart, RowLedger, points_part
 from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.prefetch import prefetched
@@ -67,20 +61,17 @@ def read_and_keep(path: Path, grid: CityGrid, cfg: SignallingConfig, files: dict
             rows.write_table(pa.table({c: getattr(block, c) for c in _ROWS}, schema=_SCHEMA))
     ResultStore.save_array(files["places.npy"], np.concatenate([np.zeros(0, complex), *places]))
     part.ledger.rejects().to_parquet(files["rejects.parquet"], index=False)
-    report = part.ledger.report.to_dict()
-    record = {"source": part.source, "report": report, "reasons": dict(part.ledger.reasons)}
-    ResultStore.save_json(files["json"], record)
+    ResultStore.save_json(files["json"], part.ledger.record(part.source))
     return str(path)
 
 
 def load_part(files: dict[str, Path]) -> PointsPart:
     """A part kept by :func:`read_and_keep`; its rows are read as its blocks are taken."""
     record = ResultStore.load_json(files["json"])
-    ledger = RowLedger(SignallingReport(**record["report"]))  # type: ignore[index]
-    ledger.reasons.update(record["reasons"])  # type: ignore[index]
-    ledger.frames.append(pd.read_parquet(files["rejects.parquet"]))
-    ledger.as_read.add(str(record["source"]))  # type: ignore[index]  # made by rejects()
-    return PointsPart(record["source"], _stored_blocks(files), ledger)  # type: ignore[index]
+    if not isinstance(record, dict):
+        raise ValueError(f"{files['json']} is not a part's record")
+    ledger = RowLedger.from_record(record, pd.read_parquet(files["rejects.parquet"]))
+    return PointsPart(str(record["source"]), _stored_blocks(files), ledger)
 
 
 def _stored_blocks(files: dict[str, Path]) -> Iterator[PointRows]:

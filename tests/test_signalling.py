@@ -593,3 +593,44 @@ def test_blocks_of_any_size_and_stored_parts_give_the_same_activity_rejects_and_
         # `raw` is the line as written, whichever path (fast, exact, stored) read it.
         pd.testing.assert_frame_equal(rejects, whole[1], obj=name)
         assert report == whole[2], name
+
+
+def test_a_ledger_whose_counters_do_not_add_up_is_an_error():
+    from urbanfusion.ingest.signalling import LedgerError, RowLedger, SignallingReport
+
+    ledger = RowLedger(SignallingReport())
+    ledger.read(rows=10, count=50.0)
+    ledger.aggregated(rows=8, count=45.0)
+    ledger.outside(rows=2, count=5.0)
+    ledger.check()  # balances
+    ledger.outside_days(rows=1, count=0.0)  # a row counted twice
+    with pytest.raises(LedgerError, match=r"does not balance: read 10 rows .* accounted 11"):
+        ledger.check()
+    lost = RowLedger(SignallingReport())
+    lost.read(rows=3, count=9.0)
+    lost.aggregated(rows=3, count=8.0)  # a count dropped between counters
+    with pytest.raises(LedgerError, match="does not balance"):
+        lost.check()
+
+
+def test_a_reader_that_loses_rows_stops_the_load(tmp_path, monkeypatch):
+    from urbanfusion.ingest.signalling import READERS, LedgerError
+    from urbanfusion.ingest.signalling.load import load_signalling as load
+
+    path = tmp_path / "messy.csv"
+    path.write_text(MESSY)
+    honest = READERS["activity"]
+
+    def forgetful(paths, grid, cfg, ledger):
+        read = honest(paths, grid, cfg, ledger)
+        ledger.read(rows=1)  # one more row read than accounted for
+        return read
+
+    monkeypatch.setitem(READERS, "activity", forgetful)
+    table = tmp_path / "activity.parquet"
+    from urbanfusion.ingest.activity_store import write_activity
+
+    ds, _, _ = load_signalling([path], GRID)
+    write_activity(table, ds)
+    with pytest.raises(LedgerError, match="this is a bug"):
+        load([table], GRID, SignallingConfig(paths=["x"], format="activity"))
