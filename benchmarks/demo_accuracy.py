@@ -34,7 +34,6 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +43,9 @@ from model_speed import best_of
 
 from urbanfusion.models.evaluation import evaluate
 from urbanfusion.models.inference import Predictor
+from urbanfusion.models.training.configs import NetworkConfig, TrainConfig
 from urbanfusion.models.training.export import sample_inputs
-from urbanfusion.models.training.network import NetworkConfig
-from urbanfusion.models.training.train import TrainConfig, train_and_export
+from urbanfusion.models.training.train import train_and_export
 from urbanfusion.workflows.democity.city import DEMO_SEED, generate_demo_city
 from urbanfusion.workflows.labelled import load_labelled_cities, load_labelled_city
 
@@ -87,9 +86,9 @@ DEFAULT_RECIPE: dict[str, object] = {
     "cities": [101, 102, 103, 104, 105, 106],
     "epochs": 60,
     "select": "heads",
-    "modality_dropout": TrainConfig.modality_dropout,
-    "aux_weight": TrainConfig.aux_weight,
-    "image_encoder": NetworkConfig.image_encoder,
+    "modality_dropout": TrainConfig().modality_dropout,
+    "aux_weight": TrainConfig().aux_weight,
+    "image_encoder": NetworkConfig().image_encoder,
     "image_weights": None,
 }
 
@@ -145,16 +144,16 @@ def main() -> None:
     parser.add_argument("--single", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--image-encoder",
-        default=NetworkConfig.image_encoder,
+        default=NetworkConfig().image_encoder,
         choices=["resnet", "resnext", "vit"],
     )
     parser.add_argument("--image-weights", type=Path, help="pre-trained image encoder (.pt)")
-    parser.add_argument("--modality-dropout", type=float, default=TrainConfig.modality_dropout)
-    parser.add_argument("--aux-weight", type=float, default=TrainConfig.aux_weight)
+    parser.add_argument("--modality-dropout", type=float, default=TrainConfig().modality_dropout)
+    parser.add_argument("--aux-weight", type=float, default=TrainConfig().aux_weight)
     parser.add_argument(
         "--train-seeds", "--seed", type=int, nargs="+", default=[0], help="training seeds"
     )
-    parser.add_argument("--select", default=TrainConfig.select, choices=["heads", "fused"])
+    parser.add_argument("--select", default=TrainConfig().select, choices=["heads", "fused"])
     parser.add_argument("--keep", type=Path, help="folder to keep the ONNX files in")
     parser.add_argument(
         "--rows",
@@ -201,7 +200,7 @@ def main() -> None:
     base = NetworkConfig(image_encoder=args.image_encoder)
     first = args.variants[0]
     runs: list[tuple[str, NetworkConfig, dict[str, object]]] = [
-        (f"fusion {f}", replace(base, fusion=f), {}) for f in args.variants
+        (f"fusion {f}", base.model_copy(update=dict(fusion=f)), {}) for f in args.variants
     ]
     for names in args.options:
         net_changes = {k: v for n in names for k, v in OPTIONS[n][0].items()}
@@ -209,7 +208,7 @@ def main() -> None:
         runs.append(
             (
                 f"fusion {first} + {' + '.join(names)}",
-                replace(base, fusion=first, **net_changes),
+                base.model_copy(update=dict(fusion=first, **net_changes)),
                 train_changes,
             )
         )
@@ -217,21 +216,25 @@ def main() -> None:
         runs.append(
             (
                 f"fusion {first}, pre-trained",
-                replace(base, fusion=first),
+                base.model_copy(update=dict(fusion=first)),
                 {"image_weights": str(args.image_weights)},
             )
         )
     if args.single:
         runs += [
-            ("image-only", replace(base, use_activity=False), {}),
-            ("signalling-only", replace(base, use_image=False), {}),
+            ("image-only", base.model_copy(update=dict(use_activity=False)), {}),
+            ("signalling-only", base.model_copy(update=dict(use_image=False)), {}),
         ]
         # A single-source model with the same encoder as an option's (a ConvLSTM): the fair
         # yardstick for that option's branch with the other input missing.
         for name, changes in ENCODER_OPTIONS.items():
             if any(name in names for names in args.options):
                 runs.append(
-                    (f"signalling-only + {name}", replace(base, use_image=False, **changes), {})
+                    (
+                        f"signalling-only + {name}",
+                        base.model_copy(update=dict(use_image=False, **changes)),
+                        {},
+                    )
                 )
     done = {(r["model"], r["seed"]) for r in rows}
     for name, net, changes in runs:

@@ -25,7 +25,8 @@ import numpy as np
 from urbanfusion.models.calibration import IN_DOMAIN_QUANTILE
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor
-from urbanfusion.models.training.train import TrainConfig, block_split
+from urbanfusion.models.training.configs import TrainConfig
+from urbanfusion.models.training.train import block_split
 from urbanfusion.workflows.democity.city import generate_demo_city
 from urbanfusion.workflows.labelled import load_labelled_cities, load_labelled_city
 

@@ -25,9 +25,10 @@ from urbanfusion.models.classes import CLASS_NAMES
 from urbanfusion.models.dataset import CellData
 from urbanfusion.models.inference import Predictor
 from urbanfusion.models.training.checkpoint import contract_of
+from urbanfusion.models.training.configs import TrainConfig
 from urbanfusion.models.training.export import export_onnx, sample_inputs
 from urbanfusion.models.training.loop import pick_device
-from urbanfusion.models.training.train import TrainConfig, train
+from urbanfusion.models.training.train import train
 
 
 def cells(n: int, seed: int = 0) -> CellData:
@@ -137,7 +138,7 @@ def main() -> None:
     result = runs[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
-        diff = export_onnx(result.model, contract_of(result.state), path)
+        diff = export_onnx(result.model, contract_of(result.checkpoint), path)
         predictor = Predictor(path)
         print(f"export parity torch (CPU) vs onnxruntime: {diff:.1e}")
         print(f"onnxruntime session providers: {predictor.session.get_providers()}")

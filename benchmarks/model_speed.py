@@ -19,8 +19,9 @@ import torch
 
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
+from urbanfusion.models.training.configs import NetworkConfig
 from urbanfusion.models.training.export import export_onnx, sample_inputs
-from urbanfusion.models.training.network import FusionNet, NetworkConfig
+from urbanfusion.models.training.network import FusionNet
 
 ARCHITECTURES = [
     ("resnet", "conv", "concat"),

@@ -62,7 +62,8 @@ CELL_FIELDS = ("chips", "activity", "has_activity", "labels", "blocks", "city")
 
 def _link_split(aid: Path, work: Path) -> dict[str, int]:
     """``scenes-train/`` and ``scenes-test/``: links to the ten urban classes' scenes."""
-    from urbanfusion.models.training.pretrain import PretrainConfig, held_out
+    from urbanfusion.models.training.configs import PretrainConfig
+    from urbanfusion.models.training.pretrain import held_out
     from urbanfusion.models.training.scenes import scene_listing
 
     paths, labels, _ = scene_listing(aid)
@@ -156,8 +157,8 @@ def _timed(fn, *a, **k):
 
 def pretrain_seeds(args: argparse.Namespace) -> None:
     """Pre-train an encoder per seed and score it on the held-out urban scenes."""
+    from urbanfusion.models.training.configs import PretrainConfig
     from urbanfusion.models.training.pretrain import (
-        PretrainConfig,
         evaluate_encoder,
         pretrain,
         save_encoder,
@@ -213,8 +214,8 @@ def _main_job(
     from urbanfusion.models.evaluation import evaluate
     from urbanfusion.models.inference import Predictor
     from urbanfusion.models.training.checkpoint import save_checkpoint
-    from urbanfusion.models.training.network import NetworkConfig
-    from urbanfusion.models.training.train import TrainConfig, train_and_export
+    from urbanfusion.models.training.configs import NetworkConfig, TrainConfig
+    from urbanfusion.models.training.train import train_and_export
 
     torch.set_num_threads(int(os.environ.get("RP_THREADS", "1")))
     names = sorted(p.stem for p in (work / "cells").glob("train-*.npz"))
@@ -234,7 +235,7 @@ def _main_job(
     out = work / "models" / encoders / f"{branches}-{seed}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     (result, _), times = _timed(train_and_export, data, out, cfg, "real-pixel cities", True)
-    save_checkpoint(out.with_suffix(".ckpt"), result.state)
+    save_checkpoint(out.with_suffix(".ckpt"), result.checkpoint)
     predictor = Predictor(out, ["CPUExecutionProvider"])
     row = {"seed": seed, "model": branches, **times, "best_epoch": result.best_epoch}
     for city in (f"test-{TEST_CITY_SEED}", f"drawn-{DRAWN_CITY_SEED}"):
@@ -270,9 +271,8 @@ def _few_job(
 
     from urbanfusion.models.classes import CLASS_NAMES
     from urbanfusion.models.training.checkpoint import best_model, load_checkpoint
+    from urbanfusion.models.training.configs import FINE_TUNE_LR, TrainConfig
     from urbanfusion.models.training.train import (
-        FINE_TUNE_LR,
-        TrainConfig,
         TrainResult,
         _tensors,
         predict_proba,
@@ -291,12 +291,12 @@ def _few_job(
         device=device,
         image_weights=str(work / f"encoder-{encoders}-{seed}.pt") if start == "encoder" else None,
         init=str(init) if start == "cities" else None,
-        lr=FINE_TUNE_LR if start == "cities" else TrainConfig.lr,
+        lr=FINE_TUNE_LR if start == "cities" else TrainConfig().lr,
     )
     if k < 0:  # no label at all: the model of the other cities as it is
-        state = load_checkpoint(init)
-        mean, std = list(state["image_mean"]), list(state["image_std"])
-        result = TrainResult(best_model(state, init), mean, std, [], {}, 0, {})
+        saved = load_checkpoint(init)
+        model = best_model(saved, init)
+        result = TrainResult(model, saved.image_mean, saved.image_std, [], {}, 0, saved)
         times = {"wall_s": 0.0, "user_s": 0.0, "system_s": 0.0}
     else:
         result, times = _timed(train, data.subset(train_rows), list(CLASS_NAMES), cfg, True)

@@ -98,8 +98,9 @@ def test_the_shipped_model_is_calibrated_and_scores_its_domain():
 def test_calibrating_a_trained_model_changes_no_class_and_scores_every_cell(tmp_path):
     pytest.importorskip("torch", reason="training needs the train extra (torch)")
     from tests.test_model import _tiny_data
+    from urbanfusion.models.training.configs import TrainConfig
     from urbanfusion.models.training.export import calibrate_onnx
-    from urbanfusion.models.training.train import TrainConfig, block_split, train_and_export
+    from urbanfusion.models.training.train import block_split, train_and_export
 
     data = _tiny_data(160)
     path = tmp_path / "m.onnx"

@@ -1,5 +1,4 @@
 import re
-from dataclasses import asdict, replace
 
 import pytest
 
@@ -15,9 +14,9 @@ from urbanfusion.models.training.checkpoint import (  # noqa: E402
     flat_settings,
     load_checkpoint,
 )
+from urbanfusion.models.training.configs import NetworkConfig, TrainConfig  # noqa: E402
 from urbanfusion.models.training.export import PARITY_TOLERANCE, parity  # noqa: E402
-from urbanfusion.models.training.network import NetworkConfig  # noqa: E402
-from urbanfusion.models.training.train import TrainConfig, train  # noqa: E402
+from urbanfusion.models.training.train import train  # noqa: E402
 from urbanfusion.pipeline.errors import ModelError  # noqa: E402
 from urbanfusion.workflows.cli import app  # noqa: E402
 
@@ -34,7 +33,7 @@ def _stop_after(epochs: int):
 
 
 # ALBEF's momentum encoders and key queue are state outside the model: the checkpoint holds them.
-MOMENTUM = TrainConfig(**{**CFG.__dict__, "align": 0.1, "align_momentum": 0.9, "align_queue": 64})
+MOMENTUM = CFG.model_copy(update={"align": 0.1, "align_momentum": 0.9, "align_queue": 64})
 
 
 @pytest.mark.parametrize("cfg", [CFG, MOMENTUM], ids=["plain", "align-momentum"])
@@ -44,7 +43,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, cf
     ckpt = tmp_path / "b.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(data, list(CLASS_NAMES), cfg, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(2))
-    assert load_checkpoint(ckpt)["epoch"] == 2
+    assert load_checkpoint(ckpt).loop.epoch == 2
     resumed = train(data, list(CLASS_NAMES), cfg, quiet=True, checkpoint=ckpt, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
     assert resumed.history == whole.history
@@ -52,7 +51,7 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, cf
         whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-    assert load_checkpoint(ckpt)["epoch"] == 5
+    assert load_checkpoint(ckpt).loop.epoch == 5
 
 
 def test_resuming_with_other_settings_or_data_is_refused(tmp_path):
@@ -60,7 +59,7 @@ def test_resuming_with_other_settings_or_data_is_refused(tmp_path):
     ckpt = tmp_path / "c.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(data, list(CLASS_NAMES), CFG, quiet=True, checkpoint=ckpt, on_epoch=_stop_after(1))
-    other = TrainConfig(**{**CFG.__dict__, "lr": 1e-2})
+    other = CFG.model_copy(update={"lr": 1e-2})
     with pytest.raises(ModelError, match=r"lr was 0\.002"):
         train(data, list(CLASS_NAMES), other, quiet=True, checkpoint=ckpt, resume=True)
     with pytest.raises(ModelError, match="training cells differ"):
@@ -103,7 +102,7 @@ FORMAT_1_SETTINGS = {
 
 
 def test_every_setting_added_since_format_1_says_what_runs_did_before_it():
-    added = set(flat_settings(asdict(TrainConfig()))) - FORMAT_1_SETTINGS
+    added = set(flat_settings(TrainConfig().model_dump())) - FORMAT_1_SETTINGS
     assert added == set(BEFORE_IT_EXISTED)
 
 
@@ -137,7 +136,7 @@ def _strip_later_settings(state: dict) -> None:
 
 
 def test_a_checkpoint_older_than_the_research_options_resumes_with_the_options_it_had(tmp_path):
-    data, fused = _tiny_data(), replace(CFG, select="fused")
+    data, fused = _tiny_data(), CFG.model_copy(update={"select": "fused"})
     whole = train(data, list(CLASS_NAMES), fused, quiet=True, checkpoint=tmp_path / "a.ckpt")
     ckpt = tmp_path / "old.ckpt"
     _interrupted_after(2, ckpt, fused)
@@ -201,7 +200,7 @@ def test_fine_tuning_starts_from_a_checkpoint_s_best_weights_and_image_statistic
     start = train(
         _tiny_data(seed=3),
         list(CLASS_NAMES),
-        replace(CFG, epochs=0, init=str(ckpt)),
+        CFG.model_copy(update={"epochs": 0, "init": str(ckpt)}),
         quiet=True,
     )
     for (name, a), b in zip(
@@ -210,6 +209,8 @@ def test_fine_tuning_starts_from_a_checkpoint_s_best_weights_and_image_statistic
         torch.testing.assert_close(a, b, msg=name)
     assert start.image_mean == first.image_mean and start.image_std == first.image_std
     # Another network cannot start from it; the message says how to match it.
-    wider = replace(CFG, init=str(ckpt), network=replace(NET, image_width=16))
+    wider = CFG.model_copy(
+        update={"init": str(ckpt), "network": NET.model_copy(update={"image_width": 16})}
+    )
     with pytest.raises(ModelError, match="network options it was trained with"):
         train(_tiny_data(seed=3), list(CLASS_NAMES), wider, quiet=True)

@@ -219,10 +219,11 @@ def test_a_grid_too_large_for_memory_is_refused_at_plan_time_with_the_estimate(
         (["--pyramid", "--image-encoder", "vit"], "--pyramid needs a convolutional"),
         (["--exchange", "--branches", "image"], "use --branches fusion"),
         (["--double-fusion", "--branches", "signalling"], "use --branches fusion"),
-        (["--activity-encoder", "lstm"], "use one of conv, bilstm, mlp, convlstm"),
-        (["--select", "best"], "use one of heads, fused"),
-        (["--align-momentum", "0.995"], "add --align W"),
-        (["--align", "0.1", "--align-momentum", "1"], "use a momentum in [0, 1)"),
+        (["--activity-encoder", "lstm"], "'lstm' is not one of 'conv', 'bilstm', 'mlp'"),
+        (["--select", "best"], "'best' is not one of 'heads', 'fused'"),
+        (["--align-momentum", "0.995"], "--align-momentum needs the alignment loss"),
+        (["--align", "0.1", "--align-momentum", "1"], "--align-momentum 1.0: input should be less"),
+        (["--consistency", "-1"], "--consistency -1.0: input should be greater than or equal to 0"),
     ],
 )
 def test_training_options_that_cannot_go_together_are_one_line(tmp_path, small_city, args, says):

@@ -11,9 +11,10 @@ from urbanfusion.models.classes import CLASS_NAMES  # noqa: E402
 from urbanfusion.models.contract import METADATA_KEY, ModelContract  # noqa: E402
 from urbanfusion.models.dataset import CellData  # noqa: E402
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor  # noqa: E402
+from urbanfusion.models.training.configs import NetworkConfig, TrainConfig  # noqa: E402
 from urbanfusion.models.training.export import PARITY_TOLERANCE, export_onnx, parity, sample_inputs  # noqa: E402
-from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
-from urbanfusion.models.training.train import TrainConfig, block_split, train  # noqa: E402
+from urbanfusion.models.training.network import FusionNet  # noqa: E402
+from urbanfusion.models.training.train import block_split, train  # noqa: E402
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError, ModelError  # noqa: E402
 
 CONTRACT = ModelContract.for_urfc(
@@ -144,7 +145,7 @@ VARIANTS = [
 
 
 def test_class_weights_favour_rare_classes_with_mean_one():
-    from urbanfusion.models.training.train import class_weights
+    from urbanfusion.models.training.losses import class_weights
 
     counts = np.array([1000, 100, 10, 0])
     for loss in ("ce", "balanced"):
@@ -263,7 +264,6 @@ def test_the_research_losses_train_and_record_every_head():
 
 
 def test_a_vit_pretrained_at_another_size_loads_with_resized_positions(tmp_path):
-    from dataclasses import asdict
 
     from urbanfusion.models.training.network import ImageEncoder
     from urbanfusion.models.training.pretrain import load_into, resize_positions, save_encoder
@@ -272,7 +272,7 @@ def test_a_vit_pretrained_at_another_size_loads_with_resized_positions(tmp_path)
     torch.manual_seed(0)
     encoder = ImageEncoder(big)
     path = tmp_path / "vit.pt"
-    save_encoder(path, {"encoder": encoder.state_dict(), "network": asdict(big)})
+    save_encoder(path, {"encoder": encoder.state_dict(), "network": big.model_dump()})
     small = NetworkConfig(image_encoder="vit", chip_px=32, features=32)
     net = FusionNet(small)
     load_into(net.image_encoder, small, path)

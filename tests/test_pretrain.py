@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -11,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="pre-training needs the train extra (torch)")
 
 from urbanfusion.ingest.rgb_images import read_rgb  # noqa: E402
-from urbanfusion.models.training.network import FusionNet, NetworkConfig  # noqa: E402
+from urbanfusion.models.training.configs import NetworkConfig, PretrainConfig  # noqa: E402
+from urbanfusion.models.training.network import FusionNet  # noqa: E402
 from urbanfusion.models.training.pretrain import (  # noqa: E402
-    PretrainConfig,
     band_statistics,
     chip_grid,
     crop_share,
@@ -128,7 +127,7 @@ def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(
     scenes = load_scenes(_scene_folder(tmp_path / "s", n=10), side=16)
     cfg = PretrainConfig(side=8, epochs=1, batch=8, image_width=16, features=16)
     a = pretrain(scenes, cfg)
-    b = pretrain(scenes, replace(cfg, seed=3, val_fraction=0.2))
+    b = pretrain(scenes, cfg.model_copy(update={"seed": 3, "val_fraction": 0.2}))
     assert a["test"]["n"] == b["test"]["n"] == 6  # 2 of each class's 10
     assert a["test_scenes"] == b["test_scenes"] and len(set(a["test_scenes"])) == 6
     assert b["validation"]["n"] == 6 and not set(b["validation_scenes"]) & set(b["test_scenes"])
@@ -138,7 +137,7 @@ def test_the_held_out_scenes_do_not_move_with_the_seed_and_are_never_trained_on(
     np.testing.assert_allclose(a["mean"], kept.mean(axis=(0, 2, 3)), rtol=1e-9)
     np.testing.assert_allclose(a["std"], kept.std(axis=(0, 2, 3)), rtol=1e-9)
     with pytest.raises(ModelError, match="no scenes to train"):
-        pretrain(scenes, replace(cfg, val_fraction=0.5, test_fraction=0.5))
+        pretrain(scenes, cfg.model_copy(update={"val_fraction": 0.5, "test_fraction": 0.5}))
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def test_a_run_that_waits_names_the_run_it_waits_for(tmp_path, small_city):
 
 
 def test_sigterm_stops_a_run_like_ctrl_c_and_says_truly_what_was_published(tmp_path, small_city):
-    from urbanfusion.workflows.cli import Terminated, _interrupted_line
+    from urbanfusion.workflows.cli.common import Terminated, interrupted_line
 
     cfg = write_config(tmp_path / "c.yaml", small_city)
     proc = _cli("run", cfg)
@@ -134,9 +134,9 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_says_truly_what_was_published(tmp_p
     assert err.strip().splitlines()[-1] == "terminated (SIGTERM); no output was published"
     assert "Traceback" not in err and not (tmp_path / "out" / "latest").exists()
     published = run(load_config(cfg))  # in this process: what a signal after it would say
-    line = _interrupted_line(KeyboardInterrupt())
+    line = interrupted_line(KeyboardInterrupt())
     assert line.startswith(f"interrupted after run {published.manifest['run']['id']} was")
-    assert _interrupted_line(Terminated()).startswith("terminated (SIGTERM) after run")
+    assert interrupted_line(Terminated()).startswith("terminated (SIGTERM) after run")
 
 
 def test_another_city_in_the_same_output_folder_is_refused_unless_new_city(tmp_path, small_city):

@@ -10,15 +10,18 @@ resuming on something else), and what the model contract needs.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import cast
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.dataset import CellData
-from urbanfusion.models.training.network import FusionNet, NetworkConfig
+from urbanfusion.models.training.configs import NetworkConfig
+from urbanfusion.models.training.loop import LoopState, Weights
+from urbanfusion.models.training.network import FusionNet
 from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import ModelError
 
@@ -58,13 +61,90 @@ def data_fingerprint(data: CellData) -> str:
     return h.hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, state: dict[str, object]) -> None:
-    """Write ``state`` atomically (a reader never sees half a file)."""
+T = TypeVar("T")
+
+
+@dataclass
+class Checkpoint:
+    """A training run after an epoch: the loop's state and what the model contract needs.
+
+    On disk it is one flat dictionary (:meth:`to_dict`, the format :data:`FORMAT` since its
+    first version); in memory every field has its type.
+    """
+
+    loop: LoopState
+    best_validation: dict[str, object]  # the best epoch's validation scores
+    train_config: dict[str, object]  # TrainConfig.model_dump(): resuming must match it
+    data: str  # data_fingerprint of the training cells
+    network: dict[str, object]  # NetworkConfig.model_dump() of the network trained
+    image_mean: list[float]
+    image_std: list[float]
+    bands: list[str]
+    chip_px: int
+    cell_size_m: float
+    trained_on: str
+    align_momentum: dict[str, torch.Tensor] | None = None  # ALBEF's momentum encoders
+
+    def to_dict(self) -> dict[str, object]:
+        """The flat dictionary ``torch.save`` writes."""
+        loop = {f.name: getattr(self.loop, f.name) for f in fields(LoopState)}
+        rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "loop"}
+        return {"format": FORMAT, **loop, **rest}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, object], path: Path) -> Checkpoint:
+        """The record of a dictionary :meth:`to_dict` wrote (older versions' included).
+
+        Raises:
+            ModelError: a field is missing or of the wrong kind (a damaged checkpoint).
+        """
+
+        def get(name: str, kind: type[T]) -> T:
+            value = state.get(name)
+            if not isinstance(value, kind):
+                raise ModelError(
+                    f"{path}: a damaged checkpoint ({name} is {type(value).__name__}, not "
+                    f"{kind.__name__}); train again, or use an earlier checkpoint"
+                )
+            return value
+
+        cuda_rng, momentum = state.get("cuda_rng"), state.get("align_momentum")
+        loop = LoopState(
+            epoch=get("epoch", int),
+            model=get("model", dict),
+            optimizer=get("optimizer", dict),
+            scheduler=get("scheduler", dict),
+            generator=get("generator", torch.Tensor),
+            torch_rng=get("torch_rng", torch.Tensor),
+            cuda_rng=cuda_rng if isinstance(cuda_rng, torch.Tensor) else None,
+            best=get("best", dict),
+            best_acc=float(get("best_acc", float)),
+            best_epoch=get("best_epoch", int),
+            history=get("history", list),
+        )
+        return cls(
+            loop=loop,
+            best_validation=get("best_validation", dict),
+            train_config=get("train_config", dict),
+            data=get("data", str),
+            network=get("network", dict),
+            image_mean=[float(v) for v in get("image_mean", list)],
+            image_std=[float(v) for v in get("image_std", list)],
+            bands=[str(b) for b in get("bands", list)],
+            chip_px=get("chip_px", int),
+            cell_size_m=float(get("cell_size_m", float)),
+            trained_on=get("trained_on", str),
+            align_momentum=momentum if isinstance(momentum, dict) else None,
+        )
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` atomically (a reader never sees half a file)."""
     with replacing(path, mode=None) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        torch.save(checkpoint.to_dict(), tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, object]:
+def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
@@ -82,11 +162,11 @@ def load_checkpoint(path: Path) -> dict[str, object]:
             f"{path}: not an urbanfusion training checkpoint ({FORMAT}); "
             "`urbanfusion train` writes them"
         )
-    return state
+    return Checkpoint.from_dict(state, path)
 
 
 def flat_settings(config: dict[str, object], prefix: str = "") -> dict[str, object]:
-    """A nested training config (``asdict``) as ``{"lr": ..., "network.fusion": ...}``."""
+    """A nested training config (``model_dump``) as ``{"lr": ..., "network.fusion": ...}``."""
     out: dict[str, object] = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -97,7 +177,7 @@ def flat_settings(config: dict[str, object], prefix: str = "") -> dict[str, obje
 
 
 def check_resumable(
-    state: dict[str, object], train_config: dict[str, object], data: str, model: torch.nn.Module
+    checkpoint: Checkpoint, train_config: dict[str, object], data: str, model: torch.nn.Module
 ) -> None:
     """Refuse to resume with another config, other data or another network than the checkpoint's.
 
@@ -107,7 +187,7 @@ def check_resumable(
     Raises:
         ModelError: naming the first setting that differs, or the layers that do.
     """
-    saved = flat_settings(dict(state["train_config"]))  # type: ignore[call-overload]
+    saved = flat_settings(checkpoint.train_config)
     now = flat_settings(train_config)
     unknown = sorted(set(saved) - set(now))
     if unknown:
@@ -127,12 +207,12 @@ def check_resumable(
                 f"cannot resume: {key} was {was!r} in the checkpoint, now {value!r}; "
                 "use the same options, or train from scratch without --resume"
             )
-    if state["data"] != data:
+    if checkpoint.data != data:
         raise ModelError(
             "cannot resume: the training cells differ from the checkpoint's; use the same "
             "configs and labels, or train from scratch without --resume"
         )
-    layer = _first_misfit(state["model"], model)  # type: ignore[arg-type]
+    layer = _first_misfit(checkpoint.loop.model, model)
     if layer is not None:
         raise ModelError(
             f"cannot resume: the checkpoint's network differs from this version's at {layer} "
@@ -140,52 +220,57 @@ def check_resumable(
         )
 
 
-def _first_misfit(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> str | None:
+def _first_misfit(weights: Weights, model: torch.nn.Module) -> str | None:
     """The first layer whose name or shape differs between ``weights`` and ``model``, if any."""
     theirs = {k: tuple(v.shape) for k, v in weights.items()}
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return None if theirs == ours else sorted(set(theirs.items()) ^ set(ours.items()))[0][0]
 
 
-def best_model(state: dict[str, object], path: Path) -> FusionNet:
+def best_model(checkpoint: Checkpoint, path: Path) -> FusionNet:
     """The network with the best weights of checkpoint ``path``, in eval mode on the CPU.
 
     Raises:
         ModelError: the network or its weights do not fit this version's.
     """
-    network = dict(state["network"])  # type: ignore[call-overload]
-    unknown = sorted(set(network) - set(NetworkConfig.__dataclass_fields__))
+    network = checkpoint.network
+    unknown = sorted(set(network) - set(NetworkConfig.model_fields))
     if unknown:
         raise ModelError(
             f"{path}: the checkpoint has the setting network.{unknown[0]}, which this version "
             "does not know (written by a newer urbanfusion); export it with that version"
         )
-    model = FusionNet(NetworkConfig(**network))
-    layer = _first_misfit(state["best"], model)  # type: ignore[arg-type]
+    model = FusionNet(NetworkConfig.model_validate(network))
+    layer = _first_misfit(checkpoint.loop.best, model)
     if layer is not None:
         raise ModelError(
             f"{path}: the network differs from this version's at {layer} (written by another "
             "urbanfusion version); export it with the version that wrote it"
         )
-    model.load_state_dict(state["best"])  # type: ignore[arg-type]
+    model.load_state_dict(checkpoint.loop.best)
     return model.eval()
 
 
-def contract_of(state: dict[str, object]) -> ModelContract:
+def contract_of(checkpoint: Checkpoint) -> ModelContract:
     """The contract of the checkpoint's best model."""
-    validation = state["best_validation"]
+    validation = checkpoint.best_validation
+
+    def score(name: str) -> float:
+        value = validation.get(name)
+        return float(value) if isinstance(value, int | float) else float("nan")
+
     return ModelContract.for_urfc(
-        bands=list(state["bands"]),  # type: ignore[call-overload]
-        image_mean=list(state["image_mean"]),  # type: ignore[call-overload]
-        image_std=list(state["image_std"]),  # type: ignore[call-overload]
-        chip_px=int(state["chip_px"]),  # type: ignore[call-overload]
-        cell_size_m=float(state["cell_size_m"]),  # type: ignore[arg-type]
-        architecture=NetworkConfig(**state["network"]).describe(),  # type: ignore[arg-type]
-        trained_on=str(state["trained_on"]),
+        bands=checkpoint.bands,
+        image_mean=checkpoint.image_mean,
+        image_std=checkpoint.image_std,
+        chip_px=checkpoint.chip_px,
+        cell_size_m=checkpoint.cell_size_m,
+        architecture=NetworkConfig.model_validate(checkpoint.network).describe(),
+        trained_on=checkpoint.trained_on,
         metrics={
-            "val_overall_accuracy": float(validation["overall_accuracy"]),  # type: ignore[index]
-            "val_macro_f1": float(validation["macro_f1"]),  # type: ignore[index]
-            "best_epoch": float(state["best_epoch"]),  # type: ignore[arg-type]
+            "val_overall_accuracy": score("overall_accuracy"),
+            "val_macro_f1": score("macro_f1"),
+            "best_epoch": float(checkpoint.loop.best_epoch),
         },
     )
 
@@ -199,13 +284,12 @@ def init_from(model: FusionNet, path: Path) -> tuple[list[float], list[float]]:
     Raises:
         ModelError: the file is not a checkpoint, or its network is not ``model``'s.
     """
-    state = load_checkpoint(path)
-    best = cast(dict[str, torch.Tensor], state["best"])
-    layer = _first_misfit(best, model)
+    checkpoint = load_checkpoint(path)
+    layer = _first_misfit(checkpoint.loop.best, model)
     if layer is not None:
         raise ModelError(
             f"{path}: its network differs from this one at {layer}; fine-tune with the "
             "network options it was trained with (see its train_config)"
         )
-    model.load_state_dict(best)
-    return cast(list[float], state["image_mean"]), cast(list[float], state["image_std"])
+    model.load_state_dict(checkpoint.loop.best)
+    return checkpoint.image_mean, checkpoint.image_std

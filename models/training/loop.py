@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import ctypes
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -79,11 +80,36 @@ def augment_chips(image: torch.Tensor, generator: torch.Generator) -> torch.Tens
 class LoopSettings(Protocol):
     """The hyper-parameters a loop needs (``TrainConfig`` and ``PretrainConfig`` have them)."""
 
-    epochs: int
-    batch: int
-    lr: float
-    weight_decay: float
-    patience: int
+    @property
+    def epochs(self) -> int: ...  # noqa: D102
+    @property
+    def batch(self) -> int: ...  # noqa: D102
+    @property
+    def lr(self) -> float: ...  # noqa: D102
+    @property
+    def weight_decay(self) -> float: ...  # noqa: D102
+    @property
+    def patience(self) -> int: ...  # noqa: D102
+
+
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoopState:
+    """What resuming a loop needs: weights, optimiser, schedule, every generator, the best."""
+
+    epoch: int
+    model: Weights
+    optimizer: dict[str, object]
+    scheduler: dict[str, object]
+    generator: torch.Tensor
+    torch_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None  # dropout on a GPU draws from the device's generator
+    best: Weights
+    best_acc: float
+    best_epoch: int
+    history: list[dict[str, float]]
 
 
 class TrainingLoop:
@@ -188,34 +214,33 @@ class TrainingLoop:
                 break
         self.model.load_state_dict(self.best)
 
-    def state(self, device: torch.device) -> dict[str, object]:
+    def state(self, device: torch.device) -> LoopState:
         """What resuming needs: weights, optimiser, schedule, every generator, the best so far."""
-        return {
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optim.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            # Dropout on a GPU draws from the device's generator.
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "best": self.best,
-            "best_acc": self.best_score,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-        }
+        return LoopState(
+            epoch=self.epoch,
+            model=self.model.state_dict(),
+            optimizer=self.optim.state_dict(),
+            scheduler=self.sched.state_dict(),
+            generator=self.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            best=self.best,
+            best_acc=self.best_score,
+            best_epoch=self.best_epoch,
+            history=self.history,
+        )
 
-    def restore(self, state: dict[str, object], device: torch.device) -> None:
+    def restore(self, state: LoopState, device: torch.device) -> None:
         """Continue from a :meth:`state` (the caller checked that it belongs to this run)."""
-        self.model.load_state_dict(state["model"])  # type: ignore[arg-type]
-        self.optim.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        self.sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
-        self.generator.set_state(state["generator"])  # type: ignore[arg-type]
-        torch.set_rng_state(state["torch_rng"])  # type: ignore[arg-type]
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)  # type: ignore[arg-type]
-        self.best = state["best"]  # type: ignore[assignment]
-        self.best_score = float(state["best_acc"])  # type: ignore[arg-type]
-        self.best_epoch = int(state["best_epoch"])  # type: ignore[call-overload]
-        self.history = list(state["history"])  # type: ignore[call-overload]
-        self.epoch = int(state["epoch"])  # type: ignore[call-overload]
+        self.model.load_state_dict(state.model)
+        self.optim.load_state_dict(state.optimizer)
+        self.sched.load_state_dict(state.scheduler)
+        self.generator.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        if device.type == "cuda" and state.cuda_rng is not None:
+            torch.cuda.set_rng_state(state.cuda_rng, device)
+        self.best = state.best
+        self.best_score = state.best_acc
+        self.best_epoch = state.best_epoch
+        self.history = list(state.history)
+        self.epoch = state.epoch

@@ -8,76 +8,10 @@ Training drops modalities at random so that the fused head copes too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-ImageKind = Literal["resnet", "resnext", "vit"]
-ActivityKind = Literal["conv", "bilstm", "mlp", "convlstm"]
-FusionKind = Literal["concat", "bottleneck", "cross"]
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """Sizes and choices of the network.
-
-    ``image_encoder``: a small ResNet, a ResNeXt (grouped convolutions) or a tiny ViT.
-    ``activity_encoder``: convolutions over weekday x hour, a 2-layer BiLSTM over the days of
-    24-hour profiles, a TiDE-style residual MLP, or a convolutional LSTM stepping over the days
-    with each day's 24 hours as its (1-D) image. ``fusion``: concatenation, attention
-    bottleneck tokens (MBT) or cross-attention between the two token sequences.
-
-    Options from the research this project comes from, for ablations (all off by default):
-    ``pyramid``, a multi-scale image feature (the pooled features of the last three stages,
-    ResNet/ResNeXt); ``exchange``, channel exchanging (CEN, Wang et al. 2020) between the two
-    branch features, guided by their BatchNorm scales; ``align_dim``, projections of the two
-    branch features into a shared space for align-before-fuse (ALBEF's image-text contrastive
-    loss, here image-activity; the loss is the training's ``align``).
-    """
-
-    bands: int = 3
-    chip_px: int = 32
-    days: int = 7
-    hours: int = 24
-    classes: int = 9
-    image_width: int = 32
-    activity_width: int = 16
-    features: int = 128
-    dropout: float = 0.3
-    use_image: bool = True
-    use_activity: bool = True
-    image_encoder: ImageKind = "resnext"
-    activity_encoder: ActivityKind = "conv"
-    fusion: FusionKind = "cross"
-    heads: int = 4
-    bottleneck_tokens: int = 4
-    pyramid: bool = False
-    exchange: bool = False
-    align_dim: int = 0
-    double_fusion: bool = False
-
-    def describe(self) -> str:
-        """One line for the model's contract."""
-        branches = "+".join(
-            b for b, on in (("image", self.use_image), ("activity", self.use_activity)) if on
-        )
-        options = [
-            name
-            for name, on in (
-                ("feature pyramid", self.pyramid),
-                ("channel exchange", self.exchange),
-                ("aligned before fusion", self.align_dim > 0),
-                ("double fusion", self.double_fusion),
-            )
-            if on
-        ]
-        return (
-            f"urbanfusion v1: {branches}; image {self.image_encoder} (width {self.image_width}), "
-            f"activity {self.activity_encoder} (width {self.activity_width}), "
-            f"{self.fusion} fusion, {self.features} features" + "".join(f", {o}" for o in options)
-        )
+from urbanfusion.models.training.configs import VIT_PATCH, NetworkConfig
 
 
 class _Residual(nn.Module):
@@ -112,10 +46,8 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.image_encoder
         w, d = cfg.image_width, cfg.features
-        if self.kind == "vit":
-            if cfg.pyramid:
-                raise ValueError("the feature pyramid needs a convolutional image encoder")
-            patch = 8
+        if self.kind == "vit":  # NetworkConfig refuses a pyramid or chips of odd patches here
+            patch = VIT_PATCH
             n = (cfg.chip_px // patch) ** 2
             self.embed = nn.Conv2d(cfg.bands, d, patch, patch)
             self.cls = nn.Parameter(torch.zeros(1, 1, d))

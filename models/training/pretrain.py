@@ -11,7 +11,6 @@ statistics and the validation figures.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,10 +19,10 @@ import torch
 from torch import nn
 
 from urbanfusion.models.metrics import scores
+from urbanfusion.models.training.configs import NetworkConfig, PretrainConfig
 from urbanfusion.models.training.loop import TrainingLoop, pick_device, seeded
-from urbanfusion.models.training.network import ImageEncoder, NetworkConfig
+from urbanfusion.models.training.network import ImageEncoder
 from urbanfusion.models.training.scenes import (
-    SCENE_M,
     LabelSpace,
     Scenes,
     load_scenes,
@@ -31,44 +30,6 @@ from urbanfusion.models.training.scenes import (
     stratified_split,
 )
 from urbanfusion.pipeline.errors import InputFormatError, ModelError
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Hyper-parameters of image-encoder pre-training.
-
-    Scenes meet the encoder at a chip's ground size: ``side`` pixels over ``chip_m`` metres
-    (the grid's 32 px over a 250 m cell). A scene is taken to cover ``scene_m`` metres a side
-    (:data:`~urbanfusion.models.training.scenes.SCENE_M`) and is loaded at
-    the chip's pixel size, :func:`scene_px` pixels; training crops a chip's ground from it,
-    the crop's side varied by up to ``scale_jitter`` times either way (scene resolutions
-    vary); evaluation averages the class probabilities of a 3 x 3 grid of chips covering the
-    scene (:func:`chip_grid`), as a block of cells would see it.
-
-    ``test_fraction`` of each class is held out (the same scenes whatever the seed) and only
-    scored at the end: neither early stopping nor anyone tuning looks at it. With
-    ``val_fraction`` 0 (the default) the cosine schedule runs to its end and the last epoch is
-    kept, so all the other scenes train; above 0, that share of all scenes chooses the epoch.
-    """
-
-    side: int = 32
-    chip_m: float = 250.0
-    scene_m: float = SCENE_M
-    scale_jitter: float = 1.5
-    # 40 epochs of AID's 7,130 training scenes: about 13 minutes on 2 CPU cores.
-    epochs: int = 40
-    batch: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 8
-    seed: int = 0
-    val_fraction: float = 0.0
-    test_fraction: float = 0.2
-    label_smoothing: float = 0.1
-    image_encoder: str = "resnext"
-    image_width: int = 32
-    features: int = 128
-
 
 # Batches of 32 keep each activation under glibc's 32 MB mmap ceiling (see keep_freed_memory):
 # larger ones are mapped and faulted in afresh every time.
@@ -189,7 +150,7 @@ def crop_share(cfg: PretrainConfig, px: int) -> tuple[float, float]:
     return share / cfg.scale_jitter, min(1.0, share * cfg.scale_jitter)
 
 
-def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str, object]:
+def pretrain(scenes: Scenes, cfg: PretrainConfig | None = None) -> dict[str, object]:
     """Fit encoder + heads on scenes loaded at :func:`scene_px`; what :func:`save_encoder` writes.
 
     The held-out scenes' scores are under ``"test"``, the early-stopping scenes' under
@@ -198,6 +159,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     (:func:`random_views`). ``mean`` and ``std`` are per band, on the [0, 1] scale of the
     scenes' bytes / 255.
     """
+    cfg = cfg or PretrainConfig()
     generator = seeded(cfg.seed)
     device = pick_device()
     if cfg.test_fraction <= 0 or cfg.val_fraction + cfg.test_fraction >= 1:
@@ -259,7 +221,7 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig = PretrainConfig()) -> dict[str
     return {
         "encoder": {k: v.cpu().contiguous() for k, v in model.encoder.state_dict().items()},
         "head": {k: v.cpu().contiguous() for k, v in model.head.state_dict().items()},
-        "network": asdict(net_cfg),
+        "network": net_cfg.model_dump(),
         "classes": scenes.classes,
         "spaces": [{"name": s.name, "classes": list(s.classes)} for s in scenes.spaces],
         "mean": mean.tolist(),
@@ -383,7 +345,7 @@ def evaluate_encoder(path: Path, folder: Path) -> dict[str, object]:
     chip = cast(int, state["side"])
     px = cast(int, state.get("scene_px") or chip)
     scenes = load_scenes(folder, px, classes)
-    net_cfg = NetworkConfig(**state["network"])  # type: ignore[arg-type]
+    net_cfg = NetworkConfig.model_validate(state["network"])
     width = sum(len(s.classes) for s in spaces)
     model = _Classifier(ImageEncoder(net_cfg), net_cfg.features, width)
     model.encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]

@@ -17,14 +17,6 @@ import numpy as np
 from urbanfusion.ingest.rgb_images import EXTENSIONS, read_rgb_uint8
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 
-# The ground side taken for one labelled scene. AID's 600 px scenes cover 0.3-4.8 km (0.5-8 m
-# pixels); its urban ones (residential, schools, shops) are mostly 0.5-1 m, 300-600 m. At 400 m
-# a 250 m chip sees 62 % of a scene's side: pre-training crops (``PretrainConfig.scene_m``) and
-# a real-pixel demo city's blocks (``democity.scenes``) use the same, so both show the same
-# ground. Pre-trained on the training scenes of AID's ten urban classes (20 epochs, one seed) and
-# scored on a fifth of them held back (349 scenes): 600 m 0.625, 400 m 0.693, 300 m 0.679.
-SCENE_M = 400.0
-
 
 @dataclass(frozen=True)
 class LabelSpace:

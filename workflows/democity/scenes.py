@@ -16,7 +16,7 @@ import numpy as np
 
 from urbanfusion.ingest.rgb_images import EXTENSIONS, read_rgb_uint8
 from urbanfusion.models.classes import CLASS_NAMES
-from urbanfusion.models.training.scenes import SCENE_M
+from urbanfusion.models.training.configs import SCENE_M
 from urbanfusion.pipeline.errors import InputNotFoundError
 
 # Folder names of labelled scene sets (AID, RSSCN7) that are urban functions of ours; a folder
