@@ -24,30 +24,24 @@ from typing import Literal, NamedTuple
 import dask
 import dask.array as da
 import numpy as np
-import rasterio
 import xarray as xr
 from affine import Affine
 from pyproj import CRS
-from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from rasterio.windows import from_bounds
 
-from urbanfusion.ingest.store_keys import scene_key
+from urbanfusion.ingest.scene_stats import EmptyTileError, SceneStats, preview_bounds, scene_stats
 from urbanfusion.ingest.tile_index import tile_index
+from urbanfusion.ingest.tile_read import TileSource, read_window
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
 from urbanfusion.pipeline.fingerprint import file_identity
 from urbanfusion.pipeline.grid import CityGrid, Window
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.dehaze import (
     DehazeParams,
-    atmospheric_light,
     dehaze_with_light,
     halo,
-    haze_score,
 )
-from urbanfusion.preprocess.scaling import white_level
 
 # GDAL's block cache defaults to 5 % of RAM and keeps blocks of every tile read; bounded
 # memory needs a bounded cache. A value the user set wins.
@@ -63,20 +57,8 @@ def gdal_settings() -> dict[str, str | None]:
 
 # Pixels per chunk side, rounded to whole cells so that no cell straddles two chunks.
 CHUNK_TARGET_PX = 1024
-# Above this haze score a scene is dehazed under ``dehaze: auto``. Measured: the demo's clear
-# tiles score 0.21-0.23 and its hazy one 0.51; on RICE1 the clear median is 0.17, the hazy 0.36,
-# with overlap from bright ground (a haze gate that separates those is future work).
-HAZE_THRESHOLD = 0.35
 # A tile whose pixels are more than this many times the grid's is used only to fill gaps.
 COARSE_FACTOR = 4.0
-# Longest side of the decimated read used for per-scene statistics and the haze score.
-_PREVIEW_PX = 1024
-# A tile declaring more pixels than this, and over PREVIEW_CROP times those over the extent, is
-# previewed over the extent only (grown by a quarter each side): a decimated read of a sparse
-# BigTIFF's declared millions of blocks would stall the night. Smaller tiles keep whole-scene
-# statistics (one airlight per scene, the same for every city that uses the tile).
-PREVIEW_WHOLE_MAX_PX = 64 * 2**20
-PREVIEW_CROP = 4.0
 
 
 @dataclass
@@ -108,18 +90,6 @@ def _missing(value: object) -> bool:
 
 def _neg_date(date: str | None) -> int:
     return -dt.date.fromisoformat(date).toordinal() if date else 0
-
-
-@dataclass(frozen=True)
-class TileSource:
-    """What reading a tile's pixels needs: its bands, their scaling and its alpha's opaque level."""
-
-    path: Path
-    bands: tuple[int, ...]
-    scale: tuple[tuple[float, float], ...]
-    # Alpha at or above this is opaque. For a tile's own alpha band: half its top value, which
-    # is 255 for 8-bit data and 65535 for 16-bit, and 1 for a 0/1 mask written as alpha.
-    opaque: float = 128.0
 
 
 @dataclass(frozen=True)
@@ -156,65 +126,6 @@ class Imagery(NamedTuple):
     image: xr.DataArray
     reports: list[TileReport]
     chunk_sources: ChunkSources
-
-
-def _own_alpha(src: rasterio.DatasetReader) -> int | None:
-    """The index of the band GDAL marks alpha, if the tile has one."""
-    return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
-
-
-def read_window(
-    tile: TileSource, crs: object, transform: Affine, shape: tuple[int, int]
-) -> np.ndarray:
-    """Warp a tile's bands onto a target window: float32 (band, y, x) in [0, 1], NaN nodata.
-
-    The VRT's alpha band carries the source's nodata value, internal mask and footprint, so all
-    three become NaN, never black pixels taken as data.
-    """
-    try:
-        with rasterio.open(tile.path) as src:
-            # A tile's own alpha band is its mask; otherwise the VRT adds one for the footprint.
-            own_alpha = _own_alpha(src)
-            with WarpedVRT(
-                src,
-                crs=crs,
-                transform=transform,
-                width=shape[1],
-                height=shape[0],
-                resampling=Resampling.bilinear,
-                add_alpha=own_alpha is None,
-            ) as vrt:
-                data = vrt.read(list(tile.bands), out_dtype="float32")
-                alpha = vrt.read(own_alpha or vrt.count)
-    except RasterioError as err:
-        raise _unreadable(tile.path, err) from None
-    # Bilinear alpha is partial along the footprint's edge: half-covered pixels are nodata.
-    return _scaled(data, alpha >= (tile.opaque if own_alpha else 128), tile)
-
-
-def _unreadable(path: Path, err: RasterioError) -> InputFormatError:
-    return InputFormatError(
-        f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "
-        "truncated: re-download it or remove it from imagery.paths"
-    )
-
-
-def _scaled(data: np.ndarray, valid: np.ndarray, tile: TileSource) -> np.ndarray:
-    """Raw values to [0, 1] by the tile's scaling; NaN where not ``valid`` or not finite.
-
-    A float tile's +-inf or NaN pixel (a failed division in the tool that made it) is nodata in
-    every band: clipped, it would pass for white or black ground.
-    """
-    valid = valid & np.isfinite(data).all(axis=0)
-    lo = np.array([s[0] for s in tile.scale], dtype=np.float32)[:, None, None]
-    hi = np.array([s[1] for s in tile.scale], dtype=np.float32)[:, None, None]
-    # In place (a chunk is tens of MB): NaN stays NaN through each step, as it did in copies.
-    out = np.asarray(data, dtype=np.float32)
-    np.subtract(out, lo, out=out)
-    np.divide(out, hi - lo, out=out)
-    np.clip(out, 0.0, 1.0, out=out)
-    np.copyto(out, np.float32(np.nan), where=~valid[None])
-    return out
 
 
 # How to read one chunk of one tile: a function and its arguments, called by the mosaic's task.
@@ -328,151 +239,6 @@ def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> tuple[da.Arra
         block = dask.delayed(read_first_valid)([layer.reads[(r, c)] for layer in inside])
         blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
     return da.block(blocks), sources
-
-
-def preview_bounds(
-    bounds: tuple[float, float, float, float],
-    res: tuple[float, float],
-    crs: CRS,
-    grid: CityGrid,
-) -> tuple[float, float, float, float] | None:
-    """The part of a tile (``bounds`` in its ``crs``) its preview reads; None: all of it.
-
-    All of it unless the tile declares more than :data:`PREVIEW_WHOLE_MAX_PX` pixels and over
-    :data:`PREVIEW_CROP` times those over the extent; then the extent grown by a quarter each
-    side, in the tile's CRS, clipped to the tile.
-    """
-    left, bottom, right, top = bounds
-    declared = (right - left) / res[0] * (top - bottom) / res[1]
-    if declared <= PREVIEW_WHOLE_MAX_PX:
-        return None
-    x0, y0, x1, y1 = grid.bounds
-    dx, dy = (x1 - x0) / 4, (y1 - y0) / 4
-    gx0, gy0, gx1, gy1 = transform_bounds(grid.crs, crs, x0 - dx, y0 - dy, x1 + dx, y1 + dy)
-    crop = (max(left, gx0), max(bottom, gy0), min(right, gx1), min(top, gy1))
-    if crop[0] >= crop[2] or crop[1] >= crop[3]:
-        return None
-    cropped = (crop[2] - crop[0]) / res[0] * (crop[3] - crop[1]) / res[1]
-    return crop if declared > PREVIEW_CROP * cropped else None
-
-
-def _scene_preview(
-    src: rasterio.DatasetReader,
-    path: Path,
-    bands: tuple[int, ...],
-    grid: CityGrid,
-    bounds: tuple[float, float, float, float] | None = None,
-) -> tuple[TileSource, np.ndarray, float]:
-    """How to read a scene, and the scene at about the grid's pixel size, scaled: one read.
-
-    Also the share of its valid pixels that are not finite (+-inf, NaN): read as nodata.
-
-    A decimated read in the tile's own CRS (GDAL takes it from the overviews when the file has
-    them), averaging the pixels it skips: no warp, so it costs a fraction of a read of the tile.
-    From it come the white level (:func:`~urbanfusion.preprocess.scaling.white_level`, one for
-    all bands, so the haze floor and the colour balance survive any storage type), the alpha
-    band's opaque level, and the preview (at most :data:`_PREVIEW_PX` a side, NaN where the
-    tile's mask, nodata value or alpha band leave pixels out).
-    """
-    res = max(abs(src.res[0]), abs(src.res[1]))
-    window = None
-    if bounds is not None:
-        window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
-    height, width = (src.height, src.width) if window is None else (window.height, window.width)
-    # Compare resolutions in the tile's units: convert the grid pixel when the tile is in degrees.
-    target = grid.pixel_size if src.crs.is_projected else grid.pixel_size / 111_320.0
-    factor = max(1.0, target / res, max(width, height) / _PREVIEW_PX)
-    shape = (max(1, int(height / factor)), max(1, int(width / factor)))
-    try:
-        data = src.read(
-            list(bands),
-            out_shape=(len(bands), *shape),
-            window=window,
-            resampling=Resampling.average,
-            out_dtype="float32",
-        )
-        alpha = _own_alpha(src)
-        if alpha is None:
-            opaque = 128.0
-            mask = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest)
-            valid = mask > 0
-        else:
-            level = src.read(alpha, out_shape=shape, window=window, resampling=Resampling.average)
-            # A 0/1 mask written as alpha is opaque at 1, where GDAL would read 1/255.
-            opaque = max(float(level.max()), 1.0) / 2
-            valid = level >= opaque
-    except RasterioError as err:
-        raise _unreadable(path, err) from None
-    nonfinite = valid & ~np.isfinite(data).all(axis=0)
-    share = float(nonfinite.sum() / max(1, valid.sum()))
-    valid &= ~nonfinite
-    if src.dtypes[0] == "uint8":
-        white = 255.0
-    else:
-        values = data[:, valid]
-        values = values[np.isfinite(values)]
-        # A high percentile, not the maximum: one hot pixel must not darken the whole scene.
-        high = float(np.percentile(values, 99.9)) if values.size else 0.0
-        nbits = src.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
-        white = white_level(src.dtypes[0], high, nbits)
-    tile = TileSource(path, bands, ((0.0, white),) * len(bands), opaque)
-    return tile, _scaled(data, valid, tile), share
-
-
-class EmptyTileError(InputFormatError):
-    """A readable tile whose every pixel is masked: nothing of it can reach the map."""
-
-
-def _scene_stats(
-    path: Path,
-    chosen: tuple[int, ...],
-    grid: CityGrid,
-    params: DehazeParams,
-    dehaze: str,
-    store: ResultStore | None,
-    bounds: tuple[float, float, float, float] | None = None,
-) -> tuple[TileSource, float, np.ndarray | None, float]:
-    """A scene's reading (band scaling, alpha level), haze score, airlight if it is dehazed.
-
-    And the share of its pixels that are not finite (read as nodata).
-
-    From its preview; kept in ``store`` under the file's identity, so an unchanged tile is not
-    opened again. Raises what rasterio raises for an unreadable file, and
-    :class:`EmptyTileError` for a tile with no valid pixel.
-    """
-    key = scene_key(path, chosen, grid, params, dehaze, bounds)
-    if store is not None and store.use("scenes", key, "json"):
-        saved = store.load_json(store.path("scenes", key, "json"))
-        light = saved["light"]  # type: ignore[index]
-        scale = tuple(tuple(v) for v in saved["scale"])  # type: ignore[index]
-        return (
-            TileSource(path, chosen, scale, float(saved["opaque"])),  # type: ignore[index]
-            float(saved["score"]),  # type: ignore[index]
-            None if light is None else np.asarray(light, dtype=np.float32),
-            float(saved["nonfinite"]),  # type: ignore[index]
-        )
-    with rasterio.open(path) as src:
-        tile, preview, nonfinite = _scene_preview(src, path, chosen, grid, bounds)
-    if np.isnan(preview).all():
-        raise EmptyTileError(
-            "every pixel is masked by its nodata value or alpha band; check how it was exported"
-        )
-    score = haze_score(preview, params.patch)
-    light = None
-    if dehaze == "always" or (dehaze == "auto" and score > HAZE_THRESHOLD):
-        # One airlight per scene, from its preview (about the grid's pixel size, at most
-        # 1024 px a side): a full-resolution reduction would read every tile twice more.
-        light = atmospheric_light(preview, params)
-    if store is not None:
-        record = {
-            "scale": tile.scale,
-            "opaque": tile.opaque,
-            "score": score,
-            "light": None if light is None else [float(v) for v in light],
-            "nonfinite": nonfinite,
-        }
-        store.save_json(store.path("scenes", key, "json"), record)
-    return tile, score, light, nonfinite
 
 
 def band_indexes(requested: list[int | str], names: list[str], source: str) -> tuple[int, ...]:
@@ -594,10 +360,10 @@ def load_imagery(
     )
     layers: list[_Layer] = []
 
-    def stats(k: int) -> tuple[TileSource, float, np.ndarray | None, float] | Exception:
+    def stats(k: int) -> SceneStats | Exception:
         report, _, chosen = touching[k]
         try:
-            return _scene_stats(
+            return scene_stats(
                 Path(report.path), chosen, grid, params, dehaze, store, crops[report.path]
             )
         except (RasterioError, OSError, InputFormatError) as err:
