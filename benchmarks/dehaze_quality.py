@@ -2,7 +2,10 @@
 
 Compares the hazy input, plain dark channel prior (He et al. 2009, coloured airlight, omega 0.95),
 the PyPI package adrishyam 0.1.1 (its array functions, chained as its ``dehaze_image`` does) and
-urbanfusion's dehazing. Needs the bench extra: ``.venv/bin/pip install -e .[bench]``.
+urbanfusion's dehazing: the numpy function on the whole image, and ``urbanfusion dehaze`` on the
+image written as a PNG and as GeoTIFFs of 1 m and 4 m pixels (the command takes the airlight a run
+would, from a preview at the grid's 7.8 m pixels). Needs the bench extra:
+``.venv/bin/pip install -e .[bench]``.
 
     .venv/bin/python benchmarks/dehaze_quality.py [--data ../shared/data/haze/rice1]
 """
@@ -70,6 +73,45 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
+def command(img: np.ndarray, pixel_m: float | None = None) -> np.ndarray:
+    """``urbanfusion dehaze`` on the image as a file: a PNG, or a GeoTIFF at ``pixel_m`` metres.
+
+    The command previews a georeferenced raster at the grid's pixel size (7.8 m by default) to
+    take the airlight a run would use; a PNG has no pixel size and is previewed whole.
+    """
+    import tempfile
+    import warnings
+
+    import rasterio
+    from affine import Affine
+
+    from urbanfusion.preprocess.dehaze_raster import dehaze_raster
+
+    data = np.rint(np.moveaxis(img, -1, 0) * 255).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        suffix = ".png" if pixel_m is None else ".tif"
+        src, dst = Path(tmp) / f"in{suffix}", Path(tmp) / f"out{suffix}"
+        profile: dict[str, object] = {
+            "driver": "PNG" if pixel_m is None else "GTiff",
+            "width": data.shape[2],
+            "height": data.shape[1],
+            "count": 3,
+            "dtype": "uint8",
+        }
+        if pixel_m is not None:
+            profile |= {"crs": "EPSG:32649", "transform": Affine(pixel_m, 0, 0, 0, -pixel_m, 0)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(src, "w", **profile) as out:
+                out.write(data)
+        dehaze_raster(src, dst)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            result = rasterio.open(dst)
+        with result:
+            return np.moveaxis(result.read(), 0, -1).astype(np.float32) / 255
+
+
 def load(path: Path) -> np.ndarray:
     """An RGB image as float32 (h, w, 3) in [0, 1]."""
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
@@ -86,6 +128,9 @@ def main() -> None:
         "plain DCP": plain_dcp,
         "adrishyam 0.1.1": adrishyam,
         "urbanfusion": ours,
+        "dehaze cmd, PNG": command,
+        "dehaze cmd, 1 m": lambda x: command(x, 1.0),
+        "dehaze cmd, 4 m": lambda x: command(x, 4.0),
     }
     hazy_psnr = np.array([psnr(h, c) for h, c in pairs])
     print(f"RICE1: {len(pairs)} pairs of {pairs[0][0].shape[1]}x{pairs[0][0].shape[0]} px")

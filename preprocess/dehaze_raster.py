@@ -6,6 +6,10 @@ scaled to [0, 1] by the data's white level (:mod:`urbanfusion.preprocess.scaling
 its floor whatever the storage type, and scaled back the same way, so untouched values come back
 exactly. Bands outside ``bands`` (an alpha band, near infrared) are copied unchanged. The output
 is written to a temporary name and renamed, so a failed run leaves nothing behind.
+
+The airlight is a run's (:mod:`.scene_preview`): from one decimated read of the scene at a grid
+pixel's size (``pixel_size_m``, the default grid's 7.8 m unless told), and the chunks overlap by
+the same halo as a run's, so the output is what a run feeds the model, at the file's resolution.
 """
 
 from __future__ import annotations
@@ -26,14 +30,9 @@ from rasterio.shutil import copy as raster_copy
 from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 from urbanfusion.pipeline.grid import ChunkGrid, Window
-from urbanfusion.preprocess.dehaze import (
-    DehazeParams,
-    atmospheric_light,
-    dehaze_with_light,
-    haze_score,
-    haze_strength,
-)
+from urbanfusion.preprocess.dehaze import DehazeParams, dehaze_with_light, haze_strength
 from urbanfusion.preprocess.scaling import white_level
+from urbanfusion.preprocess.scene_preview import DEFAULT_PIXEL_M, preview_light, read_preview
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -99,8 +98,13 @@ def dehaze_raster(
     dst_path: Path,
     bands: list[int] | None = None,
     params: DehazeParams = DehazeParams(),
+    pixel_size_m: float | None = None,
 ) -> DehazeResult:
     """Dehaze ``src_path`` into ``dst_path`` (same driver, profile, georeferencing, nodata).
+
+    ``pixel_size_m``: the grid pixel a run would preview the scene at for its airlight (None:
+    the default grid's, :data:`~.scene_preview.DEFAULT_PIXEL_M`; a raster without a CRS is
+    previewed at up to 1,024 px a side).
 
     Raises:
         InputNotFoundError: the input does not exist.
@@ -115,11 +119,15 @@ def dehaze_raster(
     with warnings.catch_warnings():
         # PNG and JPEG have no georeferencing to keep; that is not worth a warning here.
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return _dehaze_raster(src_path, dst_path, bands, params)
+        return _dehaze_raster(src_path, dst_path, bands, params, pixel_size_m or DEFAULT_PIXEL_M)
 
 
 def _dehaze_raster(
-    src_path: Path, dst_path: Path, bands: list[int] | None, params: DehazeParams
+    src_path: Path,
+    dst_path: Path,
+    bands: list[int] | None,
+    params: DehazeParams,
+    pixel_size_m: float,
 ) -> DehazeResult:
     try:
         src = rasterio.open(src_path)
@@ -127,7 +135,7 @@ def _dehaze_raster(
         raise InputFormatError(f"{src_path}: GDAL cannot read it ({err}); give a raster") from None
     try:
         with src:
-            return _dehaze_open(src, src_path, dst_path, bands, params)
+            return _dehaze_open(src, src_path, dst_path, bands, params, pixel_size_m)
     except RasterioError as err:
         # A truncated file opens fine and fails on the first block past its end.
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -142,31 +150,30 @@ def _dehaze_open(
     dst_path: Path,
     bands: list[int] | None,
     params: DehazeParams,
+    pixel_size_m: float,
 ) -> DehazeResult:
     bands = bands or list(range(1, min(3, src.count) + 1))
     if max(bands) > src.count or min(bands) < 1:
         raise InputFormatError(
             f"{src_path}: bands {bands} asked for, the file has {src.count}; use --bands"
         )
+    preview = read_preview(src, tuple(bands), pixel_size_m)
     if src.height <= CHUNK and src.width <= CHUNK:
         # One chunk: read it once and dehaze it in numpy; no dask, no second read.
         data = src.read(bands).astype(np.float64)  # as the chunked path: the same bytes out
         np.copyto(data, np.nan, where=src.dataset_mask()[None] == 0)
         lo, hi = _range_of(src, data, bands[0])
+        score, light = preview_light(preview.scaled(lo, hi), params)
         data -= lo
         data /= hi - lo
-        scaled = data.astype(np.float32)
-        light = atmospheric_light(scaled, params)
-        out = dehaze_with_light(scaled, light, params)
+        out = dehaze_with_light(data.astype(np.float32), light, params)
         blocks: Iterator[tuple[Window, np.ndarray]] = iter([(Window(0, 0, *out.shape[1:]), out)])
         whole: Callable[[], np.ndarray] = lambda: out  # noqa: E731
-        preview = _nearest(scaled, _preview_shape(src, bands))  # the pixels GDAL would read
     else:
         lo, hi = _scene_range(src, bands)
-        light, out_dask = _dehaze_chunked(src_path, src, bands, lo, hi, params)
+        score, light = preview_light(preview.scaled(lo, hi), params)
+        out_dask = _dehaze_chunked(src_path, bands, lo, hi, light, params, src.height, src.width)
         blocks, whole = _blocks(out_dask), out_dask.compute
-        preview = _preview(src, bands, lo, hi)
-    score = haze_score(preview, params.patch)
     profile = src.profile
     # The user's usual mode, as a raster written in place would have.
     with replacing(dst_path, mode=None) as tmp:
@@ -176,19 +183,21 @@ def _dehaze_open(
 
 def _dehaze_chunked(
     src_path: Path,
-    src: rasterio.DatasetReader,
     bands: list[int],
     lo: float,
     hi: float,
+    light: np.ndarray,
     params: DehazeParams,
-) -> tuple[np.ndarray, da.Array]:
-    """The airlight and the lazily dehazed raster, in overlapping chunks of :data:`CHUNK`."""
+    height: int,
+    width: int,
+) -> da.Array:
+    """The lazily dehazed raster, in chunks of :data:`CHUNK` overlapping by a run's halo."""
     import dask
     import dask.array as da
 
-    from urbanfusion.preprocess.dehaze_dask import dehaze_dask, scene_light
+    from urbanfusion.preprocess.dehaze_dask import dehaze_dask
 
-    chunks = ChunkGrid(src.height, src.width, CHUNK)
+    chunks = ChunkGrid(height, width, CHUNK)
     rows, cols = chunks.shape
     blocks = [
         [
@@ -202,26 +211,7 @@ def _dehaze_chunked(
         for r in range(rows)
     ]
     scaled = ((da.block(blocks) - lo) / (hi - lo)).astype(np.float32)
-    light = scene_light(scaled, params)
-    return light, dehaze_dask(scaled, light, params)
-
-
-def _preview_shape(src: rasterio.DatasetReader, bands: list[int]) -> tuple[int, int, int]:
-    return (len(bands), min(src.height, 1024), min(src.width, 1024))
-
-
-def _nearest(data: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """``data`` decimated to ``shape`` as GDAL's nearest read does (each pixel's centre)."""
-    rows = ((np.arange(shape[1]) + 0.5) * data.shape[1] / shape[1]).astype(np.intp)
-    cols = ((np.arange(shape[2]) + 0.5) * data.shape[2] / shape[2]).astype(np.intp)
-    return data[:, rows[:, None], cols[None, :]]
-
-
-def _preview(src: rasterio.DatasetReader, bands: list[int], lo: float, hi: float) -> np.ndarray:
-    shape = _preview_shape(src, bands)
-    data = src.read(bands, out_shape=shape).astype(np.float64)
-    data[:, src.dataset_mask(out_shape=shape[1:]) == 0] = np.nan
-    return ((data - lo) / (hi - lo)).astype(np.float32)
+    return dehaze_dask(scaled, light, params)
 
 
 def _to_dtype(

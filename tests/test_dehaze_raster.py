@@ -8,7 +8,8 @@ from affine import Affine
 
 import urbanfusion.preprocess.dehaze_raster as dr
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
-from urbanfusion.preprocess.dehaze import dehaze
+from urbanfusion.preprocess.dehaze import dehaze_with_light
+from urbanfusion.preprocess.scene_preview import preview_light, read_preview
 from urbanfusion.workflows.democity.layout import make_layout
 from urbanfusion.workflows.democity.render import add_haze, render_city
 
@@ -77,7 +78,11 @@ def test_uint16_chunked_equals_whole_and_extra_bands_pass_through(tmp_path, monk
     hi = 4095.0  # 12-bit data: its white level, so the haze floor is not stretched away
     scaled = (data / hi).astype(np.float32)
     scaled[:, ~valid] = np.nan
-    whole = np.rint(dehaze(scaled) * hi)
+    # The scene's airlight from its preview at the default grid's pixel, as a run takes it.
+    with rasterio.open(src_path) as src:
+        _, light = preview_light(read_preview(src, (1, 2, 3)).scaled(0.0, hi))
+    np.testing.assert_allclose(result.airlight, light, rtol=1e-6)
+    whole = np.rint(dehaze_with_light(scaled, light) * hi)
     assert np.abs(got[:3][:, valid] - whole[:, valid]).max() <= 1  # rounding only
 
 
@@ -161,18 +166,17 @@ def test_dehazing_one_chunk_imports_no_dask(tmp_path):
     assert out.stdout.strip() == ""
 
 
-def test_the_one_chunk_preview_is_the_pixels_gdal_would_read(tmp_path):
-    import rasterio
+def test_the_command_dehazes_with_the_airlight_a_run_uses(small_city, tmp_path):
+    from urbanfusion.ingest.imagery import load_imagery
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.stages import plan
 
-    from urbanfusion.preprocess import dehaze_raster as d
-
-    rng = np.random.default_rng(3)
-    path = tmp_path / "odd.tif"
-    rgb = rng.integers(0, 256, (3, 1537, 2011), dtype=np.uint8)
-    profile = {"driver": "GTiff", "width": 2011, "height": 1537, "count": 3, "dtype": "uint8"}
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(rgb)
-    with rasterio.open(path) as src:
-        scaled = (rgb / 255.0).astype(np.float32)
-        ours = d._nearest(scaled, d._preview_shape(src, [1, 2, 3]))
-        np.testing.assert_array_equal(ours, d._preview(src, [1, 2, 3], 0.0, 255.0))
+    hazy = next((small_city.root / "tiles").glob("*hazy*.tif"))
+    grid = plan(load_config(small_city.config)).grid
+    run = load_imagery([hazy], grid, [1, 2, 3], dehaze="always").reports[0]
+    ours = dr.dehaze_raster(hazy, tmp_path / "out.tif", pixel_size_m=grid.pixel_size)
+    assert run.dehazed and ours.airlight == pytest.approx(run.airlight, abs=1e-4)
+    assert ours.haze_score == pytest.approx(run.haze_score, abs=1e-4)
+    # Another grid pixel, another preview: the command follows the run it is told of.
+    coarse = dr.dehaze_raster(hazy, tmp_path / "coarse.tif", pixel_size_m=4 * grid.pixel_size)
+    assert coarse.airlight != pytest.approx(ours.airlight, abs=1e-6)

@@ -220,15 +220,24 @@ def dehaze_command(
     bands: Annotated[
         str | None, typer.Option(help="Bands to dehaze, 1-based, e.g. 1,2,3 (default first 3).")
     ] = None,
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="The grid pixel of the run to match, in metres (cell size / chip_px; default "
+            "the default grid's 250 / 32 = 7.8125): the airlight is taken from the raster "
+            "previewed at that size, as a run takes it.",
+        ),
+    ] = None,
 ) -> None:
-    """Dehaze one raster, keeping its georeferencing, dtype, nodata and profile."""
+    """Dehaze one raster as a run would, keeping its georeferencing, dtype, nodata and profile."""
     from urbanfusion.preprocess.dehaze_raster import dehaze_raster
 
     try:
         chosen = [int(b) for b in bands.split(",")] if bands else None
     except ValueError:
         raise UrbanFusionError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
-    result = dehaze_raster(source, target, chosen)
+    result = dehaze_raster(source, target, chosen, pixel_size_m=pixel_size)
     out.print(
         f"wrote {target}: haze score {result.haze_score:.3f}, airlight "
         f"{[round(v, 3) for v in result.airlight]}, strength {result.strength:.2f}",
