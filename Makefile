@@ -15,7 +15,7 @@ MODEL_OPTIONS := --activity-encoder convlstm --distill 0.5
 # generator's built-in copy holds the same numbers, so the model is the same without it).
 HELSINKI := ../shared/data/mobility/helsinki_dynpop
 
-.PHONY: demo test model lint gpu clean
+.PHONY: demo test test-fast typecheck model lint gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,23 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.runtime
 	$(BIN)/urbanfusion demo --out out/demo
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev typecheck
 	$(BIN)/python -m pytest -q
+
+# The edit-run loop: the tests not marked slow (tests/conftest.py), under a minute.
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# mypy, strict on pipeline/, ingest/, preprocess/ and models/ (pyproject.toml). It sees the
+# namespace through links: the editable install's import hook is invisible to it.
+TYPECHECK := build/typecheck
+typecheck: $(VENV)/.dev
+	rm -rf $(TYPECHECK)/urbanfusion && mkdir -p $(TYPECHECK)/urbanfusion
+	for d in pipeline ingest preprocess models workflows; do \
+		ln -s ../../../$$d $(TYPECHECK)/urbanfusion/$$d; done
+	ln -s ../../../workflows/api $(TYPECHECK)/urbanfusion/api
+	cd $(TYPECHECK) && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml \
+		$(foreach p,pipeline ingest preprocess models workflows api,-p urbanfusion.$(p))
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

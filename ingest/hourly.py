@@ -47,7 +47,7 @@ class PointIndex:
     def ids(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Point ids of finite coordinates, adding (and projecting) points not seen before."""
         key = lon + 1j * lat
-        ids = self._index.get_indexer(key)
+        ids = self._index.get_indexer(pd.Index(key))
         new = ids < 0
         if new.any():
             fresh = pd.unique(key[new])
@@ -55,7 +55,7 @@ class PointIndex:
             x, y = self._to_grid.transform(wlon, wlat)
             self.cell = np.concatenate([self.cell, self.grid.cell_index(x, y)])
             self._index = self._index.append(pd.Index(fresh))
-            ids[new] = self._index.get_indexer(key[new])
+            ids[new] = self._index.get_indexer(pd.Index(key[new]))
         return ids
 
 

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 from affine import Affine
+from dask.delayed import delayed
 from pyproj import CRS
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
@@ -214,10 +214,10 @@ def read_first_valid(reads: list[_Read]) -> np.ndarray:
     function, args = reads[0]
     out = function(*args)
     for function, args in reads[1:]:
-        missing = np.isnan(out).any(axis=0)
+        missing = np.isnan(out).any(axis=0, keepdims=True)
         if not missing.any():
             break
-        np.copyto(out, function(*args), where=missing[None])  # masked copy, no gather
+        np.copyto(out, function(*args), where=missing)  # masked copy, no gather
     return out
 
 
@@ -236,7 +236,7 @@ def _mosaic(layers: list[_Layer], grid: CityGrid, n_bands: int) -> tuple[da.Arra
         if not inside:
             blocks[r].append(da.full(shape, np.nan, dtype=np.float32))
             continue
-        block = dask.delayed(read_first_valid)([layer.reads[(r, c)] for layer in inside])
+        block = delayed(read_first_valid)([layer.reads[(r, c)] for layer in inside])
         blocks[r].append(da.from_delayed(block, shape, dtype=np.float32))
     return da.block(blocks), sources
 
@@ -314,9 +314,10 @@ def load_imagery(
     touching: list[tuple[TileReport, tuple[float, ...], tuple[int, ...]]] = []
     crops: dict[str, tuple[float, float, float, float] | None] = {}
     for record in index.to_dict("records"):
-        row = {k: None if _missing(v) else v for k, v in record.items()}
+        # The index's columns: text, numbers, or None where a tile has none (a failed one).
+        row: dict[str, Any] = {str(k): None if _missing(v) else v for k, v in record.items()}
         report = TileReport(
-            path=row["path"],
+            path=str(row["path"]),
             status="failed",
             reason=row["error"] or "",
             dtype=row["dtype"] or "",
@@ -327,10 +328,11 @@ def load_imagery(
         reports.append(report)
         if row["error"]:
             continue
-        crs = CRS.from_wkt(row["crs"])
+        crs = CRS.from_wkt(str(row["crs"]))
         report.crs = crs.to_string()
-        chosen = band_indexes(bands, str(row["band_names"]).split("|"), row["path"])
-        bounds = (row["left"], row["bottom"], row["right"], row["top"])
+        chosen = band_indexes(bands, str(row["band_names"]).split("|"), report.path)
+        left, bottom, right, top = (float(row[k]) for k in ("left", "bottom", "right", "top"))
+        bounds = (left, bottom, right, top)
         footprint = transform_bounds(crs, grid.crs, *bounds, densify_pts=21)
         if not _touches(footprint, grid):
             report.status, report.reason = "skipped", "does not touch the extent"

@@ -397,7 +397,8 @@ def read_blocks(
         except pa.ArrowInvalid:
             # The exact path resumes after the fast one; a retry with larger blocks resumes
             # after the rows and malformed lines the exact path delivered before it failed.
-            block_bytes, fast_done, said = None, done, set()
+            said: set[int] = set()
+            block_bytes, fast_done = None, done
             while True:
                 try:
                     for block in _csv_exact(path, mapping, timezone, text, block_bytes):

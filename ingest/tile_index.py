@@ -125,7 +125,7 @@ def tile_index(paths: list[Path], use_cache: bool = True) -> pd.DataFrame:
             known = pd.read_parquet(cache)
         except (OSError, ValueError):
             known = pd.DataFrame(columns=_COLUMNS)
-    by_path = {r["path"]: r for r in known.to_dict("records")}
+    by_path = {str(r["path"]): {str(k): v for k, v in r.items()} for r in known.to_dict("records")}
     rows, fresh = [], False
     for path in paths:
         row = by_path.get(str(path))

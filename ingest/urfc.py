@@ -17,6 +17,7 @@ import datetime as dt
 import multiprocessing
 import os
 import re
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,10 @@ def read_visits(path: Path) -> Visits:
     return parse_visits(path.read_text(encoding="utf-8", errors="replace"), str(path))
 
 
+def _path(value: object) -> Path | None:
+    return value if isinstance(value, Path) else None
+
+
 @dataclass(frozen=True)
 class UrfcArea:
     """One labelled area of a URFC-layout folder; either file may be missing."""
@@ -157,7 +162,7 @@ def scan_urfc_folder(folder: Path, n_classes: int) -> list[UrfcArea]:
             f"{folder}: no URFC files; expect AreaID_CategoryID.jpg images and .txt visits"
         )
     return [
-        UrfcArea(area, int(e["category"]), e["image"], e["visits"])  # type: ignore[arg-type]
+        UrfcArea(area, int(str(e["category"])), _path(e["image"]), _path(e["visits"]))
         for area, e in sorted(found.items())
     ]
 
@@ -177,6 +182,7 @@ def read_visit_counts(paths: list[Path], workers: int | None = None) -> tuple[np
     if workers is None:
         workers = (os.cpu_count() or 1) if len(paths) > 256 else 1
     bad = 0
+    results: Iterator[tuple[np.ndarray, int]]
     with contextlib.ExitStack() as stack:
         if workers == 1:
             results = map(_read_counts, paths)

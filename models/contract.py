@@ -50,7 +50,7 @@ class ModelContract:
     classes: list[str]
     labels: list[str]
     colours: list[list[int]]
-    bands: list[int]
+    bands: list[int | str]
     image_mean: list[float]
     image_std: list[float]
     chip_px: int

@@ -33,7 +33,7 @@ class CellData:
     labels: np.ndarray  # (n,) int64
     blocks: np.ndarray  # (n,) int64 spatial block key, unique across cities
     city: np.ndarray  # (n,) int64 index of the source city
-    bands: list[int]
+    bands: list[int | str]
     chip_px: int
     cell_size_m: float
     notes: list[str] = field(default_factory=list)  # what a user should know about the data
@@ -66,10 +66,12 @@ class CellData:
                 "size); train them separately"
             )
         return CellData(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("chips", "activity", "has_activity", "labels", "blocks", "city")
-            ),
+            np.concatenate([p.chips for p in parts]),
+            np.concatenate([p.activity for p in parts]),
+            np.concatenate([p.has_activity for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.blocks for p in parts]),
+            np.concatenate([p.city for p in parts]),
             first.bands,
             first.chip_px,
             first.cell_size_m,
@@ -111,7 +113,7 @@ def load_urfc_folder(folder: Path, city_index: int = 0) -> CellData:
         chips[i] = image
     with_visits = np.array([a.visits is not None for a in areas])
     visits = [a.visits for a in areas if a.visits is not None]
-    counts, bad = read_visit_counts(visits)  # type: ignore[arg-type]
+    counts, bad = read_visit_counts(visits)
     notes = []
     if bad:
         notes.append(

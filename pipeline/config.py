@@ -42,6 +42,11 @@ class GridConfig(_Strict):
     chip_px: int = Field(32, ge=4, le=512)
 
 
+def _rgb() -> list[int | str]:
+    """The first three bands: a tile's red, green and blue, as most tiles store them."""
+    return [1, 2, 3]
+
+
 class ImageryConfig(_Strict):
     """Satellite tiles: paths or globs, dehazing policy, bands in the model's order, strictness.
 
@@ -51,7 +56,7 @@ class ImageryConfig(_Strict):
 
     paths: list[str] = Field(min_length=1)
     dehaze: Literal["auto", "always", "never"] = "auto"
-    bands: list[int | str] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    bands: list[int | str] = Field(default_factory=_rgb, min_length=1)
     strict: bool = False
 
     @field_validator("bands")

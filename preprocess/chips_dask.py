@@ -36,8 +36,9 @@ def chips_dask(image: da.Array, chip: int) -> da.Array:
 
 def thumbnails_dask(chips: da.Array, px: int) -> da.Array:
     """:func:`thumbnails` of every block of a lazy chip array: ``(rows*px, cols*px, 4)`` uint8."""
-    return chips.map_blocks(
+    return da.map_blocks(
         thumbnails,
+        chips,
         px,
         dtype=np.uint8,
         drop_axis=[3, 4],

@@ -192,8 +192,8 @@ def _dehaze_chunked(
     width: int,
 ) -> da.Array:
     """The lazily dehazed raster, in chunks of :data:`CHUNK` overlapping by a run's halo."""
-    import dask
     import dask.array as da
+    from dask.delayed import delayed
 
     from urbanfusion.preprocess.dehaze_dask import dehaze_dask
 
@@ -202,7 +202,7 @@ def _dehaze_chunked(
     blocks = [
         [
             da.from_delayed(
-                dask.delayed(_read_block)(src_path, tuple(bands), chunks.window(r, c)),
+                delayed(_read_block)(src_path, tuple(bands), chunks.window(r, c)),
                 (len(bands), *chunks.window(r, c).shape),
                 dtype=np.float64,
             )
@@ -294,11 +294,11 @@ def _blocks(arr: da.Array) -> Iterator[tuple[Window, np.ndarray]]:
     wider than a chunk, so they need not be the chunks the raster was read in.
     """
     tops = np.cumsum((0, *arr.chunks[1]))[:-1]
-    import dask
+    from dask.base import compute
 
     lefts = np.cumsum((0, *arr.chunks[2]))[:-1]
     delayed = arr.to_delayed()
     for i, top in enumerate(tops):
-        row = dask.compute(*[delayed[0, i, j] for j in range(len(lefts))])
+        row = compute(*[delayed[0, i, j] for j in range(len(lefts))])
         for left, block in zip(lefts, row, strict=True):
             yield Window(int(top), int(left), *block.shape[1:]), block

@@ -10,6 +10,34 @@ import yaml
 from urbanfusion.workflows.democity.city import DemoCity, generate_demo_city
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Modules of whole runs, training, clusters, browsers and the fault suite: marked slow, so that
+# `make test-fast` (the edit-run loop, under a minute) leaves them to `make test` and CI.
+SLOW_MODULES = frozenset(
+    {
+        "test_batch",
+        "test_calibration",
+        "test_checkpoints",
+        "test_cli",
+        "test_cluster",
+        "test_faults",
+        "test_memory",
+        "test_model",
+        "test_pretrain",
+        "test_publish",
+        "test_signalling_helsinki",
+        "test_store",
+        "test_urfc_training",
+        "test_webmap",
+        "test_workflows",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`SLOW_MODULES` slow."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -133,7 +133,9 @@ def test_a_run_killed_midway_resumes_from_the_store_with_the_uninterrupted_outpu
     proc = _cli("run", cfg, "-q", start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill -9 once the scene statistics are kept
-        if (store / "scenes").is_dir() and len(list((store / "scenes").glob("*.json"))) == 4:
+        # Kept ones only: a record being written is a dot-file with the same suffix.
+        kept = [p for p in (store / "scenes").glob("*.json") if not p.name.startswith(".")]
+        if len(kept) == 4:
             break
         time.sleep(0.01)
     else:

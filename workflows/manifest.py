@@ -7,7 +7,6 @@ import platform
 from importlib.metadata import version
 from pathlib import Path
 
-import dask
 import numpy as np
 import onnxruntime
 import rasterio
@@ -160,7 +159,7 @@ def build_manifest(
             "rasterio": rasterio.__version__,
             "gdal": rasterio.__gdal_version__,
             "onnxruntime": onnxruntime.__version__,
-            "dask": dask.__version__,
+            "dask": version("dask"),
         },
         # Reads depend on these (the block cache above all): set on purpose, recorded.
         "gdal_settings": gdal_settings(),

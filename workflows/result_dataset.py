@@ -93,8 +93,11 @@ def open_result(path: Path) -> xr.Dataset:
 
 def _open_band(path: Path) -> xr.DataArray:
     """A GeoTIFF as a loaded DataArray (band, y, x) with its CRS, transform and tags."""
-    with rioxarray.open_rasterio(path, mask_and_scale=False) as da:
-        loaded = da.load()
+    opened = rioxarray.open_rasterio(path, mask_and_scale=False)
+    if not isinstance(opened, xr.DataArray):  # a file of subdatasets (netCDF, HDF), not ours
+        raise InputNotFoundError(f"{path}: not a single raster; was it written by a run?")
+    with opened:
+        loaded = opened.load()
     loaded.attrs = {k: v for k, v in loaded.attrs.items() if k not in ("_FillValue",)}
     return loaded
 

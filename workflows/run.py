@@ -152,13 +152,15 @@ def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> Non
 
 
 def _manifest(run_dir: Path) -> dict[str, object]:
-    return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def changed_since(manifest: dict[str, object], fingerprint: dict[str, str]) -> list[str]:
     """What differs from a published run's fingerprint (config, tiles, signalling, model...)."""
-    before = manifest.get("fingerprint") or {}
-    return [k for k, v in fingerprint.items() if k != "run" and before.get(k) != v]  # type: ignore[union-attr]
+    before = manifest.get("fingerprint")
+    saved = before if isinstance(before, dict) else {}
+    return [k for k, v in fingerprint.items() if k != "run" and saved.get(k) != v]
 
 
 def what_would_run(config: RunConfig) -> str:

@@ -71,7 +71,8 @@ def run_item(
     to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     ring = [to_lonlat.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
     lons, lats = zip(*ring, strict=True)
-    signalling = manifest.get("signalling") or {}
+    signalling = manifest.get("signalling")
+    signalling = signalling if isinstance(signalling, dict) else {}
     first, last = _day(signalling.get("first_day")), _day(signalling.get("last_day"))
     finished = dt.datetime.fromisoformat(str(manifest["finished"]))
     run = manifest["run"]

@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.base import compute
 
 from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
@@ -325,5 +325,5 @@ def _predicted_values(
         providers=providers,
         threads=model_threads(p.config.dask),
     )
-    values, preview = dask.compute(out, thumbs)
+    values, preview = compute(out, thumbs)
     return values.reshape(grid.n_cells, n_classes + 2), preview

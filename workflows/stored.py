@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.base import compute
+from dask.delayed import delayed
 
 from urbanfusion.ingest import imagery as imagery_stage
 from urbanfusion.ingest.hourly import activity_dataset
@@ -59,21 +60,21 @@ def stored_activity(
     if part_keys:
         files = [part_files(store, k) for k in part_keys]
         tasks = [
-            dask.delayed(read_and_keep)(f, grid, cfg, part)
+            delayed(read_and_keep)(f, grid, cfg, part)
             for f, k, part in zip(paths, part_keys, files, strict=True)
             if not store.use(POINTS_KIND, k, "json")
         ]
         for k in part_keys:
             store.keep(*part_files(store, k).values())
-        dask.compute(*tasks)
+        compute(*tasks)
         parts = (load_part(part) for part in files)
     ds, table, report = load_signalling(paths, grid, cfg, parts)
     store.keep(values, rejects)
     store.save_array(values, ds["activity"].values)
     rejects.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(rejects, index=False)
-    days = [str(d)[:10] for d in ds["day"].values.astype("datetime64[D]")]
-    store.save_json(record, {"days": days, "report": report.to_dict()})  # written last
+    day_names = [str(d)[:10] for d in ds["day"].values.astype("datetime64[D]")]
+    store.save_json(record, {"days": day_names, "report": report.to_dict()})  # written last
     return ds, table, report, key
 
 
@@ -99,9 +100,9 @@ def stored_chips(
         for c, width in enumerate(chips.chunks[1]):
             path = store.path("chips", keys[(r, c)], "npy")
             if store.use("chips", keys[(r, c)], "npy"):
-                block = dask.delayed(ResultStore.load_array)(path)
+                block = delayed(ResultStore.load_array)(path)
             else:
-                block = dask.delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
+                block = delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
             shape = (height, width, *chips.shape[2:])
             row.append(da.from_delayed(block, shape, dtype=chips.dtype))
         rows.append(da.concatenate(row, axis=1))

@@ -20,7 +20,7 @@ from urbanfusion.models.contract import ModelContract
 
 STYLE_NAME = "urbanfusion classes"
 FILL_ALPHA = 204  # 80 %: the cell outlines and a base map show through a little
-_NO_PREDICTION_RGB = (200, 200, 200)
+_NO_PREDICTION_RGB = [200, 200, 200]
 # The layer_styles table as QGIS creates it (QgsOgrProviderUtils), registered as attributes.
 _CREATE = """
 CREATE TABLE IF NOT EXISTS layer_styles (

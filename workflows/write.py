@@ -276,7 +276,7 @@ def write(
                 scheduler=scheduler,
                 run={"id": run_id, "previous": previous.name if previous else None},
                 fingerprint=fingerprint,
-                store=store.summary() if store is not None else {},
+                store=dict(store.summary()) if store is not None else {},
                 changes=changes.to_dict(),
             )
             names = sorted({f.name for f in staging.iterdir()} | {ITEM, MANIFEST})

@@ -38,8 +38,8 @@ def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLe
             ledger.read(rows=len(block))
             place, reason = platform_ids(block, platform)
             kept = timed_rows(block, ledger, place, reason, days, seen, cfg.max_count)
-            inside = inside_rows(kept.place, kept.count, platform, ledger)
-            sums.add(kept.place[inside], kept.day[inside], kept.hour[inside], kept.count[inside])
+            inside = inside_rows(kept.place, kept.counts, platform, ledger)
+            sums.add(kept.place[inside], kept.day[inside], kept.hour[inside], kept.counts[inside])
     # Counts are split inside/outside only once the window has left its days out.
     days = apply_window(sums, cfg, ledger, counted=False)
     per_id = np.zeros(len(platform.ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 DUPLICATE = "duplicate of an earlier row (same place, day and hour)"
 TOO_LARGE = "infinite count, or above signalling.max_count"
@@ -30,7 +31,7 @@ REASONS = np.array(
 CODE = {reason: np.uint8(i) for i, reason in enumerate(REASONS)}
 
 
-def flag(code: np.ndarray, mask: np.ndarray, reason: str) -> None:
+def flag(code: np.ndarray, mask: npt.ArrayLike, reason: str) -> None:
     """Give ``reason`` to rows in ``mask`` that have none yet (the first reason wins)."""
     code[(code == 0) & mask] = CODE[reason]
 

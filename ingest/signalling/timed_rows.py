@@ -30,7 +30,7 @@ class KeptRows(NamedTuple):
     place: np.ndarray  # int64
     day: np.ndarray  # int64 days since 1970-01-01, local
     hour: np.ndarray  # int64
-    count: np.ndarray  # float64
+    counts: np.ndarray  # float64
     line: np.ndarray  # int64
 
 

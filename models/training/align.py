@@ -66,6 +66,11 @@ class MomentumAlign(nn.Module):
     ``state_dict`` is all a checkpoint needs to resume it exactly.
     """
 
+    # Buffers (in the state_dict): the last keys of each branch, and how many were enqueued.
+    image_queue: torch.Tensor
+    activity_queue: torch.Tensor
+    seen: torch.Tensor
+
     def __init__(self, model: FusionNet, momentum: float, queue: int, alpha: float) -> None:
         """Copies of ``model``'s encoders and projections (``model.align`` must exist)."""
         super().__init__()
@@ -84,8 +89,9 @@ class MomentumAlign(nn.Module):
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
     def _pairs(self, model: FusionNet) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        online = (model.image_encoder, model.activity_encoder, model.align)
-        mine = (self.image_encoder, self.activity_encoder, self.align)
+        theirs = (model.image_encoder, model.activity_encoder, model.align)
+        online = [m for m in theirs if m is not None]
+        mine = [m for m in (self.image_encoder, self.activity_encoder, self.align) if m is not None]
         return [
             (p_m, p)
             for m_mod, o_mod in zip(mine, online, strict=True)

@@ -79,7 +79,7 @@ class Checkpoint:
     network: dict[str, object]  # NetworkConfig.model_dump() of the network trained
     image_mean: list[float]
     image_std: list[float]
-    bands: list[str]
+    bands: list[int | str]  # the imagery's bands, by index or by name
     chip_px: int
     cell_size_m: float
     trained_on: str
@@ -130,7 +130,7 @@ class Checkpoint:
             network=get("network", dict),
             image_mean=[float(v) for v in get("image_mean", list)],
             image_std=[float(v) for v in get("image_std", list)],
-            bands=[str(b) for b in get("bands", list)],
+            bands=[b if isinstance(b, int) else str(b) for b in get("bands", list)],
             chip_px=get("chip_px", int),
             cell_size_m=float(get("cell_size_m", float)),
             trained_on=get("trained_on", str),

@@ -61,7 +61,10 @@ def parity(model: FusionNet, path: Path, contract: ModelContract, n: int = PARIT
     inputs = sample_inputs(contract, n)
     with torch.no_grad():
         expected = model.cpu().eval()(*(torch.from_numpy(a) for a in inputs)).numpy()
-    got = Predictor(path, ["CPUExecutionProvider"]).predict(*inputs)
+    image, activity, has_image, has_activity = inputs
+    got = Predictor(path, ["CPUExecutionProvider"]).predict(
+        image, activity, has_image, has_activity
+    )
     return float(np.abs(got - expected).max())
 
 
@@ -106,6 +109,8 @@ def export_onnx(model: FusionNet, contract: ModelContract, path: Path) -> float:
                 external_data=False,
                 verbose=False,
             )
+        if program is None:  # dynamo=True always returns a program; None is the old exporter's
+            raise ModelError("torch.onnx.export returned no ONNX program; check the torch install")
         proto = program.model_proto
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, contract.to_json()

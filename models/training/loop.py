@@ -191,7 +191,7 @@ class TrainingLoop:
                     continue
                 loss = loss_of(idx)
                 self.optim.zero_grad(set_to_none=True)
-                loss.backward()
+                torch.autograd.backward(loss)
                 self.optim.step()
                 total += loss.item() * len(idx)
             self.sched.step()

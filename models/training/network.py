@@ -180,8 +180,10 @@ class _ConvLSTMCell(nn.Module):
         super().__init__()
         self.width = width
         self.gates = nn.Conv1d(cin + width, 4 * width, kernel, padding=kernel // 2)
+        bias = self.gates.bias
         with torch.no_grad():  # forget gate open at first (Jozefowicz et al. 2015): days carry
-            self.gates.bias[width : 2 * width].fill_(1.0)
+            if bias is not None:
+                bias[width : 2 * width].fill_(1.0)
 
     def forward(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
@@ -201,6 +203,8 @@ class _Exchange(nn.Module):
     image scales and the second half of the activity scales, so channels flow both ways.
     A missing partner's features are zero (masked before this), so nothing of it leaks.
     """
+
+    image_half: torch.Tensor  # a buffer: 1 for the image scales that may shrink
 
     def __init__(self, features: int, threshold: float = 2e-2) -> None:
         super().__init__()
@@ -231,9 +235,12 @@ class _Bottleneck(nn.Module):
         super().__init__()
         d = cfg.features
         self.tokens = nn.Parameter(torch.randn(1, cfg.bottleneck_tokens, d) * 0.02)
-        make = lambda: nn.TransformerEncoderLayer(  # noqa: E731
-            d, cfg.heads, 2 * d, cfg.dropout / 3, batch_first=True
-        )
+
+        def make() -> nn.TransformerEncoderLayer:
+            return nn.TransformerEncoderLayer(
+                d, cfg.heads, 2 * d, cfg.dropout / 3, batch_first=True
+            )
+
         self.image_layers = nn.ModuleList(make() for _ in range(2))
         self.activity_layers = nn.ModuleList(make() for _ in range(2))
 

@@ -185,11 +185,11 @@ def pretrain(scenes: Scenes, cfg: PretrainConfig | None = None) -> dict[str, obj
         image_encoder=cfg.image_encoder,
         image_width=cfg.image_width,
         features=cfg.features,
-        chip_px=cfg.side,  # type: ignore[arg-type]
+        chip_px=cfg.side,
     )
     model = _Classifier(ImageEncoder(net_cfg), cfg.features, len(scenes.classes)).to(device)
     # oneDNN's convolutions run about 1.3x faster on CPU with channels last.
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
         picked = rows[idx]
@@ -350,7 +350,7 @@ def evaluate_encoder(path: Path, folder: Path) -> dict[str, object]:
     model = _Classifier(ImageEncoder(net_cfg), net_cfg.features, width)
     model.encoder.load_state_dict(state["encoder"])  # type: ignore[arg-type]
     model.head.load_state_dict(state["head"])  # type: ignore[arg-type]
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     x = normalised(scenes.images, np.array(state["mean"]), np.array(state["std"]))
     columns = [space.offset + space.classes.index(c) for c in classes]
     probs = scene_probabilities(model, x, columns, chip)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -281,7 +281,7 @@ def evaluate_command(
 
     data = load_labelled_cities(sources, labels or [])
     print_notes(data.notes)
-    result = evaluate(model, data)
+    result: dict[str, Any] = evaluate(model, data)
     if report_dir is not None:
         write_confusion(report_dir, np.asarray(result["confusion"]), result["classes"])
         curves = result["calibration"].get("reliability", {})
@@ -289,7 +289,11 @@ def evaluate_command(
             write_reliability(
                 report_dir,
                 {
-                    k: tuple(np.asarray(v[f]) for f in ("confidence", "accuracy", "count"))
+                    k: (
+                        np.asarray(v["confidence"]),
+                        np.asarray(v["accuracy"]),
+                        np.asarray(v["count"]),
+                    )
                     for k, v in curves.items()
                 },
             )

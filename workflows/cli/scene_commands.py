@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,7 +78,7 @@ def pretrain_image_command(
     from urbanfusion.models.training.scenes import load_scene_sets
 
     start = time.perf_counter()
-    state = pretrain(load_scene_sets(folders, scene_px(cfg)), cfg)
+    state: dict[str, Any] = pretrain(load_scene_sets(folders, scene_px(cfg)), cfg)
     save_encoder(encoder_out, state)
     t = state["test"]
     out.print(
@@ -108,7 +108,7 @@ def evaluate_image_command(
     with needs_train_extra("evaluate-image"):
         from urbanfusion.models.training.pretrain import evaluate_encoder
 
-    result = evaluate_encoder(encoder, folder)
+    result: dict[str, Any] = evaluate_encoder(encoder, folder)
     if as_json:
         sys.stdout.write(strict_json.dumps(result) + "\n")
         return

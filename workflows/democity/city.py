@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
 from urbanfusion.models.classes import CLASS_NAMES
+from urbanfusion.models.training.configs import SCENE_M
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.workflows.democity.activity import (
     hourly_counts,
@@ -32,7 +33,7 @@ from urbanfusion.workflows.democity.activity import (
 from urbanfusion.workflows.democity.curves import load_archetypes
 from urbanfusion.workflows.democity.layout import make_layout, zone_polygons
 from urbanfusion.workflows.democity.render import add_haze, render_city
-from urbanfusion.workflows.democity.scenes import SCENE_M, SceneBank
+from urbanfusion.workflows.democity.scenes import SceneBank
 
 DEMO_SEED = 7
 CENTRE = (113.66, 34.76)  # central Zhengzhou

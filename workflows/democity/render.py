@@ -38,8 +38,11 @@ CONCRETE = np.array([175, 172, 165])
 
 
 def _colour(rng: Rng, palette: np.ndarray, jitter: float = 12.0) -> tuple[int, int, int]:
-    c = palette[rng.integers(len(palette))] + rng.normal(0, jitter, 3)
-    return tuple(int(v) for v in np.clip(c, 0, 255))
+    r, g, b = (
+        int(v)
+        for v in np.clip(palette[rng.integers(len(palette))] + rng.normal(0, jitter, 3), 0, 255)
+    )
+    return r, g, b
 
 
 def _fill(canvas: Canvas, rng: Rng, base: np.ndarray, noise: float) -> None:
@@ -352,10 +355,10 @@ def render_city(
     if scenes is None or CLS["airport"] not in scenes.files:
         _runway(image, airfield, px)
 
-    image = cv2.GaussianBlur(image, (3, 3), 0.7)  # the sensor's blur
-    noise = rng.normal(0, 3.0, image.shape)
-    image = np.clip(image.astype(np.float64) + noise, 1, 255).astype(np.uint8)
-    return np.moveaxis(image, -1, 0), classes
+    blurred = cv2.GaussianBlur(image, (3, 3), 0.7)  # the sensor's blur
+    noise = rng.normal(0, 3.0, blurred.shape)
+    final = np.clip(blurred.astype(np.float64) + noise, 1, 255).astype(np.uint8)
+    return np.moveaxis(final, -1, 0), classes
 
 
 def add_haze(image: np.ndarray, rng: Rng, strength: float = 0.45) -> np.ndarray:
