@@ -285,6 +285,138 @@ def _touches(footprint: tuple[float, ...], grid: CityGrid) -> bool:
     return footprint[0] < gx1 and footprint[2] > gx0 and footprint[1] < gy1 and footprint[3] > gy0
 
 
+class _Touching(NamedTuple):
+    """A readable tile whose footprint touches the extent, with what reading it needs."""
+
+    report: TileReport
+    footprint: tuple[float, ...]  # in the grid's CRS
+    bands: tuple[int, ...]
+    crop: tuple[float, float, float, float] | None  # what its preview reads (preview_bounds)
+
+
+def _index_tiles(
+    paths: list[Path], grid: CityGrid, bands: list[int | str]
+) -> tuple[list[TileReport], list[_Touching]]:
+    """A report per tile from the tile index, and the tiles that touch the extent.
+
+    Tiles that touch it stay "failed" without a reason until they are read.
+    """
+    reports: list[TileReport] = []
+    touching: list[_Touching] = []
+    for record in tile_index(paths).to_dict("records"):
+        # The index's columns: text, numbers, or None where a tile has none (a failed one).
+        row: dict[str, Any] = {str(k): None if _missing(v) else v for k, v in record.items()}
+        report = TileReport(
+            path=str(row["path"]),
+            status="failed",
+            reason=row["error"] or "",
+            dtype=row["dtype"] or "",
+            bands=int(row["bands"] or 0),
+            acquired=row["acquired"],
+            resolution=(float(row["res_x"] or 0), float(row["res_y"] or 0)),
+        )
+        reports.append(report)
+        if row["error"]:
+            continue
+        crs = CRS.from_wkt(str(row["crs"]))
+        report.crs = crs.to_string()
+        chosen = band_indexes(bands, str(row["band_names"]).split("|"), report.path)
+        left, bottom, right, top = (float(row[k]) for k in ("left", "bottom", "right", "top"))
+        bounds = (left, bottom, right, top)
+        footprint = transform_bounds(crs, grid.crs, *bounds, densify_pts=21)
+        if not _touches(footprint, grid):
+            report.status, report.reason = "skipped", "does not touch the extent"
+            continue
+        crop = preview_bounds(bounds, report.resolution, crs, grid)
+        touching.append(_Touching(report, footprint, chosen, crop))
+    return reports, touching
+
+
+def _mosaic_order(touching: list[_Touching], grid: CityGrid) -> list[int]:
+    """The tiles' mosaic order, as indexes into ``touching``.
+
+    Tiles much coarser than the grid's pixels only fill gaps; then newest acquisition first,
+    then undated tiles; path order within each group.
+    """
+    coarse = [_coarse(t.report, grid) for t in touching]
+    return sorted(
+        range(len(touching)),
+        key=lambda k: (
+            coarse[k],
+            touching[k].report.acquired is None,
+            _neg_date(touching[k].report.acquired),
+            k,
+        ),
+    )
+
+
+def _all_scene_stats(
+    tiles: list[_Touching],
+    grid: CityGrid,
+    params: DehazeParams,
+    dehaze: str,
+    store: ResultStore | None,
+) -> list[SceneStats | Exception]:
+    """Every tile's scene statistics at once (GDAL reads and decodes outside the GIL)."""
+
+    def stats(tile: _Touching) -> SceneStats | Exception:
+        try:
+            return scene_stats(
+                Path(tile.report.path), tile.bands, grid, params, dehaze, store, tile.crop
+            )
+        except (RasterioError, OSError, InputFormatError) as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(tiles), os.cpu_count() or 1))) as pool:
+        return list(pool.map(stats, tiles))
+
+
+def _layer(
+    tile: _Touching,
+    scene: SceneStats,
+    grid: CityGrid,
+    params: DehazeParams,
+) -> _Layer:
+    """A used tile's lazy reads on the grid; its report says how it was read."""
+    report, path = tile.report, Path(tile.report.path)
+    if scene.nonfinite > 0:
+        said = (
+            f"{path.name}: {scene.nonfinite:.2%} of its pixels are not finite (+-inf or NaN) "
+            "and are read as nodata; set a nodata value when exporting it"
+        )
+        report.note = f"{report.note}; {said}" if report.note else said
+    report.scale = list(scene.tile.scale)
+    report.haze_score = round(scene.score, 4)
+    report.dehazed = scene.light is not None
+    if scene.light is not None:
+        report.airlight = [round(float(v), 4) for v in scene.light]
+    source = LayerSource(
+        file_identity(path),
+        tuple(tile.bands),
+        scene.tile.scale,
+        scene.tile.opaque,
+        None if scene.light is None else tuple(float(v) for v in scene.light),
+    )
+    report.status = "used"
+    return _tile_on_grid(scene.tile, grid, tile.footprint, scene.light, params, source)
+
+
+def _no_coverage(reports: list[TileReport], n_paths: int, grid: CityGrid) -> NoCoverageError:
+    """Why no tile could be used: the failed ones named, or none touching the extent."""
+    failed = [r for r in reports if r.status == "failed"]
+    where = f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"
+    if failed:
+        detail = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in failed[:3])
+        return NoCoverageError(
+            f"imagery: no usable tile for the extent {where}: {len(failed)} of "
+            f"{n_paths} failed ({detail}); fix or replace those files"
+        )
+    return NoCoverageError(
+        f"imagery: none of the {n_paths} tile(s) in imagery.paths touches the extent "
+        f"{where}; check imagery.paths and extent"
+    )
+
+
 def load_imagery(
     paths: list[Path],
     grid: CityGrid,
@@ -309,37 +441,7 @@ def load_imagery(
         InputFormatError: a tile lacks a requested band, or (``strict``) a tile failed.
         NoCoverageError: no readable tile touches the extent.
     """
-    index = tile_index(paths)
-    reports: list[TileReport] = []
-    touching: list[tuple[TileReport, tuple[float, ...], tuple[int, ...]]] = []
-    crops: dict[str, tuple[float, float, float, float] | None] = {}
-    for record in index.to_dict("records"):
-        # The index's columns: text, numbers, or None where a tile has none (a failed one).
-        row: dict[str, Any] = {str(k): None if _missing(v) else v for k, v in record.items()}
-        report = TileReport(
-            path=str(row["path"]),
-            status="failed",
-            reason=row["error"] or "",
-            dtype=row["dtype"] or "",
-            bands=int(row["bands"] or 0),
-            acquired=row["acquired"],
-            resolution=(float(row["res_x"] or 0), float(row["res_y"] or 0)),
-        )
-        reports.append(report)
-        if row["error"]:
-            continue
-        crs = CRS.from_wkt(str(row["crs"]))
-        report.crs = crs.to_string()
-        chosen = band_indexes(bands, str(row["band_names"]).split("|"), report.path)
-        left, bottom, right, top = (float(row[k]) for k in ("left", "bottom", "right", "top"))
-        bounds = (left, bottom, right, top)
-        footprint = transform_bounds(crs, grid.crs, *bounds, densify_pts=21)
-        if not _touches(footprint, grid):
-            report.status, report.reason = "skipped", "does not touch the extent"
-            continue
-        touching.append((report, footprint, chosen))
-        crops[report.path] = preview_bounds(bounds, report.resolution, crs, grid)
-    # Tiles that touch the extent are still "failed" with no reason until they are read below.
+    reports, touching = _index_tiles(paths, grid, bands)
     unreadable = [r for r in reports if r.status == "failed" and r.reason]
     if strict and unreadable:
         bad = [f"{Path(r.path).name}: {r.reason}" for r in unreadable]
@@ -347,82 +449,26 @@ def load_imagery(
             f"imagery: {len(bad)} tile(s) failed and --strict is on ({'; '.join(bad[:3])}); "
             "fix them, remove them from imagery.paths, or run without --strict"
         )
-
-    # Tiles much coarser than the grid's pixels only fill gaps; then newest acquisition first,
-    # then undated tiles; path order within each group.
-    coarse = [_coarse(report, grid) for report, _, _ in touching]
-    order = sorted(
-        range(len(touching)),
-        key=lambda k: (
-            coarse[k],
-            touching[k][0].acquired is None,
-            _neg_date(touching[k][0].acquired),
-            k,
-        ),
-    )
+    ordered = [touching[k] for k in _mosaic_order(touching, grid)]
     layers: list[_Layer] = []
-
-    def stats(k: int) -> SceneStats | Exception:
-        report, _, chosen = touching[k]
-        try:
-            return scene_stats(
-                Path(report.path), chosen, grid, params, dehaze, store, crops[report.path]
-            )
-        except (RasterioError, OSError, InputFormatError) as err:
-            return err
-
-    # Every tile's preview at once: GDAL reads and decodes outside the GIL.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(order), os.cpu_count() or 1))) as pool:
-        scenes = dict(zip(order, pool.map(stats, order), strict=True))
-    for k in order:
-        report, footprint, chosen = touching[k]
-        path = Path(report.path)
-        result = scenes[k]
-        if isinstance(result, Exception):
-            err = result
+    for tile, scene in zip(
+        ordered, _all_scene_stats(ordered, grid, params, dehaze, store), strict=True
+    ):
+        if isinstance(scene, Exception):
             # Truncated files often open fine and fail on the first pixels read.
-            reason = str(err).splitlines()[0]
-            report.reason = reason if isinstance(err, EmptyTileError) else f"unreadable: {reason}"
+            reason = str(scene).splitlines()[0]
+            tile.report.reason = (
+                reason if isinstance(scene, EmptyTileError) else f"unreadable: {reason}"
+            )
             if strict:
                 raise InputFormatError(
-                    f"{path}: {report.reason}; --strict is on: fix or remove the file"
+                    f"{tile.report.path}: {tile.report.reason}; --strict is on: fix or remove "
+                    "the file"
                 ) from None
             continue
-        tile, score, light, nonfinite = result
-        if nonfinite > 0:
-            said = (
-                f"{path.name}: {nonfinite:.2%} of its pixels are not finite (+-inf or NaN) and "
-                "are read as nodata; set a nodata value when exporting it"
-            )
-            report.note = f"{report.note}; {said}" if report.note else said
-        report.scale = list(tile.scale)
-        report.haze_score = round(score, 4)
-        report.dehazed = light is not None
-        if light is not None:
-            report.airlight = [round(float(v), 4) for v in light]
-        source = LayerSource(
-            file_identity(path),
-            tuple(chosen),
-            tile.scale,
-            tile.opaque,
-            None if light is None else tuple(float(v) for v in light),
-        )
-        layers.append(_tile_on_grid(tile, grid, footprint, light, params, source))
-        report.status = "used"
-
+        layers.append(_layer(tile, scene, grid, params))
     if not layers:
-        failed = [r for r in reports if r.status == "failed"]
-        where = f"{[round(v) for v in grid.bounds]} ({grid.crs.to_string()})"
-        if failed:
-            detail = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in failed[:3])
-            raise NoCoverageError(
-                f"imagery: no usable tile for the extent {where}: {len(failed)} of "
-                f"{len(paths)} failed ({detail}); fix or replace those files"
-            )
-        raise NoCoverageError(
-            f"imagery: none of the {len(paths)} tile(s) in imagery.paths touches the extent "
-            f"{where}; check imagery.paths and extent"
-        )
+        raise _no_coverage(reports, len(paths), grid)
     mosaic, sources = _mosaic(layers, grid, len(bands))
     y, x = grid.pixel_coords()
     image = xr.DataArray(
