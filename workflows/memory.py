@@ -33,6 +33,11 @@ def estimate_bytes(n_cells: int, days: int) -> int:
     return BASE_BYTES + n_cells * (CELL_BYTES + CELL_DAY_BYTES * days)
 
 
+def cells_that_fit(available: int, days: int) -> int:
+    """The most cells a run with ``days`` days of signalling can hold in ``available`` bytes."""
+    return max(0, (available - BASE_BYTES) // (CELL_BYTES + CELL_DAY_BYTES * days))
+
+
 def expected_days(config: RunConfig, n_files: int) -> int:
     """Days of signalling a run will hold.
 
@@ -85,5 +90,5 @@ def check_memory(config: RunConfig, grid: CityGrid, n_files: int, available: int
     raise ConfigError(
         f"{found}; raise grid.cell_size_m to {size:g} or more, split the extent into "
         f"{math.ceil(factor**2)} or more parts (one config each, run with `urbanfusion batch`), "
-        "or set signalling.window_days"
+        "or set signalling.window_days (`urbanfusion plan` shows it in partitions)"
     )

@@ -104,12 +104,11 @@ class Predicted:
         return float(1 - self.out_of_domain.sum() / scored.sum())
 
 
-def plan(config: RunConfig) -> Plan:
-    """Build the grid and expand the input globs.
+def layout(config: RunConfig) -> Plan:
+    """The grid and the input files of a run, without asking whether it fits in memory.
 
     Raises:
-        ConfigError: the grid cannot be built for the extent, an input lies in output.dir, or
-            the run would need more memory than there is (:mod:`.memory`).
+        ConfigError: the grid cannot be built for the extent, or an input lies in output.dir.
         InputNotFoundError: a path or glob of the config matches nothing.
     """
     grid = CityGrid.from_extent(
@@ -128,8 +127,20 @@ def plan(config: RunConfig) -> Plan:
                 f"{key} reaches inside output.dir {out} (e.g. {example}): a run would read its "
                 "own outputs; move output.dir out of the input folders or narrow the pattern"
             )
-    check_memory(config, grid, len(signalling), available_bytes())
     return Plan(config, grid, tiles, signalling)
+
+
+def plan(config: RunConfig) -> Plan:
+    """Build the grid and expand the input globs; refuse a run that cannot fit in memory.
+
+    Raises:
+        ConfigError: the grid cannot be built for the extent, an input lies in output.dir, or
+            the run would need more memory than there is (:mod:`.memory`).
+        InputNotFoundError: a path or glob of the config matches nothing.
+    """
+    p = layout(config)
+    check_memory(config, p.grid, len(p.signalling_files), available_bytes())
+    return p
 
 
 def _reaches_output(

@@ -65,6 +65,29 @@ def run_command(
     out.print(f"changes: {result.changes.summary}", highlight=False, soft_wrap=True)
 
 
+@app.command("plan")
+@one_line_errors
+def plan_command(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    workers: Annotated[int, typer.Option(min=1, help="Workers the run would have.")] = 1,
+    worker_memory: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Memory of each worker in GB (default: what is free here)."),
+    ] = None,
+    partition_cells: Annotated[
+        int | None, typer.Option(min=1, help="At most so many cells a partition.")
+    ] = None,
+) -> None:
+    """Print what a run will take: cells, partitions, memory per worker, rows, time (no pixels)."""
+    from urbanfusion.pipeline.config import load_config
+    from urbanfusion.workflows.planning import plan_run
+
+    memory = None if worker_memory is None else round(worker_memory * 2**30)
+    planned = plan_run(load_config(config), workers, memory, partition_cells)
+    for line in planned.lines():
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 @app.command("batch")
 @one_line_errors
 def batch_command(

@@ -1,0 +1,133 @@
+"""What a run of a config will take, before it starts: cells, partitions, memory, rows, time.
+
+``urbanfusion plan`` prints it, reading no pixels and no rows (a signalling file's rows are
+estimated from its size, :mod:`urbanfusion.ingest.row_estimate`). The grid is cut into
+partitions that fit a worker's memory (:func:`urbanfusion.pipeline.partitions.partition_grid`);
+today a run is one partition, so a plan of several is one that `urbanfusion run` refuses on one
+machine, and the plan says what to change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from urbanfusion.ingest.imagery import CHUNK_TARGET_PX
+from urbanfusion.ingest.row_estimate import estimate_rows
+from urbanfusion.pipeline.config import RunConfig
+from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.partitions import Partition, partition_grid
+from urbanfusion.workflows.memory import (
+    BASE_BYTES,
+    available_bytes,
+    cells_that_fit,
+    estimate_bytes,
+    expected_days,
+)
+from urbanfusion.workflows.stages import Plan, layout
+
+# Core-seconds per cell of a whole run (read, warp, dehaze, chips, model, outputs), measured on
+# the 1,000 km2 city with 2 m imagery (16,000 cells in 19.4-21.4 s on 2 cores,
+# benchmarks/city_scale.py): finer imagery costs more, coarser less.
+CELL_CORE_SECONDS = 2.6e-3
+# Signalling rows read, checked and aggregated per core-second (1.92 M CSV points rows in 0.95 s
+# on 2 cores, this machine).
+ROWS_PER_CORE_SECOND = 1.0e6
+# A worker's start: imports and the model's session (an unchanged rerun of a city takes 1.2 s,
+# all of it start-up: benchmarks/up_to_date.py).
+START_SECONDS = 1.2
+_GB = 2**30
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's plan: its layout, its partitions and what each will need."""
+
+    layout: Plan
+    days: int
+    partitions: list[Partition]
+    worker_bytes: int  # the memory each worker has
+    fits: int  # the most cells a worker's memory holds
+    partition_bytes: int  # the estimated peak of the largest partition
+    rows: int  # signalling rows, estimated
+    workers: int
+    cores: int  # per worker
+
+    @property
+    def seconds(self) -> float:
+        """Expected wall time on ``workers`` workers of ``cores`` cores."""
+        grid = self.layout.grid
+        work = grid.n_cells * CELL_CORE_SECONDS + self.rows / ROWS_PER_CORE_SECOND
+        busy = min(self.workers, len(self.partitions))  # a partition is one worker's
+        return START_SECONDS + work / (busy * self.cores)
+
+    def lines(self) -> list[str]:
+        """What ``urbanfusion plan`` prints."""
+        grid, config = self.layout.grid, self.layout.config
+        largest = max(p.n_cells for p in self.partitions)
+        n = len(self.partitions)
+        files = len(self.layout.signalling_files)
+        out = [
+            f"{config.name}: {grid.n_cells:,} cells ({grid.nrows:,} x {grid.ncols:,} of "
+            f"{grid.cell_size:g} m in {grid.crs.to_string()}), {len(self.layout.tiles)} tile(s), "
+            f"{files} signalling file(s), {self.days} day(s)",
+            f"partitions: {n} of up to {largest:,} cells",
+            f"memory per worker: about {self.partition_bytes / _GB:.1f} GB of "
+            f"{self.worker_bytes / _GB:.1f} GB",
+            f"signalling rows: about {self.rows:,} (from the files' sizes), about "
+            f"{round(self.rows / n):,} per partition",
+            f"expected time: about {self.seconds:,.{0 if self.seconds >= 10 else 1}f} s on "
+            f"{self.workers} worker(s) of {self.cores} core(s)",
+        ]
+        if grid.n_cells > self.fits:
+            out.append(
+                "runs by partition are not built yet: `urbanfusion run` holds all "
+                f"{grid.n_cells:,} cells at once, where memory holds {self.fits:,}, and refuses "
+                "it; raise "
+                "grid.cell_size_m, set signalling.window_days, or split the extent"
+            )
+        return out
+
+
+def plan_run(
+    config: RunConfig,
+    workers: int = 1,
+    worker_bytes: int | None = None,
+    max_cells: int | None = None,
+    cores: int | None = None,
+) -> RunPlan:
+    """Plan ``config`` for ``workers`` workers of ``worker_bytes`` (this machine's by default).
+
+    Partitions are as large as a worker's memory allows, but at least one per worker, and at
+    most ``max_cells`` cells when given.
+
+    Raises:
+        ConfigError: a worker cannot hold even the libraries and one chunk of imagery.
+        InputNotFoundError: a path or glob of the config matches nothing.
+    """
+    p = layout(config)
+    days = expected_days(config, len(p.signalling_files))
+    memory = available_bytes() if worker_bytes is None else worker_bytes
+    fits = cells_that_fit(memory, days)
+    if fits < 1:
+        raise ConfigError(
+            f"a worker with {memory / _GB:.2f} GB cannot hold a run's libraries and one chunk of "
+            f"imagery (about {BASE_BYTES / _GB:.2f} GB); give workers more memory"
+        )
+    align = max(1, CHUNK_TARGET_PX // p.grid.chip_px)  # cells along a chunk of imagery
+    per_worker = -(-p.grid.n_cells // workers)
+    limit = min(fits, per_worker, max_cells or fits)
+    partitions = partition_grid(p.grid.nrows, p.grid.ncols, limit, align)
+    largest = max(part.n_cells for part in partitions)
+    rows = sum(estimate_rows(f) for f in p.signalling_files)
+    return RunPlan(
+        p,
+        days,
+        partitions,
+        memory,
+        fits,
+        estimate_bytes(largest, days),
+        rows,
+        workers,
+        cores or os.cpu_count() or 1,
+    )
