@@ -150,9 +150,14 @@ class SignallingConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    """Where the outputs of a run go."""
+    """Where the outputs of a run go, and the per-cell table's format.
+
+    ``cells_format``: ``gpkg`` (``cells.gpkg``, styled for QGIS) or ``parquet``
+    (``cells.parquet``, GeoParquet: a region's millions of polygons open far faster).
+    """
 
     dir: str = Field(min_length=1)
+    cells_format: Literal["gpkg", "parquet"] = "gpkg"
 
 
 class HistoryConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -105,3 +106,27 @@ def test_nothing_imports_the_api_by_its_folder_s_name():
     for path in ROOT.glob("*/**/*.py"):
         if ".venv" not in path.parts:
             assert folder_name not in path.read_text(encoding="utf-8"), path
+
+
+def test_cells_as_geoparquet_hold_the_geopackage_s_table(first, small_city, tmp_path):
+    import geopandas as gpd
+
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"output.cells_format": "parquet"})
+    result = uf.run(cfg)
+    assert "cells.parquet" in result.outputs and "cells.gpkg" not in result.outputs
+    assert not (result.output_dir / "cells.gpkg").exists()
+    ours = gpd.read_parquet(result.outputs["cells.parquet"])
+    theirs = gpd.read_file(first.outputs["cells.gpkg"], layer="cells")
+    assert ours.crs == theirs.crs and list(ours.columns) == list(theirs.columns)
+    assert ours.geometry.geom_equals(theirs.geometry).all()
+    np.testing.assert_array_equal(ours["class_id"], theirs["class_id"])
+    np.testing.assert_allclose(ours["margin"], theirs["margin"])
+    ds = uf.open_result(result)
+    grid = result.grid
+    assert "domain_score" in ds and dict(ds.sizes) == {"y": grid.nrows, "x": grid.ncols, "class": 9}
+    asset = json.loads(result.outputs["item.json"].read_text())["assets"]["cells.parquet"]
+    assert asset["type"] == "application/vnd.apache.parquet"
+    # Back to the GeoPackage: the folder's names follow the latest run, no link left dangling.
+    back = write_config(tmp_path / "c.yaml", small_city)
+    again = uf.run(back)
+    assert "cells.gpkg" in again.outputs and not (again.output_dir / "cells.parquet").is_symlink()

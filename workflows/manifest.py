@@ -31,10 +31,13 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
     """Digests of everything a run's outputs depend on, and of all of them (``run``).
 
     The config without the settings that do not change the outputs (dask, history, where they
-    go), each input file's identity (:func:`~urbanfusion.pipeline.fingerprint.file_identity`),
-    the model file's, and the code's. Two runs with the same ``run`` digest make the same outputs.
+    go; the cells' format does), each input file's identity
+    (:func:`~urbanfusion.pipeline.fingerprint.file_identity`), the model file's, and the code's.
+    Two runs with the same ``run`` digest make the same outputs.
     """
-    config = p.config.model_dump(mode="json", exclude={"dask", "history", "output"})
+    config = p.config.model_dump(
+        mode="json", exclude={"dask": True, "history": True, "output": {"dir"}}
+    )
     parts = {
         "config": digest(config),
         **run_fingerprint_inputs(p),

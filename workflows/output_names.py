@@ -10,6 +10,7 @@ CLASS_MAP = "class_map.tif"
 PROBABILITIES = "probabilities.tif"
 PROBABILITIES_STYLE = "probabilities.qml"  # QGIS's style beside PROBABILITIES, same stem
 CELLS = "cells.gpkg"
+CELLS_PARQUET = "cells.parquet"  # instead of CELLS, with output.cells_format: parquet
 ACTIVITY = "activity.parquet"
 REJECTS = "rejects.parquet"
 QUICKLOOK = "quicklook.png"
@@ -18,12 +19,14 @@ CHANGES = "changes.gpkg"
 ITEM = "item.json"
 MANIFEST = "manifest.json"
 
-# Every output of a run, in the order they are listed to users.
+# Every output a run may write, in the order they are listed to users (a run writes the cells
+# in one of two formats).
 OUTPUT_FILES = (
     CLASS_MAP,
     PROBABILITIES,
     PROBABILITIES_STYLE,
     CELLS,
+    CELLS_PARQUET,
     ACTIVITY,
     REJECTS,
     QUICKLOOK,

@@ -221,8 +221,20 @@ class OutputFolder:
             link, target = self.path / f.name, f"{LATEST}/{f.name}"
             if not (link.is_symlink() and os.readlink(link) == target):
                 _replace_link(link, target, f".{f.name}{_NEW_LINK}{run_id}")
+        for name in OUTPUT_FILES:  # an output this run does not write (cells in another format)
+            if not (final / name).exists() and (self.path / name).is_symlink():
+                (self.path / name).unlink()
         self._trim(final, keep)
         return final
+
+    def outputs(self) -> dict[str, Path]:
+        """The published run's outputs by name, as readers open them (``OUT/<name>``)."""
+        latest = self.latest()
+        return {
+            name: self.path / name
+            for name in OUTPUT_FILES
+            if latest is not None and (latest / name).exists()
+        }
 
     def next_run_id(self) -> str:
         """An id for a new run that sorts after every kept run's (:func:`new_run_id`)."""

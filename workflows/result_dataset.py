@@ -11,13 +11,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyogrio
 import rioxarray
 import xarray as xr
 
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.pipeline.errors import InputNotFoundError
-from urbanfusion.workflows.output_names import CELLS, CLASS_MAP, MANIFEST, PROBABILITIES
+from urbanfusion.workflows.output_names import (
+    CELLS,
+    CELLS_PARQUET,
+    CLASS_MAP,
+    MANIFEST,
+    PROBABILITIES,
+)
 from urbanfusion.workflows.publish import OutputFolder
 
 # Per-cell fields of ``cells.gpkg`` that become (y, x) variables, with their fill for no cell.
@@ -77,8 +84,9 @@ def open_result(path: Path) -> xr.Dataset:
         prob = _open_band(folder / PROBABILITIES).rename(band="class")
         ds["probability"] = prob.assign_coords({"class": classes}).astype(np.float32)
         ds["probability"].attrs = {"long_name": "class probability (calibrated)"}
-    if (folder / CELLS).is_file():
-        ds = ds.assign(_cell_fields(folder / CELLS, class_map.shape))
+    for cells in (folder / CELLS, folder / CELLS_PARQUET):
+        if cells.is_file():
+            ds = ds.assign(_cell_fields(cells, class_map.shape))
     run = manifest.get("run") or {}
     model = manifest.get("model") or {}
     ds.attrs = {
@@ -103,10 +111,12 @@ def _open_band(path: Path) -> xr.DataArray:
 
 
 def _cell_fields(path: Path, shape: tuple[int, ...]) -> dict[str, xr.DataArray]:
-    """``cells.gpkg``'s per-cell fields placed on the grid by each cell's row and column."""
-    table = pyogrio.read_dataframe(
-        path, layer="cells", columns=["row", "col", *_CELL_FIELDS], read_geometry=False
-    )
+    """The cells table's per-cell fields placed on the grid by each cell's row and column."""
+    columns = ["row", "col", *_CELL_FIELDS]
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path, columns=columns)
+    else:
+        table = pyogrio.read_dataframe(path, layer="cells", columns=columns, read_geometry=False)
     rows, cols = table["row"].to_numpy(), table["col"].to_numpy()
     fields = {}
     for name, fill in _CELL_FIELDS.items():

@@ -24,7 +24,7 @@ from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
-from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST, OUTPUT_FILES
+from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
@@ -194,8 +194,7 @@ def _up_to_date(
         f"up to date: inputs, settings, model and code are those of run {published.name} "
         "(use --force to recompute)",
     )
-    outputs = {name: out.path / name for name in OUTPUT_FILES}
-    return RunResult(out.path, outputs, manifest, p.grid, class_id, changes, True)
+    return RunResult(out.path, out.outputs(), manifest, p.grid, class_id, changes, True)
 
 
 def _locked_run(

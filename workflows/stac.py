@@ -25,6 +25,7 @@ from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.workflows.output_names import (
     ACTIVITY,
     CELLS,
+    CELLS_PARQUET,
     CHANGES,
     CLASS_MAP,
     ITEM,
@@ -43,6 +44,7 @@ ASSETS: dict[str, tuple[str, list[str], str]] = {
     PROBABILITIES: (COG, ["data"], "Probability of each class per cell"),
     PROBABILITIES_STYLE: ("application/xml", ["style"], "QGIS style of probabilities.tif"),
     CELLS: ("application/geopackage+sqlite3", ["data"], "Cells with class, inputs, scores"),
+    CELLS_PARQUET: ("application/vnd.apache.parquet", ["data"], "Cells (GeoParquet)"),
     CHANGES: ("application/geopackage+sqlite3", ["data"], "Cells changed since last run"),
     ACTIVITY: ("application/vnd.apache.parquet", ["data"], "Hourly activity per cell"),
     REJECTS: ("application/vnd.apache.parquet", ["metadata"], "Rejected signalling rows"),

@@ -40,12 +40,12 @@ from urbanfusion.workflows.manifest import (
 from urbanfusion.workflows.output_names import (
     ACTIVITY,
     CELLS,
+    CELLS_PARQUET,
     CHANGES,
     CLASS_MAP,
     ITEM,
     MANIFEST,
     MAP,
-    OUTPUT_FILES,
     PROBABILITIES,
     QUICKLOOK,
     REJECTS,
@@ -178,8 +178,11 @@ def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> g
 
 
 def write_cells(path: Path, cells: gpd.GeoDataFrame) -> None:
-    """``cells.gpkg``, layer ``cells``."""
-    cells.to_file(path, layer="cells", driver="GPKG", engine="pyogrio")
+    """``cells.gpkg`` (layer ``cells``), or ``cells.parquet`` as GeoParquet."""
+    if path.suffix == ".parquet":
+        cells.to_parquet(path, index=False)
+    else:
+        cells.to_file(path, layer="cells", driver="GPKG", engine="pyogrio")
 
 
 def write_json(path: Path, payload: dict[str, object]) -> None:
@@ -208,8 +211,11 @@ def _write_outputs(
         staging / PROBABILITIES, grid, predicted.prob, predicted.predicted, contract
     )
     write_probabilities_style(staging / PROBABILITIES, contract)
-    write_cells(staging / CELLS, cells_table(grid, predicted, contract))
-    write_cells_style(staging / CELLS, contract, class_id)
+    if p.config.output.cells_format == "parquet":
+        write_cells(staging / CELLS_PARQUET, cells_table(grid, predicted, contract))
+    else:
+        write_cells(staging / CELLS, cells_table(grid, predicted, contract))
+        write_cells_style(staging / CELLS, contract, class_id)  # QGIS keeps styles in a GeoPackage
     write_rejects(staging / REJECTS, ingested.rejects)
     write_activity(staging / ACTIVITY, ingested.activity)
     write_quicklook(staging / QUICKLOOK, grid, class_id, predicted.preview, contract, p.config.name)
@@ -291,4 +297,4 @@ def write(
         manifest = finish_manifest(manifest, outputs, timer.timings)
         write_json(staging / MANIFEST, manifest)
         out.publish(staging, run_id, p.config.history.keep)
-    return {name: out.path / name for name in OUTPUT_FILES}, manifest, changes
+    return out.outputs(), manifest, changes
