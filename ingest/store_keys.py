@@ -12,8 +12,11 @@ chunk of chips) and ``predictions`` (every cell's model outputs).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
+
+import numpy as np
 
 from urbanfusion.pipeline.config import ImageryConfig, SignallingConfig
 from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
@@ -92,9 +95,12 @@ def all_chips_key(chunk_keys: list[str]) -> str:
     return digest(chunk_keys)
 
 
-def inputs_key(chips: str, activity: str) -> str:
-    """What the model reads: the chips' and the activity's keys."""
-    return digest([chips, activity])
+def inputs_key(chips: str, activity: str, inside: np.ndarray | None = None) -> str:
+    """What the model reads: the chips' and the activity's keys, and the cells of an area."""
+    parts = [chips, activity]
+    if inside is not None:  # an extent given as an area: only its cells are predicted
+        parts.append(hashlib.sha256(np.packbits(inside).tobytes()).hexdigest())
+    return digest(parts)
 
 
 def predictions_key(inputs_key: str, model: Path) -> str:

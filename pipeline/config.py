@@ -192,11 +192,30 @@ class DaskConfig(_Strict):
         return value
 
 
+class ExtentArea(_Strict):
+    """An extent given as an area: the feature of a vector file (GeoPackage, GeoJSON...).
+
+    The feature whose ``field`` is ``value`` in ``layer`` (the file's only or first layer when
+    not given); a city's administrative boundary, say. Cells whose centre lies outside it get no
+    prediction and are not computed.
+    """
+
+    path: str = Field(min_length=1)
+    layer: str | None = None
+    field: str = Field("name", min_length=1)
+    value: str | int
+
+    def describe(self) -> str:
+        """Which feature, in words."""
+        layer = f" layer {self.layer}" if self.layer else ""
+        return f"{self.path}{layer} where {self.field} = {self.value!r}"
+
+
 class RunConfig(_Strict):
     """One run: an extent, a grid, the inputs, the model and where outputs go."""
 
     name: str = Field(min_length=1)
-    extent: tuple[float, float, float, float]
+    extent: tuple[float, float, float, float] | ExtentArea
     crs: str | None = None
     grid: GridConfig = GridConfig()
     imagery: ImageryConfig
@@ -210,8 +229,10 @@ class RunConfig(_Strict):
     @field_validator("extent")
     @classmethod
     def _valid_extent(
-        cls, extent: tuple[float, float, float, float]
-    ) -> tuple[float, float, float, float]:
+        cls, extent: tuple[float, float, float, float] | ExtentArea
+    ) -> tuple[float, float, float, float] | ExtentArea:
+        if isinstance(extent, ExtentArea):
+            return extent
         min_lon, min_lat, max_lon, max_lat = extent
         if -180 <= max_lon < min_lon <= 180 and -90 <= min_lat < max_lat <= 90:
             raise ValueError(

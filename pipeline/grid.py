@@ -316,6 +316,12 @@ class CityGrid:
         idx[inside] = row[inside].astype(np.int64) * self.ncols + col[inside].astype(np.int64)
         return idx
 
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """The centre of every cell (x, y), row-major, in the grid's CRS."""
+        rows, cols = self.rowcol()
+        x0, _, _, y1 = self.bounds
+        return x0 + (cols + 0.5) * self.cell_size, y1 - (rows + 0.5) * self.cell_size
+
     def cell_polygons(self) -> np.ndarray:
         """Shapely polygons of every cell, row-major."""
         rows, cols = self.rowcol()

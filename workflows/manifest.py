@@ -25,6 +25,7 @@ from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
 # Why a cell has no prediction (the only reason there is: the model needs one input).
 NO_INPUT_REASON = "no imagery and no signalling"
+OUTSIDE_AREA_REASON = "outside the extent's area"  # an extent given as a feature
 
 
 def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
@@ -60,7 +61,7 @@ def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.date
     since = started.timestamp() * 1e9
     files = [
         str(f)
-        for f in (*p.tiles, *p.signalling_files)
+        for f in (*p.tiles, *p.signalling_files, *([p.area_file] if p.area_file else []))
         if f.exists() and f.stat().st_ctime_ns >= since
     ]
     named = f" ({', '.join(files[:3])})" if files else ""
@@ -77,6 +78,7 @@ def run_fingerprint_inputs(p: Plan) -> dict[str, str]:
         "tiles": digest([file_identity(f) for f in p.tiles]),
         "signalling": digest([file_identity(f) for f in p.signalling_files]),
         "platform_grid": digest(file_identity(Path(grid.path)) if grid else None),
+        "area": digest(file_identity(p.area_file) if p.area_file else None),
     }
 
 
@@ -118,6 +120,11 @@ def build_manifest(
         "config": config.model_dump(mode="json"),
         "config_dir": str(config.base_dir),
         "grid": p.grid.describe(),
+        # The extent's box in WGS84 (an area's bounding box): what "the same city" compares.
+        "extent_wgs84": list(p.bbox),
+        "area": None
+        if p.area_file is None or p.inside is None
+        else {"file": str(p.area_file), "cells_inside": int(p.inside.sum())},
         "dask": {"scheduler": scheduler},
         "inputs": {
             "tiles": [file_entry(f) for f in p.tiles],
@@ -145,7 +152,7 @@ def build_manifest(
         "cells": {
             "total": int(p.grid.n_cells),
             "predicted": int(done.sum()),
-            "no_prediction": {NO_INPUT_REASON: int((~done).sum())},
+            "no_prediction": no_prediction(done, p.inside),
             "with_imagery": int(predicted.has_image.sum()),
             "with_signalling": int(predicted.has_activity.sum()),
             "per_class": {c: int(n) for c, n in zip(contract.classes, counts, strict=True)},
@@ -167,6 +174,13 @@ def build_manifest(
         # Reads depend on these (the block cache above all): set on purpose, recorded.
         "gdal_settings": gdal_settings(),
     }
+
+
+def no_prediction(done: np.ndarray, inside: np.ndarray | None) -> dict[str, int]:
+    """Cells without a prediction, by reason (outside an extent's area, or no input)."""
+    if inside is None:
+        return {NO_INPUT_REASON: int((~done).sum())}
+    return {NO_INPUT_REASON: int((~done & inside).sum()), OUTSIDE_AREA_REASON: int((~inside).sum())}
 
 
 def output_entries(staging: Path) -> dict[str, dict[str, object]]:

@@ -27,7 +27,15 @@ from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
-from urbanfusion.workflows.stages import Plan, ingest, open_model, plan, predict, prepare
+from urbanfusion.workflows.stages import (
+    Plan,
+    ingest,
+    layout,
+    open_model,
+    plan,
+    predict,
+    prepare,
+)
 from urbanfusion.workflows.write import write
 
 # Below this share of cells in the model's domain, a run says its map is not to be trusted.
@@ -99,7 +107,7 @@ def run(
             published = out.latest()
             if published is not None and not new_city:
                 manifest = _manifest(published)
-                _same_city(config, manifest, out.path)
+                _same_city(config, p.bbox, manifest, out.path)
                 if not force and not changed_since(manifest, fingerprint):
                     tampered = out.changed_outputs(published)
                     if not tampered:
@@ -121,13 +129,18 @@ def holds_another_city(config: RunConfig) -> bool:
     if published is None:
         return False
     try:
-        _same_city(config, _manifest(published), folder.path)
+        _same_city(config, layout(config).bbox, _manifest(published), folder.path)
     except ConfigError:
         return True
     return False
 
 
-def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> None:
+def _same_city(
+    config: RunConfig,
+    bbox: tuple[float, float, float, float],
+    manifest: dict[str, object],
+    out: Path,
+) -> None:
     """Refuse to publish a city into a folder that holds another city's maps.
 
     Another name, or an extent that does not overlap the published one's: the change map
@@ -135,19 +148,17 @@ def _same_city(config: RunConfig, manifest: dict[str, object], out: Path) -> Non
     """
     before = manifest.get("config")
     before = before if isinstance(before, dict) else {}
-    name, extent = before.get("name"), before.get("extent")
-    apart = extent is not None and not (
-        extent[0] < config.extent[2]
-        and config.extent[0] < extent[2]
-        and extent[1] < config.extent[3]
-        and config.extent[1] < extent[3]
+    # The box in WGS84: recorded since extents may be areas; a box config's own before that.
+    name, extent = before.get("name"), manifest.get("extent_wgs84") or before.get("extent")
+    apart = isinstance(extent, list) and not (
+        extent[0] < bbox[2] and bbox[0] < extent[2] and extent[1] < bbox[3] and bbox[1] < extent[3]
     )
     if name == config.name and not apart:
         return
     raise ConfigError(
         f"output.dir {out} holds the maps of city '{name}' (extent {extent}), not of "
-        f"'{config.name}' (extent {list(config.extent)}): give each city its own output.dir, "
-        "or run once with --new-city to start this folder's history over for this city"
+        f"'{config.name}' (extent {list(bbox)}): give each city its own output.dir, or run "
+        "once with --new-city to start this folder's history over for this city"
     )
 
 
@@ -175,7 +186,7 @@ def what_would_run(config: RunConfig) -> str:
     if published is None:
         return "would run: no published run yet"
     manifest = _manifest(published)
-    _same_city(config, manifest, folder.path)
+    _same_city(config, p.bbox, manifest, folder.path)
     changed = changed_since(manifest, run_fingerprint(p, predictor))
     changed += [f"{name} (written over)" for name in folder.changed_outputs(published)]
     if not changed:

@@ -12,6 +12,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import dask.array as da
 import numpy as np
@@ -19,12 +20,13 @@ import pandas as pd
 import xarray as xr
 from dask.base import compute
 
+from urbanfusion.ingest.area import cells_inside, read_area
 from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.ingest.store_keys import inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
-from urbanfusion.pipeline.config import RunConfig, expand_paths, glob_matches
+from urbanfusion.pipeline.config import ExtentArea, RunConfig, expand_paths, glob_matches
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.store import ResultStore
@@ -45,6 +47,17 @@ class Plan:
     grid: CityGrid
     tiles: list[Path]
     signalling_files: list[Path]
+    # An extent given as an area: its file, its bounding box (WGS84) and which cells it holds.
+    area_file: Path | None = None
+    area_box: tuple[float, float, float, float] | None = None
+    inside: np.ndarray | None = None  # (cell,) bool; None: every cell of the box
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """The extent's box in WGS84 degrees (an area's bounding box)."""
+        extent = self.config.extent
+        box = extent if isinstance(extent, tuple) else self.area_box
+        return cast(tuple[float, float, float, float], box)
 
 
 @dataclass
@@ -111,9 +124,13 @@ def layout(config: RunConfig) -> Plan:
         ConfigError: the grid cannot be built for the extent, or an input lies in output.dir.
         InputNotFoundError: a path or glob of the config matches nothing.
     """
-    grid = CityGrid.from_extent(
-        config.extent, config.grid.cell_size_m, config.grid.chip_px, config.crs
-    )
+    area_file, area = None, None
+    extent = config.extent
+    if isinstance(extent, ExtentArea):
+        area_file = config.resolve(extent.path)
+        area = read_area(area_file, extent)
+        extent = area.bbox
+    grid = CityGrid.from_extent(extent, config.grid.cell_size_m, config.grid.chip_px, config.crs)
     tiles = expand_paths(config, config.imagery.paths, "imagery.paths")
     signalling = expand_paths(config, config.signalling.paths, "signalling.paths")
     out = config.output_dir
@@ -127,7 +144,15 @@ def layout(config: RunConfig) -> Plan:
                 f"{key} reaches inside output.dir {out} (e.g. {example}): a run would read its "
                 "own outputs; move output.dir out of the input folders or narrow the pattern"
             )
-    return Plan(config, grid, tiles, signalling)
+    inside = None if area is None else cells_inside(area, grid)
+    if inside is not None and not inside.any():
+        raise ConfigError(
+            f"extent {config.extent.describe() if isinstance(config.extent, ExtentArea) else ''}: "
+            f"no cell of {config.grid.cell_size_m:g} m has its centre inside the feature; "
+            "lower grid.cell_size_m or check the feature"
+        )
+    box = None if area is None else area.bbox
+    return Plan(config, grid, tiles, signalling, area_file, box, inside)
 
 
 def plan(config: RunConfig) -> Plan:
@@ -234,16 +259,53 @@ def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Pr
     ds = ingested.activity
     weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
     features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
+    if p.inside is not None:  # an area: its other cells have no input the model is given
+        has_activity = has_activity * p.inside
+    outside = _outside_chunks(chips, p)
     if store is None:
-        return Prepared(chips, features, has_activity)
-    chips, chips_key = stored_chips(p.grid, p.config.imagery, chips, ingested.sources, store)
-    return Prepared(chips, features, has_activity, inputs_key(chips_key, ingested.activity_key))
+        return Prepared(_without(chips, outside), features, has_activity)
+    chips, chips_key = stored_chips(
+        p.grid, p.config.imagery, chips, ingested.sources, store, outside
+    )
+    key = inputs_key(chips_key, ingested.activity_key, p.inside)
+    return Prepared(chips, features, has_activity, key)
+
+
+def _outside_chunks(chips: da.Array, p: Plan) -> frozenset[tuple[int, int]]:
+    """The chunks of chips that hold no cell of an extent's area (none without an area)."""
+    if p.inside is None:
+        return frozenset()
+    inside = p.inside.reshape(p.grid.nrows, p.grid.ncols)
+    rows, cols = (np.cumsum((0, *c)) for c in chips.chunks[:2])
+    return frozenset(
+        (i, j)
+        for i in range(len(rows) - 1)
+        for j in range(len(cols) - 1)
+        if not inside[rows[i] : rows[i + 1], cols[j] : cols[j + 1]].any()
+    )
+
+
+def _without(chips: da.Array, outside: frozenset[tuple[int, int]]) -> da.Array:
+    """``chips`` with the chunks in ``outside`` NaN: not computed."""
+    if not outside:
+        return chips
+    grid_rows = []
+    for i in range(len(chips.chunks[0])):
+        blocks = []
+        for j in range(len(chips.chunks[1])):
+            block = chips.blocks[i, j]
+            if (i, j) in outside:
+                block = da.full(block.shape, np.nan, dtype=chips.dtype, chunks=block.shape)
+            blocks.append(block)
+        grid_rows.append(da.concatenate(blocks, axis=1))
+    return da.concatenate(grid_rows, axis=0)
 
 
 def _predict_block(
     chips: np.ndarray,
     activity: np.ndarray,
     has_activity: np.ndarray,
+    inside: np.ndarray,
     model: str,
     providers: tuple[str, ...] | None,
     threads: int = 0,
@@ -254,8 +316,8 @@ def _predict_block(
     chips = chips.reshape(n, *chips.shape[2:])
     activity, has_activity = activity.reshape(n, -1), has_activity.reshape(n)
     # Cells with no pixel and no signalling get no class: the model need not see them (most of
-    # a region with imagery over the city only).
-    seen = (has_activity > 0.5) | ~np.isnan(chips).all(axis=(1, 2, 3))
+    # a region with imagery over the city only); nor do cells outside an extent's area.
+    seen = ((has_activity > 0.5) | ~np.isnan(chips).all(axis=(1, 2, 3))) & inside.reshape(n)
     # Per cell: the probabilities, has_image (0/1), then the in-domain score.
     out = np.full((n, len(predictor.contract.classes) + 2), np.nan, np.float32)
     out[:, -2] = 0.0
@@ -320,6 +382,8 @@ def _predicted_values(
     has_activity = da.from_array(
         prepared.has_activity.reshape(grid.nrows, grid.ncols), chunks=(rows, cols)
     )
+    cells = np.ones(grid.n_cells, dtype=bool) if p.inside is None else p.inside
+    inside = da.from_array(cells.reshape(grid.nrows, grid.ncols), chunks=(rows, cols))
     out = da.blockwise(
         _predict_block,
         "rck",
@@ -328,6 +392,8 @@ def _predicted_values(
         activity,
         "rcdh",
         has_activity,
+        "rc",
+        inside,
         "rc",
         new_axes={"k": n_classes + 2},
         concatenate=True,

@@ -84,11 +84,13 @@ def stored_chips(
     chips: da.Array,
     sources: ChunkSources,
     store: ResultStore,
+    outside: frozenset[tuple[int, int]] = frozenset(),
 ) -> tuple[da.Array, str]:
     """Chips whose chunks come from the store when their tiles are unchanged, else are kept.
 
     ``sources``: per chunk, the tiles it is made of (:attr:`Imagery.chunk_sources`). Returns
-    the chips and a fingerprint of all their chunks.
+    the chips and a fingerprint of all their chunks. Chunks in ``outside`` (no cell of an
+    extent's area) are NaN: neither computed nor stored.
     """
     chunk_px = grid.chunks(imagery_stage.CHUNK_TARGET_PX).size
     as_dicts = {rc: [s.to_dict() for s in layers] for rc, layers in sources.items()}
@@ -99,11 +101,14 @@ def stored_chips(
         row = []
         for c, width in enumerate(chips.chunks[1]):
             path = store.path("chips", keys[(r, c)], "npy")
+            shape = (height, width, *chips.shape[2:])
+            if (r, c) in outside:
+                row.append(da.full(shape, np.nan, dtype=chips.dtype, chunks=shape))
+                continue
             if store.use("chips", keys[(r, c)], "npy"):
                 block = delayed(ResultStore.load_array)(path)
             else:
                 block = delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
-            shape = (height, width, *chips.shape[2:])
             row.append(da.from_delayed(block, shape, dtype=chips.dtype))
         rows.append(da.concatenate(row, axis=1))
     order = [(r, c) for r in range(len(chips.chunks[0])) for c in range(len(chips.chunks[1]))]

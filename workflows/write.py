@@ -32,6 +32,7 @@ from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
 from urbanfusion.workflows.manifest import (
     NO_INPUT_REASON,
+    OUTSIDE_AREA_REASON,
     build_manifest,
     finish_manifest,
     inputs_changed_during,
@@ -155,8 +156,16 @@ def write_probabilities(
     )
 
 
-def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> gpd.GeoDataFrame:
-    """The per-cell table of ``cells.gpkg`` (every cell of the grid, predicted or not)."""
+def cells_table(
+    grid: CityGrid,
+    result: Predicted,
+    contract: ModelContract,
+    inside: np.ndarray | None = None,
+) -> gpd.GeoDataFrame:
+    """The per-cell table of ``cells.gpkg`` (every cell of the grid, predicted or not).
+
+    ``inside``: the cells of an extent's area (None: every cell); the others say so.
+    """
     cells = grid.cells()
     prob, class_id, predicted = result.prob, result.class_id, result.predicted
     names = np.array([*contract.classes, ""], dtype=object)
@@ -173,7 +182,10 @@ def cells_table(grid: CityGrid, result: Predicted, contract: ModelContract) -> g
     cells["in_domain"] = predicted & ~result.out_of_domain
     cells["has_imagery"] = result.has_image.astype(bool)
     cells["has_signalling"] = result.has_activity.astype(bool)
-    cells["no_data_reason"] = np.where(predicted, "", NO_INPUT_REASON).astype(str)
+    reason = np.where(predicted, "", NO_INPUT_REASON).astype(object)
+    if inside is not None:
+        reason[~inside] = OUTSIDE_AREA_REASON
+    cells["no_data_reason"] = reason.astype(str)
     return cells[[c for c in cells.columns if c != "geometry"] + ["geometry"]]
 
 
@@ -212,9 +224,9 @@ def _write_outputs(
     )
     write_probabilities_style(staging / PROBABILITIES, contract)
     if p.config.output.cells_format == "parquet":
-        write_cells(staging / CELLS_PARQUET, cells_table(grid, predicted, contract))
+        write_cells(staging / CELLS_PARQUET, cells_table(grid, predicted, contract, p.inside))
     else:
-        write_cells(staging / CELLS, cells_table(grid, predicted, contract))
+        write_cells(staging / CELLS, cells_table(grid, predicted, contract, p.inside))
         write_cells_style(staging / CELLS, contract, class_id)  # QGIS keeps styles in a GeoPackage
     write_rejects(staging / REJECTS, ingested.rejects)
     write_activity(staging / ACTIVITY, ingested.activity)
