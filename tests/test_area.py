@@ -120,3 +120,39 @@ def test_chunks_without_a_cell_of_the_area_are_not_computed(
     assert 0 < chips["computed"] < box.manifest["store"]["chips"]["computed"]
     stored = {p.name for p in (half.output_dir / "store" / "chips").glob("*.npy")}
     assert len(stored) == chips["computed"] + chips["reused"]
+
+
+def test_a_batch_of_extents_runs_one_city_per_feature(runs, small_city, tmp_path):
+    from typer.testing import CliRunner
+
+    from urbanfusion.workflows.cli import app
+
+    box = tuple(yaml.safe_load(small_city.config.read_text())["extent"])
+    x0, y0, x1, y1 = box
+    cities = tmp_path / "cities.geojson"
+    gpd.GeoDataFrame(
+        {"city": ["West Side", "East Side"]},
+        geometry=[
+            Polygon([(x0, y0), ((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1), (x0, y1)]),
+            Polygon([((x0 + x1) / 2, y0), (x1, y0), (x1, y1), ((x0 + x1) / 2, y1)]),
+        ],
+        crs="EPSG:4326",
+    ).to_file(cities)
+    template = write_config(tmp_path / "template.yaml", small_city)
+    report = tmp_path / "batch.json"
+    result = CliRunner().invoke(
+        app,
+        ["batch", "--extents", str(cities), "--template", str(template), "--field", "city",
+         "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report.read_text())["results"]
+    assert [r["city"] for r in rows] == ["West-Side", "East-Side"]  # as the configs are named
+    assert all(r["status"] == "ok" for r in rows)
+    west = uf.open_result(tmp_path / "out" / "West-Side")
+    east = uf.open_result(tmp_path / "out" / "East-Side")
+    assert west.attrs["city"] == "West Side" and east.rio.crs == west.rio.crs
+    assert (tmp_path / "cities-cities" / "West-Side.yaml").is_file()
+    # A name that is not one: one line.
+    bad = CliRunner().invoke(app, ["batch", "--extents", str(cities), "--template", str(template)])
+    assert bad.exit_code == 2 and "no field 'name'" in bad.output

@@ -56,8 +56,9 @@ class RunPlan:
     @property
     def seconds(self) -> float:
         """Expected wall time on ``workers`` workers of ``cores`` cores."""
-        grid = self.layout.grid
-        work = grid.n_cells * CELL_CORE_SECONDS + self.rows / ROWS_PER_CORE_SECOND
+        inside = self.layout.inside
+        cells = self.layout.grid.n_cells if inside is None else int(inside.sum())
+        work = cells * CELL_CORE_SECONDS + self.rows / ROWS_PER_CORE_SECOND
         busy = min(self.workers, len(self.partitions))  # a partition is one worker's
         return START_SECONDS + work / (busy * self.cores)
 
@@ -67,8 +68,10 @@ class RunPlan:
         largest = max(p.n_cells for p in self.partitions)
         n = len(self.partitions)
         files = len(self.layout.signalling_files)
+        inside = self.layout.inside
+        area = "" if inside is None else f", {int(inside.sum()):,} inside its area"
         out = [
-            f"{config.name}: {grid.n_cells:,} cells ({grid.nrows:,} x {grid.ncols:,} of "
+            f"{config.name}: {grid.n_cells:,} cells{area} ({grid.nrows:,} x {grid.ncols:,} of "
             f"{grid.cell_size:g} m in {grid.crs.to_string()}), {len(self.layout.tiles)} tile(s), "
             f"{files} signalling file(s), {self.days} day(s)",
             f"partitions: {n} of up to {largest:,} cells",

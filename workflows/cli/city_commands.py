@@ -92,8 +92,27 @@ def plan_command(
 @one_line_errors
 def batch_command(
     sources: Annotated[
-        list[Path], typer.Argument(help="City configs, or folders of them (*.yaml).")
-    ],
+        list[Path] | None,
+        typer.Argument(help="City configs, or folders of them (*.yaml)."),
+    ] = None,
+    extents: Annotated[
+        Path | None,
+        typer.Option(
+            help="A vector file of city areas (GeoPackage, GeoJSON): one city per feature, "
+            "configured by --template (its configs are written to --configs)."
+        ),
+    ] = None,
+    template: Annotated[
+        Path | None, typer.Option(help="The config each feature of --extents fills in.")
+    ] = None,
+    field: Annotated[str, typer.Option(help="The field of --extents naming each city.")] = "name",
+    layer: Annotated[str | None, typer.Option(help="The layer of --extents.")] = None,
+    configs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --extents' configs go (default: FILE's name + -cities/ beside it)."
+        ),
+    ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Cities run at once (processes).")] = 1,
     no_wait: Annotated[bool, NO_WAIT] = False,
     force: Annotated[bool, FORCE] = False,
@@ -114,7 +133,18 @@ def batch_command(
     )
 
     start = time.perf_counter()
-    configs = city_configs(sources)
+    if (extents is None) != (template is None):
+        raise UrbanFusionError("--extents and --template go together: give both, or neither")
+    if extents is not None and template is not None:
+        from urbanfusion.workflows.extents import write_extent_configs
+
+        folder = configs or extents.with_name(f"{extents.stem}-cities")
+        found = write_extent_configs(extents, template, folder, field, layer)
+        out.print(f"{len(found)} city config(s) from {extents} in {folder}", highlight=False)
+        sources = [*(sources or []), *found]
+    if not sources:
+        raise UrbanFusionError("give city configs or folders, or --extents FILE --template CONFIG")
+    configs_found = city_configs(sources)
 
     def done(r: CityResult) -> None:
         line = f"{r.status:<6} {r.city}  ({r.seconds:.1f} s)"
@@ -129,15 +159,15 @@ def batch_command(
 
     try:
         results = run_batch(
-            configs, jobs, wait=not no_wait, force=force, dry_run=dry_run, on_done=record
+            configs_found, jobs, wait=not no_wait, force=force, dry_run=dry_run, on_done=record
         )
     except KeyboardInterrupt as e:
         # The cities that ended are in the report; the others are marked interrupted.
-        results = interrupted_results(configs, finished)
+        results = interrupted_results(configs_found, finished)
         write_report(report, results, time.perf_counter() - start)
         ended = sum(r.status != "interrupted" for r in results)
         err.print(
-            f"{how(e)} after {ended} of {len(configs)} cities; report {report} lists them "
+            f"{how(e)} after {ended} of {len(configs_found)} cities; report {report} lists them "
             "(the others: interrupted, their published outputs untouched)",
             highlight=False,
             soft_wrap=True,
