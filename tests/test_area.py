@@ -100,7 +100,7 @@ def test_a_bad_area_is_one_line(runs, small_city, tmp_path, extent, says):
 
 def test_the_api_plan_of_an_area_reads_no_pixels_and_knows_its_cells(runs):
     *_, cfg, _ = runs
-    planned = uf.plan(cfg)
+    planned = uf.plan(cfg).layout
     assert planned.inside is not None
     assert planned.inside.sum() == uf.run(cfg).manifest["area"]["cells_inside"]
     assert json.loads(json.dumps(list(planned.bbox)))  # a plain box in degrees

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from urbanfusion.ingest.imagery import CHUNK_TARGET_PX
 from urbanfusion.ingest.row_estimate import estimate_rows
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition, partition_grid
 from urbanfusion.workflows.memory import (
     BASE_BYTES,
@@ -52,6 +54,21 @@ class RunPlan:
     rows: int  # signalling rows, estimated
     workers: int
     cores: int  # per worker
+
+    @property
+    def grid(self) -> CityGrid:
+        """The run's grid."""
+        return self.layout.grid
+
+    @property
+    def tiles(self) -> list[Path]:
+        """The tiles the run would read."""
+        return self.layout.tiles
+
+    @property
+    def signalling_files(self) -> list[Path]:
+        """The signalling files the run would read."""
+        return self.layout.signalling_files
 
     @property
     def seconds(self) -> float:

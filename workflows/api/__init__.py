@@ -23,16 +23,15 @@ from urbanfusion.pipeline.config import RunConfig, load_config
 from urbanfusion.pipeline.errors import UrbanFusionError
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.workflows import run as _run
-from urbanfusion.workflows import stages as _stages
+from urbanfusion.workflows.planning import RunPlan, plan_run
 from urbanfusion.workflows.result_dataset import open_result as _open_result
 from urbanfusion.workflows.run import RunResult
-from urbanfusion.workflows.stages import Plan
 
 __version__ = version("urbanfusion")
 
 __all__ = [
-    "Plan",
     "RunConfig",
+    "RunPlan",
     "RunResult",
     "UrbanFusionError",
     "__version__",
@@ -47,15 +46,25 @@ def _config(config: RunConfig | str | Path) -> RunConfig:
     return config if isinstance(config, RunConfig) else load_config(config)
 
 
-def plan(config: RunConfig | str | Path) -> Plan:
-    """The grid and input files a run of ``config`` (a config or its YAML path) would use.
+def plan(
+    config: RunConfig | str | Path,
+    *,
+    workers: int = 1,
+    worker_memory_gb: float | None = None,
+    partition_cells: int | None = None,
+) -> RunPlan:
+    """What a run of ``config`` (a config or its YAML path) will take, as ``urbanfusion plan``.
 
-    Reads no pixels and no rows: it checks that the inputs exist and that the run fits in memory.
+    Reads no pixels and no rows. ``plan.grid``, ``plan.tiles`` and ``plan.signalling_files``
+    are what the run would use; ``plan.partitions`` cut the grid for ``workers`` workers of
+    ``worker_memory_gb`` (this machine's free memory by default); ``plan.seconds`` is the
+    expected time and ``plan.lines()`` the command's report.
 
     Raises:
         UrbanFusionError: the config or its inputs are not usable (the message says how to fix it).
     """
-    return _stages.plan(_config(config))
+    memory = None if worker_memory_gb is None else round(worker_memory_gb * 2**30)
+    return plan_run(_config(config), workers, memory, partition_cells)
 
 
 def run(

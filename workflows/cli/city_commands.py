@@ -83,7 +83,7 @@ def plan_command(
     from urbanfusion.workflows.planning import plan_run
 
     memory = None if worker_memory is None else round(worker_memory * 2**30)
-    planned = plan_run(load_config(config), workers, memory, partition_cells)
+    planned = plan_run(load_config(config), workers, memory, partition_cells)  # as uf.plan
     for line in planned.lines():
         out.print(line, highlight=False, soft_wrap=True)
 
