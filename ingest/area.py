@@ -22,6 +22,8 @@ from urbanfusion.pipeline.config import ExtentArea
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
 from urbanfusion.pipeline.grid import CityGrid
 
+_POLYGONS = ("Polygon", "MultiPolygon")
+
 
 class Area(NamedTuple):
     """The feature's geometry in WGS84 and its bounding box (min lon, min lat, max lon, max lat)."""
@@ -48,9 +50,7 @@ def read_area(path: Path, area: ExtentArea) -> Area:
         raise InputFormatError(
             f"{where}: cannot read it ({first}); give a GeoPackage or GeoJSON and its layer"
         ) from None
-    except ValueError as err:  # pyogrio: a requested column that the layer does not have
-        raise InputFormatError(f"{where}: {err}; set extent.field to one of its fields") from None
-    if area.field not in table.columns:
+    if area.field not in table.columns:  # pyogrio leaves out a column the layer lacks
         names = [c for c in table.columns if c != "geometry"]
         raise InputFormatError(f"{where}: no field {area.field!r} (fields: {names})")
     found = table[table[area.field].astype(str) == str(area.value)]
@@ -63,15 +63,7 @@ def read_area(path: Path, area: ExtentArea) -> Area:
     if table.crs is None:
         raise InputFormatError(f"{where}: the layer has no CRS; save it with one (e.g. EPSG:4326)")
     geometry = found.to_crs("EPSG:4326").geometry.iloc[0]
-    if (
-        geometry is None
-        or geometry.is_empty
-        or geometry.geom_type
-        not in (
-            "Polygon",
-            "MultiPolygon",
-        )
-    ):
+    if geometry is None or geometry.is_empty or geometry.geom_type not in _POLYGONS:
         kind = "no geometry" if geometry is None else geometry.geom_type
         raise InputFormatError(f"{where}: the feature is {kind}, not a polygon")
     min_lon, min_lat, max_lon, max_lat = (float(v) for v in geometry.bounds)

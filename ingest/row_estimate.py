@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from urbanfusion.pipeline.errors import InputFormatError
+
 _SAMPLE = 2**20
 # A compressed file's sample, as decoded: its reader fetches the stored bytes 64 KiB at a time,
 # so the stored bytes a sample came from are known to within one fetch (a few % at 4 MiB).
@@ -24,8 +26,20 @@ def estimate_rows(path: Path) -> int:
     """Rows of a signalling file: exact for Parquet, else estimated from a sample of its start.
 
     Raises:
-        OSError: the file cannot be read.
+        InputFormatError: the file cannot be read as what its name says (a damaged Parquet
+            footer, a ``.gz`` that is not gzip...).
     """
+    try:
+        return _estimate(path)
+    except (OSError, pa.ArrowException) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputFormatError(
+            f"{path}: cannot read it ({first}); is it a CSV, a compressed CSV named for its "
+            "compression (.gz, .bz2, .zst), or Parquet?"
+        ) from None
+
+
+def _estimate(path: Path) -> int:
     if path.suffix.lower() == ".parquet":
         return int(pq.ParquetFile(path).metadata.num_rows)
     size = path.stat().st_size

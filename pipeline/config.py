@@ -226,6 +226,30 @@ class RunConfig(_Strict):
     dask: DaskConfig = DaskConfig()
     base_dir: Path = Field(Path("."), exclude=True)
 
+    @field_validator("extent", mode="before")
+    @classmethod
+    def _box_or_area(cls, value: object) -> object:
+        """Say which of the two forms is wrong, not both (pydantic reports every union arm)."""
+        if isinstance(value, dict):
+            try:
+                return ExtentArea.model_validate(value, strict=True)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(k) for k in first["loc"])
+                raise ValueError(
+                    f"an area extent needs path and value (and optionally layer, field); "
+                    f"{where}: {first['msg']}"
+                ) from None
+        items = list(value) if isinstance(value, list | tuple) else []
+        if len(items) == 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in items
+        ):
+            return tuple(float(v) for v in items)
+        raise ValueError(
+            "extent must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, or an "
+            f"area {{path: FILE, field: name, value: NAME}}; got {value!r}"
+        )
+
     @field_validator("extent")
     @classmethod
     def _valid_extent(

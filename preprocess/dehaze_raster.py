@@ -159,7 +159,7 @@ def _dehaze_open(
         )
     preview = read_preview(src, tuple(bands), pixel_size_m)
     if src.height <= CHUNK and src.width <= CHUNK:
-        # One chunk: read it once and dehaze it in numpy; no dask, no second read.
+        # One chunk: read it whole once (beside the preview) and dehaze it in numpy; no dask.
         data = src.read(bands).astype(np.float64)  # as the chunked path: the same bytes out
         np.copyto(data, np.nan, where=src.dataset_mask()[None] == 0)
         lo, hi = _range_of(src, data, bands[0])

@@ -70,3 +70,12 @@ def test_rows_are_estimated_from_a_file_s_size_within_a_few_percent(tmp_path, ki
         path = tmp_path / "rows.parquet"
         pq.write_table(pa.csv.read_csv(csv), path)
     assert estimate_rows(path) == pytest.approx(60_000, rel=0.05)
+
+
+def test_a_signalling_file_that_is_not_what_its_name_says_is_one_line(small_city, tmp_path):
+    bad = tmp_path / "day.csv.gz"
+    bad.write_text("time,lon,lat,count\n")  # plain text named .gz
+    cfg = write_config(tmp_path / "c.yaml", small_city, **{"signalling.paths": [str(bad)]})
+    result = CliRunner().invoke(app, ["plan", str(cfg)])
+    assert result.exit_code == 2 and f"{bad}: cannot read it" in result.output
+    assert len(result.output.strip().splitlines()) == 1

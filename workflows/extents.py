@@ -41,17 +41,17 @@ def write_extent_configs(
     config = load_config(template)  # the template must be a valid config itself
     try:
         table = pyogrio.read_dataframe(extents, layer=layer, columns=[field], read_geometry=False)
-    except (DataSourceError, DataLayerError, ValueError) as err:
+    except (DataSourceError, DataLayerError) as err:
         first = str(err).splitlines()[0]
         raise InputFormatError(
             f"--extents {extents}: cannot read field {field!r} ({first}); use --field and --layer"
         ) from None
-    if field not in table.columns:
+    if field not in table.columns:  # pyogrio leaves out a column the layer lacks
         raise InputFormatError(f"--extents {extents}: no field {field!r}; use --field")
-    names = [None if v is None else str(v) for v in table[field]]
-    if any(n is None or not n.strip() for n in names):
+    if table[field].isna().any() or (table[field].astype(str).str.strip() == "").any():
         raise InputFormatError(f"--extents {extents}: a feature has no {field}; name every city")
-    slugs = [_slug(str(n)) for n in names]
+    names = [str(v) for v in table[field]]
+    slugs = [_slug(n) for n in names]
     twice = sorted({s for s in slugs if slugs.count(s) > 1})
     if twice:
         raise InputFormatError(
