@@ -13,6 +13,7 @@ chunk of chips) and ``predictions`` (every cell's model outputs).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -91,13 +92,21 @@ def chips_keys(
 
 
 def all_chips_key(chunk_keys: list[str]) -> str:
-    """All the chips: their chunks' keys in row-major order."""
+    """Chips of several chunks: their keys in row-major order."""
     return digest(chunk_keys)
 
 
-def inputs_key(chips: str, activity: str, inside: np.ndarray | None = None) -> str:
-    """What the model reads: the chips' and the activity's keys, and the cells of an area."""
-    parts = [chips, activity]
+def inputs_key(
+    chips: str,
+    activity: str,
+    inside: np.ndarray | None = None,
+    part: Sequence[int] | None = None,
+) -> str:
+    """What the model reads: the chips' and the activity's keys, and which cells.
+
+    The cells of an extent's area, and of a partition (its first row and column, and size).
+    """
+    parts: list[object] = [chips, activity, list(part) if part else None]
     if inside is not None:  # an extent given as an area: only its cells are predicted
         parts.append(hashlib.sha256(np.packbits(inside).tobytes()).hexdigest())
     return digest(parts)

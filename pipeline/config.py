@@ -36,10 +36,15 @@ class _Strict(BaseModel):
 
 
 class GridConfig(_Strict):
-    """Cell size in metres and pixels per cell side."""
+    """Cell size in metres, pixels per cell side, and at most how many cells a partition holds.
+
+    ``partition_cells`` (default: as many as memory holds) cuts a run into partitions of at most
+    so many cells, each prepared and predicted on its own; the maps are the same either way.
+    """
 
     cell_size_m: float = Field(250.0, gt=0)
     chip_px: int = Field(32, ge=4, le=512)
+    partition_cells: int | None = Field(None, ge=1)
 
 
 def _rgb() -> list[int | str]:

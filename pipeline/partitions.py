@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 
 class Partition(NamedTuple):
     """A rectangle of cells: its first row and column in the grid, and its size."""
@@ -22,6 +24,24 @@ class Partition(NamedTuple):
     def n_cells(self) -> int:
         """Cells in the partition."""
         return self.nrows * self.ncols
+
+    @property
+    def rows(self) -> slice:
+        """The partition's rows of the grid."""
+        return slice(self.row, self.row + self.nrows)
+
+    @property
+    def cols(self) -> slice:
+        """The partition's columns of the grid."""
+        return slice(self.col, self.col + self.ncols)
+
+    def cells(self, grid_ncols: int) -> np.ndarray:
+        """Row-major indexes, in a grid ``grid_ncols`` wide, of the partition's cells (int64).
+
+        In the partition's own row-major order: per-cell arrays of a partition go to these.
+        """
+        rows = np.arange(self.row, self.row + self.nrows, dtype=np.int64)
+        return (rows[:, None] * grid_ncols + np.arange(self.col, self.col + self.ncols)).ravel()
 
 
 def partition_grid(nrows: int, ncols: int, max_cells: int, align: int = 1) -> list[Partition]:

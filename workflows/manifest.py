@@ -20,6 +20,7 @@ from urbanfusion.pipeline.fingerprint import (
     file_identity,
     file_sha256,
 )
+from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.workflows.output_names import REJECTS
 from urbanfusion.workflows.stages import Ingested, Plan, Predicted
 
@@ -32,12 +33,18 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
     """Digests of everything a run's outputs depend on, and of all of them (``run``).
 
     The config without the settings that do not change the outputs (dask, history, where they
-    go; the cells' format does), each input file's identity
+    go, the partitions' size; the cells' format does), each input file's identity
     (:func:`~urbanfusion.pipeline.fingerprint.file_identity`), the model file's, and the code's.
     Two runs with the same ``run`` digest make the same outputs.
     """
     config = p.config.model_dump(
-        mode="json", exclude={"dask": True, "history": True, "output": {"dir"}}
+        mode="json",
+        exclude={
+            "dask": True,
+            "history": True,
+            "output": {"dir"},
+            "grid": {"partition_cells"},
+        },
     )
     parts = {
         "config": digest(config),
@@ -90,6 +97,7 @@ def build_manifest(
     *,
     started: dt.datetime,
     scheduler: str,
+    partitions: list[Partition],
     run: dict[str, str | None],
     fingerprint: dict[str, str],
     store: dict[str, object],
@@ -104,6 +112,7 @@ def build_manifest(
         predictor: the model session that predicted (its provider is the one really used).
         started: when the run began (UTC).
         scheduler: the dask scheduler, as :func:`~.scheduler.dask_scheduler` describes it.
+        partitions: the rectangles of cells the run prepared and predicted one at a time.
         run: this run's id and the previous run's (None: none).
         fingerprint: the inputs' fingerprint a later run compares with (nothing changed?).
         store: per kind of stored result, how many this run computed and how many it reused.
@@ -126,6 +135,12 @@ def build_manifest(
         if p.area_file is None or p.inside is None
         else {"file": str(p.area_file), "cells_inside": int(p.inside.sum())},
         "dask": {"scheduler": scheduler},
+        # Each partition's first row and column of cells, and its size: [row, col, rows, cols].
+        "partitions": {
+            "count": len(partitions),
+            "largest_cells": max(part.n_cells for part in partitions),
+            "cells": [list(part) for part in partitions],
+        },
         "inputs": {
             "tiles": [file_entry(f) for f in p.tiles],
             "signalling": [file_entry(f) for f in p.signalling_files],

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from urbanfusion.ingest.imagery import CHUNK_TARGET_PX
+from urbanfusion.ingest import imagery
 from urbanfusion.ingest.row_estimate import estimate_rows
 from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
@@ -134,7 +134,7 @@ def plan_run(
             f"a worker with {memory / _GB:.2f} GB cannot hold a run's libraries and one chunk of "
             f"imagery (about {BASE_BYTES / _GB:.2f} GB); give workers more memory"
         )
-    align = max(1, CHUNK_TARGET_PX // p.grid.chip_px)  # cells along a chunk of imagery
+    align = max(1, imagery.CHUNK_TARGET_PX // p.grid.chip_px)  # cells along a chunk of imagery
     per_worker = -(-p.grid.n_cells // workers)
     limit = min(fits, per_worker, max_cells or fits)
     partitions = partition_grid(p.grid.nrows, p.grid.ncols, limit, align)

@@ -25,16 +25,16 @@ from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
+from urbanfusion.workflows.planning import RunPlan, plan_run
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import (
     Plan,
+    grid_chips,
     ingest,
     layout,
     open_model,
-    plan,
-    predict,
-    prepare,
+    predict_partitions,
 )
 from urbanfusion.workflows.write import write
 
@@ -98,9 +98,9 @@ def run(
     started = dt.datetime.now(dt.UTC)
     out = OutputFolder(config.output_dir)
     with dask_scheduler(config.dask) as scheduler:
-        with timer.stage("plan", "grid, inputs and model"):
-            p = plan(config)
-            predictor = open_model(config)
+        with timer.stage("plan", "grid, inputs, partitions and model"):
+            planned = plan_run(config, max_cells=config.grid.partition_cells)
+            p, predictor = planned.layout, open_model(config)
         # Said even when quiet (a nightly batch): a run that waits must say for whom.
         with out.locked(wait, timer.warn):
             fingerprint = run_fingerprint(p, predictor)
@@ -118,7 +118,7 @@ def run(
                     )
             store = ResultStore(out.path / STORE, reuse=not force)
             return _locked_run(
-                p, predictor, out, store, scheduler, timer, started, fingerprint, new_city
+                planned, predictor, out, store, scheduler, timer, started, fingerprint, new_city
             )
 
 
@@ -180,7 +180,7 @@ def what_would_run(config: RunConfig) -> str:
     Raises:
         UrbanFusionError: the config, its inputs or the model are not usable (as a run would).
     """
-    p, predictor = plan(config), open_model(config)
+    p, predictor = plan_run(config).layout, open_model(config)
     folder = OutputFolder(config.output_dir)
     published = folder.latest()
     if published is None:
@@ -209,7 +209,7 @@ def _up_to_date(
 
 
 def _locked_run(
-    p: Plan,
+    planned: RunPlan,
     predictor: Predictor,
     out: OutputFolder,
     store: ResultStore,
@@ -219,6 +219,7 @@ def _locked_run(
     fingerprint: dict[str, str],
     new_city: bool = False,
 ) -> RunResult:
+    p = planned.layout
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
         ingested = ingest(p, store)
     for line in ingested.signalling.warnings():
@@ -232,10 +233,14 @@ def _locked_run(
     if failed:
         used = sum(t.status == "used" for t in ingested.tiles)
         timer.warn(f"{len(failed)} tile(s) failed, {used} used; --strict makes that an error")
-    with timer.stage("prepare", f"{p.grid.n_cells} cells"):
-        prepared = prepare(p, ingested, store)
-    with timer.stage("predict", f"{p.grid.n_cells} cells on {predictor.provider}"):
-        predicted = predict(p, prepared, predictor.path, store=store)
+    with timer.stage("prepare", f"chips of {p.grid.n_cells} cells"):
+        chips = grid_chips(p, ingested, store)
+    parts = planned.partitions
+    with timer.stage(
+        "predict",
+        f"{p.grid.n_cells} cells in {len(parts)} partition(s) on {predictor.provider}",
+    ):
+        predicted = predict_partitions(p, ingested, chips, parts, predictor.path, store)
     share = predicted.in_domain_share()
     if share is not None and share < IN_DOMAIN_WARN_SHARE:
         timer.warn(
@@ -252,6 +257,7 @@ def _locked_run(
         out,
         started=started,
         scheduler=scheduler,
+        partitions=parts,
         timer=timer,
         fingerprint=fingerprint,
         store=store,

@@ -23,12 +23,13 @@ from dask.base import compute
 from urbanfusion.ingest.area import cells_inside, read_area
 from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
-from urbanfusion.ingest.store_keys import inputs_key, predictions_key
+from urbanfusion.ingest.store_keys import all_chips_key, inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
 from urbanfusion.pipeline.config import ExtentArea, RunConfig, expand_paths, glob_matches
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import activity_inputs
 from urbanfusion.preprocess.chips import thumbnail_px
@@ -249,26 +250,82 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
     return Ingested(imagery, tiles, activity, rejects, report, key, sources)
 
 
-def prepare(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> Prepared:
-    """Cut chips per cell and compute the activity features.
+@dataclass(frozen=True)
+class GridChips:
+    """The chips of the whole grid, made lazily chunk by chunk (or read from the store)."""
+
+    data: da.Array  # (row, col, band, chip, chip) float32 in [0, 1], NaN nodata
+    keys: dict[tuple[int, int], str] = field(default_factory=dict)  # per chunk (with a store)
+
+    def key_of(self, part: Partition) -> str:
+        """The fingerprint of the chips of ``part``: its chunks' keys (with a store)."""
+        rows, cols = (np.cumsum((0, *c)) for c in self.data.chunks[:2])
+        touched = [
+            self.keys[(i, j)]
+            for i in range(len(rows) - 1)
+            if rows[i] < part.row + part.nrows and rows[i + 1] > part.row
+            for j in range(len(cols) - 1)
+            if cols[j] < part.col + part.ncols and cols[j + 1] > part.col
+        ]
+        return all_chips_key(touched)
+
+
+def grid_chips(p: Plan, ingested: Ingested, store: ResultStore | None = None) -> GridChips:
+    """Chips of every cell, lazily: built once for a run, so no partition clips the dehazing.
+
+    Each partition's chunks keep their neighbours' pixels for the dehazing halo.
 
     With a ``store``, each chunk of chips is reused when the tiles it is made of (and the
-    settings) are unchanged, and computed and kept otherwise.
+    settings) are unchanged, and computed and kept otherwise. Chunks with no cell of an
+    extent's area are NaN: neither computed nor stored.
     """
     chips = chips_dask(ingested.imagery.data, p.grid.chip_px)
-    ds = ingested.activity
-    weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
-    features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
-    if p.inside is not None:  # an area: its other cells have no input the model is given
-        has_activity = has_activity * p.inside
     outside = _outside_chunks(chips, p)
     if store is None:
-        return Prepared(_without(chips, outside), features, has_activity)
-    chips, chips_key = stored_chips(
-        p.grid, p.config.imagery, chips, ingested.sources, store, outside
+        return GridChips(_without(chips, outside))
+    data, keys = stored_chips(p.grid, p.config.imagery, chips, ingested.sources, store, outside)
+    return GridChips(data, keys)
+
+
+def whole(grid: CityGrid) -> Partition:
+    """The partition that is the whole grid."""
+    return Partition(0, 0, grid.nrows, grid.ncols)
+
+
+def prepare(
+    p: Plan,
+    ingested: Ingested,
+    store: ResultStore | None = None,
+    part: Partition | None = None,
+    chips: GridChips | None = None,
+) -> Prepared:
+    """Cut chips per cell and compute the activity features, of ``part``'s cells (default: all).
+
+    ``chips``: the run's :func:`grid_chips` (made here when not given).
+    """
+    part = part or whole(p.grid)
+    chips = chips or grid_chips(p, ingested, store)
+    cells = _cells(p.grid, part)
+    ds = ingested.activity
+    weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
+    features, has_activity = activity_inputs(
+        ds["activity"].values[cells], ds["observed"].values[cells], weekdays
     )
-    key = inputs_key(chips_key, ingested.activity_key, p.inside)
-    return Prepared(chips, features, has_activity, key)
+    inside = None if p.inside is None else p.inside[cells]
+    if inside is not None:  # an area: its other cells have no input the model is given
+        has_activity = has_activity * inside
+    data = chips.data[part.rows, part.cols]
+    if not chips.keys:
+        return Prepared(data, features, has_activity)
+    key = inputs_key(chips.key_of(part), ingested.activity_key, inside, part)
+    return Prepared(data, features, has_activity, key)
+
+
+def _cells(grid: CityGrid, part: Partition) -> slice | np.ndarray:
+    """``part``'s cells in per-cell arrays: a slice (no copy) when it spans whole rows."""
+    if part.ncols == grid.ncols:
+        return slice(part.row * grid.ncols, (part.row + part.nrows) * grid.ncols)
+    return part.cells(grid.ncols)
 
 
 def _outside_chunks(chips: da.Array, p: Plan) -> frozenset[tuple[int, int]]:
@@ -333,16 +390,19 @@ def predict(
     model: Path,
     providers: tuple[str, ...] | None = None,
     store: ResultStore | None = None,
+    part: Partition | None = None,
 ) -> Predicted:
-    """Run the model over every cell, chunk by chunk (one session per worker process).
+    """Run the model over every cell of ``part`` (default: all), chunk by chunk.
 
-    A cell with neither imagery nor signalling gets no class (``NO_CLASS``). With a ``store``,
-    the predictions are reused when the chips, the activity and the model are unchanged.
+    One session per worker process. A cell with neither imagery nor signalling gets no class
+    (``NO_CLASS``). With a ``store``, the predictions are reused when the chips, the activity
+    and the model are unchanged. The preview has the whole grid's pixels per cell.
     """
     grid = p.grid
+    part = part or whole(grid)
     thumbs = thumbnails_dask(prepared.chips, thumbnail_px(grid.nrows, grid.ncols, grid.chip_px))
     if store is None:
-        out, preview = _predicted_values(p, prepared, model, providers, thumbs)
+        out, preview = _predicted_values(p, prepared, model, providers, thumbs, part)
     else:
         key = predictions_key(prepared.inputs_key, model)
         path = store.path("predictions", key, "npy")
@@ -350,7 +410,7 @@ def predict(
             # The chips are in the store too: the preview reads them, it computes nothing.
             out, preview = store.load_array(path), thumbs.compute()
         else:
-            out, preview = _predicted_values(p, prepared, model, providers, thumbs)
+            out, preview = _predicted_values(p, prepared, model, providers, thumbs, part)
             store.save_array(path, out)
     n_classes = out.shape[1] - 2
     prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
@@ -359,31 +419,76 @@ def predict(
     return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity, out[:, -1], preview)
 
 
+def predict_partitions(
+    p: Plan,
+    ingested: Ingested,
+    chips: GridChips,
+    partitions: list[Partition],
+    model: Path,
+    store: ResultStore | None = None,
+) -> Predicted:
+    """:func:`prepare` and :func:`predict` one partition at a time, then :func:`combine` them.
+
+    Memory holds one partition's features and model inputs at a time. Partitions aligned to
+    the chunks of ``chips`` predict each chunk as one block, as a single partition does, so
+    the predictions are the same whatever the partitions.
+    """
+    pieces = []
+    for part in partitions:
+        prepared = prepare(p, ingested, store, part, chips)
+        pieces.append((part, predict(p, prepared, model, store=store, part=part)))
+    return combine(p.grid, pieces)
+
+
+def combine(grid: CityGrid, pieces: list[tuple[Partition, Predicted]]) -> Predicted:
+    """The predictions of the whole grid from those of partitions that cover it."""
+    first = pieces[0][1]
+    n, px = grid.n_cells, thumbnail_px(grid.nrows, grid.ncols, grid.chip_px)
+    whole_grid = Predicted(
+        np.empty((n, first.prob.shape[1]), np.float32),
+        np.empty(n, np.uint8),
+        np.empty(n, bool),
+        np.empty(n, bool),
+        np.empty(n, first.domain.dtype),
+        np.zeros((grid.nrows * px, grid.ncols * px, 4), np.uint8),
+    )
+    for part, piece in pieces:
+        cells = _cells(grid, part)
+        for name in ("prob", "class_id", "has_image", "has_activity", "domain"):
+            getattr(whole_grid, name)[cells] = getattr(piece, name)
+        rows = slice(part.row * px, (part.row + part.nrows) * px)
+        whole_grid.preview[rows, part.col * px : (part.col + part.ncols) * px] = piece.preview
+    return whole_grid
+
+
 def _predicted_values(
     p: Plan,
     prepared: Prepared,
     model: Path,
     providers: tuple[str, ...] | None,
     thumbs: da.Array,
+    part: Partition,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(cell, class + 2)`` float32 (probabilities, has_image 0/1, domain score) and the preview.
 
     Both in one compute, so every chunk of chips is made once for the two.
     """
-    grid = p.grid
     n_classes = len(load_predictor(str(model), providers).contract.classes)
     chips = prepared.chips
     rows, cols = chips.chunks[:2]
     days, hours = prepared.activity.shape[1:]
     activity = da.from_array(
-        prepared.activity.reshape(grid.nrows, grid.ncols, days, hours),
+        prepared.activity.reshape(part.nrows, part.ncols, days, hours),
         chunks=(rows, cols, days, hours),
     )
     has_activity = da.from_array(
-        prepared.has_activity.reshape(grid.nrows, grid.ncols), chunks=(rows, cols)
+        prepared.has_activity.reshape(part.nrows, part.ncols), chunks=(rows, cols)
     )
-    cells = np.ones(grid.n_cells, dtype=bool) if p.inside is None else p.inside
-    inside = da.from_array(cells.reshape(grid.nrows, grid.ncols), chunks=(rows, cols))
+    if p.inside is None:
+        cells = np.ones(part.n_cells, dtype=bool)
+    else:
+        cells = p.inside.reshape(p.grid.nrows, p.grid.ncols)[part.rows, part.cols]
+    inside = da.from_array(cells.reshape(part.nrows, part.ncols), chunks=(rows, cols))
     out = da.blockwise(
         _predict_block,
         "rck",
@@ -403,4 +508,4 @@ def _predicted_values(
         threads=model_threads(p.config.dask),
     )
     values, preview = compute(out, thumbs)
-    return values.reshape(grid.n_cells, n_classes + 2), preview
+    return values.reshape(part.n_cells, n_classes + 2), preview

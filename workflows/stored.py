@@ -24,7 +24,6 @@ from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
 from urbanfusion.ingest.signalling import SignallingReport, load_signalling
 from urbanfusion.ingest.store_keys import (
     activity_key,
-    all_chips_key,
     chips_keys,
     points_part_key,
 )
@@ -85,11 +84,11 @@ def stored_chips(
     sources: ChunkSources,
     store: ResultStore,
     outside: frozenset[tuple[int, int]] = frozenset(),
-) -> tuple[da.Array, str]:
+) -> tuple[da.Array, dict[tuple[int, int], str]]:
     """Chips whose chunks come from the store when their tiles are unchanged, else are kept.
 
     ``sources``: per chunk, the tiles it is made of (:attr:`Imagery.chunk_sources`). Returns
-    the chips and a fingerprint of all their chunks. Chunks in ``outside`` (no cell of an
+    the chips and each chunk's key. Chunks in ``outside`` (no cell of an
     extent's area) are NaN: neither computed nor stored.
     """
     chunk_px = grid.chunks(imagery_stage.CHUNK_TARGET_PX).size
@@ -111,5 +110,4 @@ def stored_chips(
                 block = delayed(ResultStore.save_array)(path, blocks[r, c, 0, 0, 0])
             row.append(da.from_delayed(block, shape, dtype=chips.dtype))
         rows.append(da.concatenate(row, axis=1))
-    order = [(r, c) for r in range(len(chips.chunks[0])) for c in range(len(chips.chunks[1]))]
-    return da.concatenate(rows, axis=0), all_chips_key([keys[rc] for rc in order])
+    return da.concatenate(rows, axis=0), keys

@@ -27,6 +27,7 @@ from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline import strict_json
 from urbanfusion.pipeline.errors import InputFormatError, write_failure
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
@@ -260,6 +261,7 @@ def write(
     *,
     started: dt.datetime,
     scheduler: str,
+    partitions: list[Partition],
     timer: StageTimer,
     fingerprint: dict[str, str],
     store: ResultStore | None = None,
@@ -292,6 +294,7 @@ def write(
                 predictor,
                 started=started,
                 scheduler=scheduler,
+                partitions=partitions,
                 run={"id": run_id, "previous": previous.name if previous else None},
                 fingerprint=fingerprint,
                 store=dict(store.summary()) if store is not None else {},
