@@ -8,7 +8,7 @@ same CRS and cell size (``signalling.format: activity``); cells outside it are c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +22,29 @@ SCHEMA = pa.schema(
 )
 
 
-def write_activity(path: Path, ds: xr.Dataset) -> None:
-    """Write the observed entries of an activity dataset, one row group per day."""
-    cells = ds["cell"].values
+def write_activity(path: Path, datasets: xr.Dataset | Iterable[xr.Dataset]) -> None:
+    """Write the observed entries of activity datasets, one row group per dataset and day.
+
+    Several datasets: the partitions of a grid, one in memory at a time from a generator.
+    """
+    parts = [datasets] if isinstance(datasets, xr.Dataset) else datasets
     with pq.ParquetWriter(path, SCHEMA, compression="zstd") as out:
-        for i, day in enumerate(pd.DatetimeIndex(ds["day"].values)):
-            observed = ds["observed"].values[:, i]
-            cell, hour = np.nonzero(observed)
-            out.write_table(
-                pa.table(
-                    {
-                        "cell_id": cells[cell],
-                        "day": pa.array([day.date()] * len(cell), pa.date32()),
-                        "hour": hour.astype(np.int8),
-                        "count": ds["activity"].values[:, i][cell, hour].astype(np.float32),
-                    },
-                    schema=SCHEMA,
+        for ds in parts:
+            cells = ds["cell"].values
+            for i, day in enumerate(pd.DatetimeIndex(ds["day"].values)):
+                observed = ds["observed"].values[:, i]
+                cell, hour = np.nonzero(observed)
+                out.write_table(
+                    pa.table(
+                        {
+                            "cell_id": cells[cell],
+                            "day": pa.array([day.date()] * len(cell), pa.date32()),
+                            "hour": hour.astype(np.int8),
+                            "count": ds["activity"].values[:, i][cell, hour].astype(np.float32),
+                        },
+                        schema=SCHEMA,
+                    )
                 )
-            )
 
 
 def stored_blocks(path: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:

@@ -15,6 +15,7 @@ import xarray as xr
 from pyproj import Transformer
 
 from urbanfusion.ingest.coords import to_wgs84
+from urbanfusion.ingest.hourly_spill import HourlySpill
 from urbanfusion.pipeline.grid import CityGrid
 
 _EPOCH = np.datetime64("1970-01-01", "D")
@@ -111,15 +112,22 @@ def _by_day(day: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
 
 
 class HourlyTotals:
-    """Sums of counts and whether any row was seen, per (cell, local day, hour)."""
+    """Sums of counts and whether any row was seen, per (cell, local day, hour).
+
+    In memory for the whole grid, or, with a ``spill``, written a partition at a time to disk
+    (:mod:`.hourly_spill`): then the sums are read back a partition at a time
+    (:meth:`HourlySpill.sums`), never for the whole grid.
+    """
 
     # Rows buffered per day before one bincount: a bincount costs the grid's size, so it is
     # worth paying once per few million rows, not once per block.
     FLUSH_ROWS = 2_000_000
 
-    def __init__(self, n_cells: int) -> None:
-        """Empty totals for ``n_cells`` cells."""
+    def __init__(self, n_cells: int, spill: HourlySpill | None = None) -> None:
+        """Empty totals for ``n_cells`` cells (written to ``spill`` when given)."""
         self.n_cells = n_cells
+        self.spill = spill
+        self._spilled_days: set[int] = set()
         self._sums: dict[int, np.ndarray] = {}
         self._observed: dict[int, np.ndarray] = {}  # bool per (cell, hour)
         self._pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -130,21 +138,31 @@ class HourlyTotals:
 
     @property
     def sums(self) -> dict[int, np.ndarray]:
-        """Sum of counts per day, flat ``cell * 24 + hour``."""
+        """Sum of counts per day, flat ``cell * 24 + hour`` (not with a spill)."""
         self._flush()
+        self._in_memory()
         return self._sums
 
     @property
     def observed(self) -> dict[int, np.ndarray]:
-        """Whether any row was seen per day, flat ``cell * 24 + hour``."""
+        """Whether any row was seen per day, flat ``cell * 24 + hour`` (not with a spill)."""
         self._flush()
+        self._in_memory()
         return self._observed
+
+    def _in_memory(self) -> None:
+        if self.spill is not None:
+            raise RuntimeError("spilled totals are read a partition at a time: HourlySpill.sums")
 
     def _flush(self) -> None:
         size = self.n_cells * 24
         for d, parts in self._pending.items():
             flat = np.concatenate([f for f, _ in parts])
             count = np.concatenate([c for _, c in parts])
+            if self.spill is not None:
+                self.spill.add_group(d, flat, count)
+                self._spilled_days.add(d)
+                continue
             sums, seen = self._day(d)
             sums += np.bincount(flat, weights=count, minlength=size)
             seen[flat] = True
@@ -171,36 +189,48 @@ class HourlyTotals:
     def add_dense(self, day: int, values: np.ndarray, observed: np.ndarray) -> None:
         """Add a whole day ``(cell, 24)`` at once (spread from another grid)."""
         self._flush()
+        if self.spill is not None:
+            flat = np.flatnonzero(observed.ravel() | (values.ravel() != 0))
+            self.spill.add_group(day, flat, values.ravel()[flat], observed.ravel()[flat])
+            self._spilled_days.add(day)
+            return
         sums, seen = self._day(day)
         sums += values.ravel()
         seen |= observed.ravel()
 
     def drop_before(self, first: int) -> tuple[int, float]:
         """Forget the days before ``first``; returns the rows and the count they had."""
-        self._flush()
-        old = [d for d in self._sums if d < first]
-        for d in old:
-            del self._sums[d], self._observed[d]
+        old = [d for d in self.days if d < first]
+        self._forget(old)
         rows = sum(self.rows_by_day.pop(d, 0) for d in old)
         return rows, sum(self.count_by_day.pop(d, 0.0) for d in old)
 
     def drop_after(self, last: int) -> tuple[int, float]:
         """Forget the days after ``last``; returns the rows and the count they had."""
-        self._flush()
-        late = [d for d in self._sums if d > last]
-        for d in late:
-            del self._sums[d], self._observed[d]
+        late = [d for d in self.days if d > last]
+        self._forget(late)
         rows = sum(self.rows_by_day.pop(d, 0) for d in late)
         return rows, sum(self.count_by_day.pop(d, 0.0) for d in late)
 
+    def _forget(self, days: list[int]) -> None:
+        for d in days:
+            if self.spill is not None:
+                self.spill.drop_day(d)
+                self._spilled_days.discard(d)
+            else:
+                del self._sums[d], self._observed[d]
+
     def observed_hours(self) -> dict[int, int]:
         """Per day with data, how many (place, hour) pairs it observed: where the data is."""
+        if self.spill is not None:
+            return self.spill.observed_hours(self.days)
         return {d: int(seen.sum()) for d, seen in sorted(self.observed.items())}
 
     @property
     def days(self) -> list[int]:
         """Days with data, sorted."""
-        return sorted(self.sums)
+        self._flush()
+        return sorted(self._spilled_days if self.spill is not None else self._sums)
 
     def dataset(
         self, cell_ids: np.ndarray, first: int | None = None, last: int | None = None

@@ -180,6 +180,9 @@ class DaskConfig(_Strict):
 
     scheduler: str = "threads"
     workers: int | None = Field(None, ge=1)
+    # The memory a worker (and the run's own process) may take: partitions are sized to fit it
+    # (default: what is free on this machine).
+    worker_memory_gb: float | None = Field(None, gt=0)
     # A cluster with no live worker this long (none joined, or all died) ends the run with an
     # error instead of holding the output's lock for ever.
     worker_timeout_s: float = Field(60.0, gt=0)

@@ -290,15 +290,19 @@ class CityGrid:
         )
 
     # ---- cells -----------------------------------------------------------------------------
-    def rowcol(self) -> tuple[np.ndarray, np.ndarray]:
-        """Local row and column of every cell, row-major (the order of all per-cell arrays)."""
-        rows, cols = np.divmod(np.arange(self.n_cells, dtype=np.int64), self.ncols)
-        return rows, cols
+    def rowcol(self, rows: range | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Local row and column of every cell (of ``rows`` only), row-major.
 
-    def cell_ids(self) -> np.ndarray:
-        """Stable int64 ids of every cell, row-major."""
-        rows, cols = self.rowcol()
-        return cell_ids_for(rows + self.row0, cols + self.col0)
+        Row-major is the order of all per-cell arrays.
+        """
+        first, last = (0, self.nrows) if rows is None else (rows.start, rows.stop)
+        flat = np.arange(first * self.ncols, last * self.ncols, dtype=np.int64)
+        return np.divmod(flat, self.ncols)
+
+    def cell_ids(self, rows: range | None = None) -> np.ndarray:
+        """Stable int64 ids of every cell (of ``rows`` only), row-major."""
+        r, c = self.rowcol(rows)
+        return cell_ids_for(r + self.row0, c + self.col0)
 
     def cell_index(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Row-major index of the cell containing each point, or -1 outside the grid.
@@ -322,22 +326,22 @@ class CityGrid:
         x0, _, _, y1 = self.bounds
         return x0 + (cols + 0.5) * self.cell_size, y1 - (rows + 0.5) * self.cell_size
 
-    def cell_polygons(self) -> np.ndarray:
-        """Shapely polygons of every cell, row-major."""
-        rows, cols = self.rowcol()
+    def cell_polygons(self, rows: range | None = None) -> np.ndarray:
+        """Shapely polygons of every cell (of ``rows`` only), row-major."""
+        rows_, cols = self.rowcol(rows)
         x0, _, _, y1 = self.bounds
         left = x0 + cols * self.cell_size
-        top = y1 - rows * self.cell_size
+        top = y1 - rows_ * self.cell_size
         return shapely.box(left, top - self.cell_size, left + self.cell_size, top)
 
-    def cells(self) -> gpd.GeoDataFrame:
-        """Every cell as a GeoDataFrame with ``cell_id``, ``row``, ``col`` and its polygon."""
-        rows, cols = self.rowcol()
+    def cells(self, rows: range | None = None) -> gpd.GeoDataFrame:
+        """Every cell (of ``rows`` only): ``cell_id``, ``row``, ``col`` and polygon, row-major."""
+        r, c = self.rowcol(rows)
         import geopandas as gpd  # only tables need it: the dehaze command does not
 
         return gpd.GeoDataFrame(
-            {"cell_id": self.cell_ids(), "row": rows, "col": cols},
-            geometry=self.cell_polygons(),
+            {"cell_id": self.cell_ids(rows), "row": r, "col": c},
+            geometry=self.cell_polygons(rows),
             crs=self.crs,
         )
 

@@ -41,5 +41,6 @@ def test_a_faulty_input_gets_the_answer_it_deserves(fault, small_city, baseline,
             assert any(fault.says in x for x in warnings), said
         else:
             assert warnings == [], said
+            assert fault.says in outcome.stdout, outcome.stdout
             if outcome.changed is not None:  # the same map as the clean city, or near it
                 assert outcome.changed <= 0.02 * outcome.cells, outcome.changed

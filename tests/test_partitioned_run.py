@@ -14,6 +14,7 @@ from tests.conftest import write_config
 from urbanfusion.workflows.output_names import (
     ACTIVITY,
     CELLS,
+    CELLS_PARQUET,
     CHANGES,
     CLASS_MAP,
     PROBABILITIES,
@@ -22,7 +23,7 @@ from urbanfusion.workflows.output_names import (
 )
 
 # Outputs whose bytes hold nothing of when or by which run they were written.
-SAME_BYTES = (CLASS_MAP, PROBABILITIES, ACTIVITY, REJECTS, QUICKLOOK)
+SAME_BYTES = (CLASS_MAP, PROBABILITIES, REJECTS, QUICKLOOK)
 
 
 def _sha(path: Path) -> str:
@@ -46,6 +47,10 @@ def _assert_same_outputs(a: uf.RunResult, b: uf.RunResult) -> None:
         pd.testing.assert_frame_equal(
             gpd.read_file(a.run_folder / name), gpd.read_file(b.run_folder / name)
         )
+    # The activity table: the same rows, in row groups per partition and day.
+    rows = [pd.read_parquet(r.run_folder / ACTIVITY) for r in (a, b)]
+    rows = [t.sort_values(["day", "cell_id", "hour"], ignore_index=True) for t in rows]
+    pd.testing.assert_frame_equal(*rows)
     assert (a.class_id == b.class_id).all()
 
 
@@ -69,6 +74,21 @@ def test_partitions_that_cut_through_chunks_make_the_same_maps(one_partition, sm
     parts = _run(small_city, tmp_path / "parts", **{"grid.partition_cells": side * side})
     assert parts.manifest["partitions"]["count"] == 4
     _assert_same_outputs(one_partition, parts)
+
+
+def test_cells_written_in_batches_are_the_table_written_at_once(
+    one_partition, small_city, tmp_path, monkeypatch
+):
+    from urbanfusion.workflows import write
+
+    monkeypatch.setattr(write, "CELLS_BATCH", 30)  # 2 rows of the 14-column city a batch
+    gpkg = _run(small_city, tmp_path / "gpkg")
+    parquet = _run(small_city, tmp_path / "parquet", **{"output.cells_format": "parquet"})
+    whole = gpd.read_file(one_partition.run_folder / CELLS, layer="cells")
+    pd.testing.assert_frame_equal(gpd.read_file(gpkg.run_folder / CELLS, layer="cells"), whole)
+    table = gpd.read_parquet(parquet.run_folder / CELLS_PARQUET)
+    pd.testing.assert_frame_equal(table, whole, check_dtype=False)
+    assert table.crs == whole.crs and tuple(table.total_bounds) == one_partition.grid.bounds
 
 
 def test_the_partitions_size_is_not_a_change_of_the_outputs(one_partition, small_city):

@@ -279,8 +279,8 @@ def test_an_input_overwritten_while_the_run_reads_it_publishes_nothing(
     )
     real_ingest = run_module.ingest
 
-    def ingest_then_redeliver(p, store):
-        ingested = real_ingest(p, store)
+    def ingest_then_redeliver(p, store, partitions):
+        ingested = real_ingest(p, store, partitions)
         with (days / "day_2026-03-03.csv").open("a") as f:  # a new delivery overwrites it
             f.write("2026-03-03 08:00:00,113.66,34.76,10\n")
         return ingested

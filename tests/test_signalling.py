@@ -621,8 +621,8 @@ def test_a_reader_that_loses_rows_stops_the_load(tmp_path, monkeypatch):
     path.write_text(MESSY)
     honest = READERS["activity"]
 
-    def forgetful(paths, grid, cfg, ledger):
-        read = honest(paths, grid, cfg, ledger)
+    def forgetful(paths, grid, cfg, ledger, totals):
+        read = honest(paths, grid, cfg, ledger, totals)
         ledger.read(rows=1)  # one more row read than accounted for
         return read
 

@@ -1,17 +1,19 @@
 """How much memory a run will need, known from its grid before any work starts.
 
-A run holds a few arrays per cell for the whole grid at once: the hourly sums of every day with
-signalling, the weekly activity features, the probabilities and the tables written out. So its
-peak grows with cells x days, while the imagery is read, dehazed and predicted chunk by chunk.
-The constants are fitted to measured peaks (``benchmarks/run_memory.py``: 1,680 to 434,560
-cells, 8 and 32 days; within 5 % from 6,720 cells up, 10 % under at 1,680 where the interpreter
-dominates), so a grid that cannot fit is refused in the plan stage, in a second, not after
-minutes of work.
+A run works a partition at a time (:mod:`urbanfusion.pipeline.partitions`): a partition's
+hourly sums of every day with signalling, its weekly activity features and model inputs are held
+while it is prepared and predicted, so that part of the peak grows with the partition's cells x
+days. What the run keeps of every cell of the grid (its probabilities and flags, and the tables
+written out) grows with the grid. The imagery is read, dehazed and predicted chunk by chunk.
+The constants are fitted to measured peaks (``benchmarks/run_memory.py`` and
+``benchmarks/region.py``), so a grid that cannot fit is refused in the plan stage, in a second,
+not after minutes of work, and otherwise cut into partitions that fit.
 """
 
 from __future__ import annotations
 
 import math
+import resource
 from pathlib import Path
 
 import psutil
@@ -22,20 +24,29 @@ from urbanfusion.pipeline.grid import CityGrid
 
 # Fitted on this project's 2-core reference machine (see the module docstring).
 BASE_BYTES = 520 * 2**20  # interpreter, libraries, model session, one chunk of imagery
-CELL_BYTES = 2_400  # features, probabilities, output tables and rasters, per cell
-CELL_DAY_BYTES = 380  # hourly sums, observed flags and the activity array, per cell and day
+GRID_CELL_BYTES = 1_000  # per cell of the grid: probabilities, flags, output tables and rasters
+CELL_BYTES = 1_400  # per cell of a partition: features and model inputs
+CELL_DAY_BYTES = 380  # per cell of a partition and day: hourly sums, observed flags, activity
 
 _GB = 2**30
 
 
-def estimate_bytes(n_cells: int, days: int) -> int:
-    """Peak memory of a run over ``n_cells`` cells with ``days`` days of signalling."""
-    return BASE_BYTES + n_cells * (CELL_BYTES + CELL_DAY_BYTES * days)
+def estimate_bytes(n_cells: int, days: int, partition_cells: int | None = None) -> int:
+    """Peak memory of a run over ``n_cells`` cells with ``days`` days of signalling.
+
+    In partitions of at most ``partition_cells`` cells (default: one, the whole grid).
+    """
+    part = n_cells if partition_cells is None else partition_cells
+    return BASE_BYTES + n_cells * GRID_CELL_BYTES + part * (CELL_BYTES + CELL_DAY_BYTES * days)
 
 
-def cells_that_fit(available: int, days: int) -> int:
-    """The most cells a run with ``days`` days of signalling can hold in ``available`` bytes."""
-    return max(0, (available - BASE_BYTES) // (CELL_BYTES + CELL_DAY_BYTES * days))
+def cells_that_fit(available: int, days: int, grid_cells: int = 0) -> int:
+    """The most cells a partition with ``days`` days of signalling can hold in ``available``.
+
+    In a grid of ``grid_cells`` cells (0: only what a partition itself needs).
+    """
+    free = available - BASE_BYTES - grid_cells * GRID_CELL_BYTES
+    return max(0, free // (CELL_BYTES + CELL_DAY_BYTES * days))
 
 
 def expected_days(config: RunConfig, n_files: int) -> int:
@@ -55,9 +66,13 @@ def expected_days(config: RunConfig, n_files: int) -> int:
 def available_bytes() -> int:
     """Memory this process can still take.
 
-    The system's available memory, or less under a cgroup (container) limit.
+    The system's available memory, or less under a cgroup (container) limit or an address
+    space limit (``ulimit -v``).
     """
     free = int(psutil.virtual_memory().available)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        free = min(free, soft - int(psutil.Process().memory_info().vms))
     limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
     try:
         text = limit.read_text().strip()
@@ -68,27 +83,50 @@ def available_bytes() -> int:
     return free
 
 
+def worker_memory(config: RunConfig) -> int | None:
+    """``dask.worker_memory_gb`` in bytes (None: not set)."""
+    gb = config.dask.worker_memory_gb
+    return None if gb is None else round(gb * _GB)
+
+
 def check_memory(config: RunConfig, grid: CityGrid, n_files: int, available: int) -> None:
-    """Refuse a run whose estimated peak exceeds ``available`` bytes, saying what to change.
+    """Refuse a run of the whole grid at once whose estimated peak exceeds ``available`` bytes.
 
     Raises:
-        ConfigError: the estimate does not fit.
+        ConfigError: the estimate does not fit; the message says what to change.
     """
     days = expected_days(config, n_files)
     need = estimate_bytes(grid.n_cells, days)
-    if need <= available:
-        return
+    if need > available:
+        found = (
+            f"grid: {grid.n_cells:,} cells x {days} day(s) of signalling need about "
+            f"{need / _GB:.1f} GB of memory, {available / _GB:.1f} GB is available"
+        )
+        raise ConfigError(_what_to_change(found, config, need, available))
+
+
+def too_large(config: RunConfig, grid: CityGrid, days: int, available: int) -> str:
+    """Why a run of ``grid`` cannot fit in ``available`` bytes even in the smallest partitions.
+
+    What it keeps of every cell of the grid (probabilities, flags, the tables written out)
+    does not fit beside the libraries and one partition.
+    """
+    need = estimate_bytes(grid.n_cells, days, 1)
     found = (
-        f"grid: {grid.n_cells:,} cells x {days} day(s) of signalling need about "
+        f"grid: {grid.n_cells:,} cells: what a run keeps of every cell needs about "
         f"{need / _GB:.1f} GB of memory, {available / _GB:.1f} GB is available"
     )
+    return _what_to_change(found, config, need, available)
+
+
+def _what_to_change(found: str, config: RunConfig, need: int, available: int) -> str:
     if available <= BASE_BYTES:
-        raise ConfigError(f"{found}; close other programs or run on a machine with more memory")
+        return f"{found}; close other programs or run on a machine with more memory"
     # Cells shrink with the square of the cell size: the size at which the estimate fits.
     factor = math.sqrt((need - BASE_BYTES) / (available - BASE_BYTES))
     size = math.ceil(config.grid.cell_size_m * factor / 10) * 10
-    raise ConfigError(
-        f"{found}; raise grid.cell_size_m to {size:g} or more, split the extent into "
-        f"{math.ceil(factor**2)} or more parts (one config each, run with `urbanfusion batch`), "
-        "or set signalling.window_days (`urbanfusion plan` shows it in partitions)"
+    return (
+        f"{found}; raise grid.cell_size_m to {size:g} or more, or split the extent into "
+        f"{math.ceil(factor**2)} or more parts (one config each, or areas run with "
+        "`urbanfusion batch --extents`)"
     )

@@ -25,6 +25,8 @@ from urbanfusion.workflows.memory import (
     cells_that_fit,
     estimate_bytes,
     expected_days,
+    too_large,
+    worker_memory,
 )
 from urbanfusion.workflows.stages import Plan, layout
 
@@ -50,7 +52,8 @@ class RunPlan:
     partitions: list[Partition]
     worker_bytes: int  # the memory each worker has
     fits: int  # the most cells a worker's memory holds
-    partition_bytes: int  # the estimated peak of the largest partition
+    partition_bytes: int  # the estimated peak of a worker on the largest partition
+    driver_bytes: int  # the run's own process: what it keeps of every cell, and a partition
     rows: int  # signalling rows, estimated
     workers: int
     cores: int  # per worker
@@ -94,46 +97,52 @@ class RunPlan:
             f"partitions: {n} of up to {largest:,} cells",
             f"memory per worker: about {self.partition_bytes / _GB:.1f} GB of "
             f"{self.worker_bytes / _GB:.1f} GB",
+            f"memory of the run's own process: about {self.driver_bytes / _GB:.1f} GB (what it "
+            "keeps of every cell, and a partition while it is prepared)",
             f"signalling rows: about {self.rows:,} (from the files' sizes), about "
             f"{round(self.rows / n):,} per partition",
             f"expected time: about {self.seconds:,.{0 if self.seconds >= 10 else 1}f} s on "
             f"{self.workers} worker(s) of {self.cores} core(s)",
         ]
-        if grid.n_cells > self.fits:
-            out.append(
-                "runs by partition are not built yet: `urbanfusion run` holds all "
-                f"{grid.n_cells:,} cells at once, where memory holds {self.fits:,}, and refuses "
-                "it; raise "
-                "grid.cell_size_m, set signalling.window_days, or split the extent"
-            )
         return out
 
 
 def plan_run(
     config: RunConfig,
-    workers: int = 1,
+    workers: int | None = None,
     worker_bytes: int | None = None,
     max_cells: int | None = None,
     cores: int | None = None,
 ) -> RunPlan:
-    """Plan ``config`` for ``workers`` workers of ``worker_bytes`` (this machine's by default).
+    """Plan ``config`` for ``workers`` workers of ``worker_bytes`` memory.
 
+    By default the config's ``dask.workers`` (else 1) and ``dask.worker_memory_gb`` (else what
+    is free on this machine).
     Partitions are as large as a worker's memory allows, but at least one per worker, and at
-    most ``max_cells`` cells when given.
+    most ``max_cells`` cells when given (default: the config's ``grid.partition_cells``).
 
     Raises:
-        ConfigError: a worker cannot hold even the libraries and one chunk of imagery.
+        ConfigError: a worker cannot hold the libraries and one chunk of imagery, or what the
+            run keeps of every cell of the grid.
         InputNotFoundError: a path or glob of the config matches nothing.
     """
     p = layout(config)
+    workers = workers or config.dask.workers or 1
     days = expected_days(config, len(p.signalling_files))
-    memory = available_bytes() if worker_bytes is None else worker_bytes
-    fits = cells_that_fit(memory, days)
-    if fits < 1:
+    memory = worker_bytes or worker_memory(config) or available_bytes()
+    max_cells = max_cells or config.grid.partition_cells
+    if cells_that_fit(memory, days) < 1:
         raise ConfigError(
             f"a worker with {memory / _GB:.2f} GB cannot hold a run's libraries and one chunk of "
             f"imagery (about {BASE_BYTES / _GB:.2f} GB); give workers more memory"
         )
+    # One worker is the run's own process, which also keeps what it learns of every cell;
+    # several are a cluster's, and the run's process is this machine's.
+    driver_memory = memory if workers == 1 else available_bytes()
+    fits = cells_that_fit(memory, days, p.grid.n_cells if workers == 1 else 0)
+    fits = min(fits, cells_that_fit(driver_memory, days, p.grid.n_cells))
+    if fits < 1:
+        raise ConfigError(too_large(config, p.grid, days, driver_memory))
     align = max(1, imagery.CHUNK_TARGET_PX // p.grid.chip_px)  # cells along a chunk of imagery
     per_worker = -(-p.grid.n_cells // workers)
     limit = min(fits, per_worker, max_cells or fits)
@@ -146,7 +155,8 @@ def plan_run(
         partitions,
         memory,
         fits,
-        estimate_bytes(largest, days),
+        estimate_bytes(p.grid.n_cells if workers == 1 else 0, days, largest),
+        estimate_bytes(p.grid.n_cells, days, largest),
         rows,
         workers,
         cores or os.cpu_count() or 1,

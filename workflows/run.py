@@ -99,7 +99,8 @@ def run(
     out = OutputFolder(config.output_dir)
     with dask_scheduler(config.dask) as scheduler:
         with timer.stage("plan", "grid, inputs, partitions and model"):
-            planned = plan_run(config, max_cells=config.grid.partition_cells)
+            # Partitions run one after the other, each on all the scheduler's workers.
+            planned = plan_run(config, workers=1)
             p, predictor = planned.layout, open_model(config)
         # Said even when quiet (a nightly batch): a run that waits must say for whom.
         with out.locked(wait, timer.warn):
@@ -221,7 +222,7 @@ def _locked_run(
 ) -> RunResult:
     p = planned.layout
     with timer.stage("ingest", f"{len(p.tiles)} tiles, {len(p.signalling_files)} signalling files"):
-        ingested = ingest(p, store)
+        ingested = ingest(p, store, planned.partitions)
     for line in ingested.signalling.warnings():
         timer.warn(line)
     for tile in ingested.tiles:
@@ -240,7 +241,7 @@ def _locked_run(
         "predict",
         f"{p.grid.n_cells} cells in {len(parts)} partition(s) on {predictor.provider}",
     ):
-        predicted = predict_partitions(p, ingested, chips, parts, predictor.path, store)
+        predicted = predict_partitions(p, ingested, chips, predictor.path, store)
     share = predicted.in_domain_share()
     if share is not None and share < IN_DOMAIN_WARN_SHARE:
         timer.warn(

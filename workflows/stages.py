@@ -20,9 +20,10 @@ import pandas as pd
 import xarray as xr
 from dask.base import compute
 
+from urbanfusion.ingest.activity_parts import Activity
 from urbanfusion.ingest.area import cells_inside, read_area
 from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
-from urbanfusion.ingest.signalling import SignallingReport, load_signalling
+from urbanfusion.ingest.signalling import SignallingReport, load_activity
 from urbanfusion.ingest.store_keys import all_chips_key, inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
@@ -67,7 +68,7 @@ class Ingested:
 
     imagery: xr.DataArray
     tiles: list[TileReport]
-    activity: xr.Dataset
+    activity: Activity  # per partition
     rejects: pd.DataFrame
     signalling: SignallingReport
     activity_key: str = ""  # the stored activity's fingerprint (with a store)
@@ -226,11 +227,14 @@ def open_model(config: RunConfig) -> Predictor:
     return predictor
 
 
-def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
-    """Align imagery to the grid (lazily) and aggregate signalling (computed, it is small).
+def ingest(
+    p: Plan, store: ResultStore | None = None, partitions: list[Partition] | None = None
+) -> Ingested:
+    """Align imagery to the grid (lazily) and aggregate signalling, in ``partitions``.
 
     With a ``store``, scene statistics and the aggregated activity are reused when their inputs
-    and settings are unchanged.
+    and settings are unchanged, and the activity is kept a partition at a time (default: one,
+    the whole grid); without, it is one partition in memory.
     """
     cfg = p.config
     imagery, tiles, sources = load_imagery(
@@ -242,11 +246,12 @@ def ingest(p: Plan, store: ResultStore | None = None) -> Ingested:
         store=store,
     )
     if store is None:
-        activity, rejects, report = load_signalling(
+        activity, rejects, report = load_activity(
             p.signalling_files, p.grid, cfg.resolved_signalling
         )
         return Ingested(imagery, tiles, activity, rejects, report, sources=sources)
-    activity, rejects, report, key = stored_activity(p.grid, cfg, p.signalling_files, store)
+    parts = partitions or [whole(p.grid)]
+    activity, rejects, report, key = stored_activity(p.grid, cfg, p.signalling_files, store, parts)
     return Ingested(imagery, tiles, activity, rejects, report, key, sources)
 
 
@@ -306,11 +311,9 @@ def prepare(
     part = part or whole(p.grid)
     chips = chips or grid_chips(p, ingested, store)
     cells = _cells(p.grid, part)
-    ds = ingested.activity
+    ds = ingested.activity.of(part)
     weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
-    features, has_activity = activity_inputs(
-        ds["activity"].values[cells], ds["observed"].values[cells], weekdays
-    )
+    features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
     inside = None if p.inside is None else p.inside[cells]
     if inside is not None:  # an area: its other cells have no input the model is given
         has_activity = has_activity * inside
@@ -423,18 +426,18 @@ def predict_partitions(
     p: Plan,
     ingested: Ingested,
     chips: GridChips,
-    partitions: list[Partition],
     model: Path,
     store: ResultStore | None = None,
 ) -> Predicted:
-    """:func:`prepare` and :func:`predict` one partition at a time, then :func:`combine` them.
+    """:func:`prepare` and :func:`predict` each partition in turn, then :func:`combine` them.
 
+    The partitions are the activity's (:func:`ingest`).
     Memory holds one partition's features and model inputs at a time. Partitions aligned to
     the chunks of ``chips`` predict each chunk as one block, as a single partition does, so
     the predictions are the same whatever the partitions.
     """
     pieces = []
-    for part in partitions:
+    for part in ingested.activity.partitions:
         prepared = prepare(p, ingested, store, part, chips)
         pieces.append((part, predict(p, prepared, model, store=store, part=part)))
     return combine(p.grid, pieces)

@@ -7,54 +7,68 @@ depends on. Used by :mod:`.stages` when a run has an output folder.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pandas as pd
-import xarray as xr
 from dask.base import compute
 from dask.delayed import delayed
 
 from urbanfusion.ingest import imagery as imagery_stage
-from urbanfusion.ingest.hourly import activity_dataset
+from urbanfusion.ingest.activity_parts import Activity
+from urbanfusion.ingest.hourly_spill import HourlySpill
 from urbanfusion.ingest.imagery import ChunkSources
 from urbanfusion.ingest.points_store import KIND as POINTS_KIND
 from urbanfusion.ingest.points_store import load_part, part_files, read_and_keep
-from urbanfusion.ingest.signalling import SignallingReport, load_signalling
+from urbanfusion.ingest.signalling import SignallingReport, load_activity
+from urbanfusion.ingest.signalling.days import day_number, iso
 from urbanfusion.ingest.store_keys import (
     activity_key,
     chips_keys,
     points_part_key,
 )
 from urbanfusion.pipeline.config import ImageryConfig, RunConfig
+from urbanfusion.pipeline.fingerprint import digest
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.store import ResultStore
 
 
 def stored_activity(
-    grid: CityGrid, config: RunConfig, paths: list[Path], store: ResultStore
-) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport, str]:
+    grid: CityGrid,
+    config: RunConfig,
+    paths: list[Path],
+    store: ResultStore,
+    partitions: list[Partition],
+) -> tuple[Activity, pd.DataFrame, SignallingReport, str]:
     """The activity of the signalling files ``paths``, from the store when they are unchanged.
 
-    Returns the activity, the rejected rows, the report and the activity's fingerprint.
+    Returns the activity (kept a partition at a time: its ``of`` reads one partition's from the
+    store), the rejected rows, the report and the activity's fingerprint. With several
+    partitions the rows are spilled to disk a partition at a time while they are read
+    (:mod:`urbanfusion.ingest.hourly_spill`), so no step holds the whole grid's days.
 
     ``points`` files are also kept one by one: when files are added (a new day), only those are
     read, each by its own task (on the cluster's workers when there is one).
     """
     cfg = config.resolved_signalling
     part_keys = [points_part_key(grid, cfg, f) for f in (paths if cfg.format == "points" else [])]
-    key = activity_key(grid, cfg, paths)
-    record, values, rejects = (store.path("activity", key, e) for e in ("json", "npy", "parquet"))
+    key = digest([activity_key(grid, cfg, paths), [list(p) for p in partitions]])
+    record, rejects = store.path("activity", key, "json"), store.path("activity", key, "parquet")
+    values = [store.path("activity", f"{key}-{k}", "npy") for k in range(len(partitions))]
     if store.use("activity", key, "json"):
-        store.keep(values, rejects)
+        store.keep(*values, rejects)
         for k in part_keys:  # still the parts of these files, for the next new day
             store.keep(*part_files(store, k).values())
         saved = store.load_json(record)
-        days = np.array(saved["days"], dtype="datetime64[ns]")  # type: ignore[index]
-        ds = activity_dataset(store.load_array(values), grid.cell_ids(), days)
         report = SignallingReport(**saved["report"])  # type: ignore[index]
-        return ds, pd.read_parquet(rejects), report, key
+        days = [day_number(dt.date.fromisoformat(d)) for d in saved["days"]]  # type: ignore[index]
+        return _stored(grid, partitions, days, values), pd.read_parquet(rejects), report, key
     parts = None
     if part_keys:
         files = [part_files(store, k) for k in part_keys]
@@ -67,14 +81,33 @@ def stored_activity(
             store.keep(*part_files(store, k).values())
         compute(*tasks)
         parts = (load_part(part) for part in files)
-    ds, table, report = load_signalling(paths, grid, cfg, parts)
-    store.keep(values, rejects)
-    store.save_array(values, ds["activity"].values)
+    store.keep(*values, rejects)
+    with _spill_folder(store, len(partitions)) as folder:
+        spill = None if folder is None else HourlySpill(folder, grid.ncols, partitions)
+        activity, table, report = load_activity(paths, grid, cfg, parts, spill)
+        for part, path in zip(partitions, values, strict=True):  # one partition at a time
+            store.save_array(path, activity.values(part))
     rejects.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(rejects, index=False)
-    day_names = [str(d)[:10] for d in ds["day"].values.astype("datetime64[D]")]
-    store.save_json(record, {"days": day_names, "report": report.to_dict()})  # written last
-    return ds, table, report, key
+    store.save_json(record, {"days": [iso(d) for d in activity.days], "report": report.to_dict()})
+    return _stored(grid, partitions, activity.days, values), table, report, key
+
+
+def _stored(
+    grid: CityGrid, partitions: list[Partition], days: list[int], values: list[Path]
+) -> Activity:
+    return Activity(grid, partitions, days, lambda k: ResultStore.load_array(values[k]))
+
+
+@contextlib.contextmanager
+def _spill_folder(store: ResultStore, n_partitions: int) -> Iterator[Path | None]:
+    """A folder in the store for a spill of several partitions, removed after (None: one)."""
+    if n_partitions == 1:
+        yield None
+        return
+    store.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".spill-", dir=store.root) as folder:
+        yield Path(folder)
 
 
 def stored_chips(

@@ -9,11 +9,16 @@ sees half a file or a folder of two runs.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -157,17 +162,39 @@ def write_probabilities(
     )
 
 
+# Cells a batch of the cells table holds at most (whole rows of the grid; one row at least).
+CELLS_BATCH = 65_536
+
+
+def cell_batches(grid: CityGrid) -> Iterator[range]:
+    """Rows of the grid a batch at a time: the same batches whatever the run's partitions."""
+    step = max(1, CELLS_BATCH // grid.ncols)
+    for first in range(0, grid.nrows, step):
+        yield range(first, min(grid.nrows, first + step))
+
+
 def cells_table(
     grid: CityGrid,
     result: Predicted,
     contract: ModelContract,
     inside: np.ndarray | None = None,
+    rows: range | None = None,
 ) -> gpd.GeoDataFrame:
-    """The per-cell table of ``cells.gpkg`` (every cell of the grid, predicted or not).
+    """The per-cell table of ``cells.gpkg``: every cell of the grid (of ``rows`` only).
 
-    ``inside``: the cells of an extent's area (None: every cell); the others say so.
+    Predicted or not. ``inside``: the cells of an extent's area (None: every cell); the others
+    say so.
     """
-    cells = grid.cells()
+    cells = grid.cells(rows)
+    at = slice(None) if rows is None else slice(rows.start * grid.ncols, rows.stop * grid.ncols)
+    result = Predicted(
+        result.prob[at],
+        result.class_id[at],
+        result.has_image[at],
+        result.has_activity[at],
+        result.domain[at],
+    )
+    inside = None if inside is None else inside[at]
     prob, class_id, predicted = result.prob, result.class_id, result.predicted
     names = np.array([*contract.classes, ""], dtype=object)
     cells["class_id"] = class_id.astype(np.int16)
@@ -190,12 +217,49 @@ def cells_table(
     return cells[[c for c in cells.columns if c != "geometry"] + ["geometry"]]
 
 
-def write_cells(path: Path, cells: gpd.GeoDataFrame) -> None:
-    """``cells.gpkg`` (layer ``cells``), or ``cells.parquet`` as GeoParquet."""
+def write_cells(path: Path, batches: Iterable[gpd.GeoDataFrame], grid: CityGrid) -> None:
+    """``cells.gpkg`` (layer ``cells``), or ``cells.parquet`` as GeoParquet, batch by batch.
+
+    One batch of cells in memory at a time: a region's millions of polygons never are.
+    """
     if path.suffix == ".parquet":
-        cells.to_parquet(path, index=False)
-    else:
-        cells.to_file(path, layer="cells", driver="GPKG", engine="pyogrio")
+        _write_geoparquet(path, batches, grid)
+        return
+    for i, cells in enumerate(batches):
+        cells.to_file(path, layer="cells", driver="GPKG", engine="pyogrio", mode="a" if i else "w")
+
+
+def _write_geoparquet(path: Path, batches: Iterable[gpd.GeoDataFrame], grid: CityGrid) -> None:
+    """GeoParquet 1.0 (WKB polygons, the grid's CRS and bounds), a row group per batch.
+
+    geopandas writes a whole frame at once; its metadata is the specification's, written here
+    for the whole file.
+    """
+    geo = {
+        "version": "1.0.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": ["Polygon"],
+                "crs": grid.crs.to_json_dict(),
+                "bbox": list(grid.bounds),
+            }
+        },
+    }
+    writer: pq.ParquetWriter | None = None
+    try:
+        for cells in batches:
+            table = pa.Table.from_pandas(
+                pd.DataFrame(cells.drop(columns="geometry")), preserve_index=False
+            ).append_column("geometry", pa.array(shapely.to_wkb(cells.geometry.values)))
+            if writer is None:
+                meta = {**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()}
+                writer = pq.ParquetWriter(path, table.schema.with_metadata(meta))
+            writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def write_json(path: Path, payload: dict[str, object]) -> None:
@@ -224,13 +288,15 @@ def _write_outputs(
         staging / PROBABILITIES, grid, predicted.prob, predicted.predicted, contract
     )
     write_probabilities_style(staging / PROBABILITIES, contract)
+    batches = (cells_table(grid, predicted, contract, p.inside, r) for r in cell_batches(grid))
     if p.config.output.cells_format == "parquet":
-        write_cells(staging / CELLS_PARQUET, cells_table(grid, predicted, contract, p.inside))
+        write_cells(staging / CELLS_PARQUET, batches, grid)
     else:
-        write_cells(staging / CELLS, cells_table(grid, predicted, contract, p.inside))
+        write_cells(staging / CELLS, batches, grid)
         write_cells_style(staging / CELLS, contract, class_id)  # QGIS keeps styles in a GeoPackage
     write_rejects(staging / REJECTS, ingested.rejects)
-    write_activity(staging / ACTIVITY, ingested.activity)
+    activity = ingested.activity
+    write_activity(staging / ACTIVITY, (activity.of(part) for part in activity.partitions))
     write_quicklook(staging / QUICKLOOK, grid, class_id, predicted.preview, contract, p.config.name)
     changes = changes_since(previous, grid, predicted, contract)
     write_changes(staging / CHANGES, changes)

@@ -23,7 +23,7 @@ records and summing them would count people twice.
 """
 
 from urbanfusion.ingest.signalling.ledger import REJECT_COLUMNS, LedgerError, RowLedger
-from urbanfusion.ingest.signalling.load import READERS, load_signalling
+from urbanfusion.ingest.signalling.load import READERS, load_activity, load_signalling
 from urbanfusion.ingest.signalling.points import PointRows, PointsPart, points_part
 from urbanfusion.ingest.signalling.reasons import DUPLICATE, IMPLAUSIBLE_DATE, TOO_LARGE
 from urbanfusion.ingest.signalling.report import SignallingReport
@@ -39,6 +39,7 @@ __all__ = [
     "PointsPart",
     "RowLedger",
     "SignallingReport",
+    "load_activity",
     "load_signalling",
     "points_part",
 ]

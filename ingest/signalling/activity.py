@@ -17,10 +17,15 @@ from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.grid import CityGrid
 
 
-def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger) -> Read:
+def read(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    ledger: RowLedger,
+    totals: HourlyTotals,
+) -> Read:
     """Stored activity rows onto ``grid``: cells of other grids outside, repeats duplicates."""
     seen = SeenHours()
-    totals = HourlyTotals(grid.n_cells)
     index = pd.Index(grid.cell_ids())
     days = day_range(cfg)
     for path in paths:

@@ -23,7 +23,13 @@ from urbanfusion.pipeline.config import SignallingConfig
 from urbanfusion.pipeline.grid import CityGrid
 
 
-def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger) -> Read:
+def read(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    ledger: RowLedger,
+    totals: HourlyTotals,
+) -> Read:
     """Rows summed per platform cell, windowed, then spread onto ``grid`` by area."""
     platform = platform_of(grid, cfg)
     c = cfg.columns
@@ -47,4 +53,4 @@ def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLe
         per_id += sums.sums[d].reshape(-1, 24).sum(axis=1)
     account_spread(per_id, platform, ledger)
     ledger.report.distinct_places = len(platform.ids)
-    return Read(spread_days(platform, sums, grid.n_cells), days)
+    return Read(spread_days(platform, sums, totals), days)

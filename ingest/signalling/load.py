@@ -13,7 +13,11 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
+from urbanfusion.ingest.activity_parts import Activity
+from urbanfusion.ingest.hourly import HourlyTotals
+from urbanfusion.ingest.hourly_spill import HourlySpill
 from urbanfusion.ingest.signalling.activity import read as read_activity
+from urbanfusion.ingest.signalling.days import iso
 from urbanfusion.ingest.signalling.grid_rows import read as read_grid_rows
 from urbanfusion.ingest.signalling.ledger import RowLedger
 from urbanfusion.ingest.signalling.points import PointsPart
@@ -39,7 +43,23 @@ def load_signalling(
     cfg: SignallingConfig,
     parts: Iterable[PointsPart] | None = None,
 ) -> tuple[xr.Dataset, pd.DataFrame, SignallingReport]:
+    """:func:`load_activity` of the whole grid at once, as a dataset."""
+    activity, rejects, report = load_activity(paths, grid, cfg, parts)
+    return activity.of(activity.partitions[0]), rejects, report
+
+
+def load_activity(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    parts: Iterable[PointsPart] | None = None,
+    spill: HourlySpill | None = None,
+) -> tuple[Activity, pd.DataFrame, SignallingReport]:
     """Read every file and build activity ``(cell, day, hour)`` on ``grid``.
+
+    With a ``spill``, the rows go to disk a partition at a time and the activity is made a
+    partition at a time (:class:`~urbanfusion.ingest.activity_parts.Activity`); without, it is
+    one partition in memory.
 
     ``parts`` (``points`` format): the files already read by :func:`.points_part`, in the order
     of ``paths`` (each is read here otherwise, one at a time).
@@ -48,9 +68,8 @@ def load_signalling(
     :attr:`~urbanfusion.pipeline.config.RunConfig.resolved_signalling` does.
 
     Returns:
-        A dataset with ``activity`` (float32, NaN where not observed) and ``observed`` (bool),
-        dims ``(cell, day, hour)`` with ``cell`` in the grid's row-major order; the rejected
-        rows; the counts for the manifest.
+        The activity (float32, NaN where not observed, with ``observed``), per partition; the
+        rejected rows; the counts for the manifest.
 
     Raises:
         InputFormatError: a file is unreadable or lacks the mapped columns.
@@ -62,12 +81,11 @@ def load_signalling(
     read = READERS[cfg.format]
     if cfg.format == "points":
         read = partial(read_points, parts=parts)
-    totals, (first, last) = read(paths, grid, cfg, ledger)
+    totals, (first, last) = read(paths, grid, cfg, ledger, HourlyTotals(grid.n_cells, spill))
     rejects = ledger.rejects()
     ledger.check()
     if not totals.days or report.rows_aggregated == 0:
         raise NoCoverageError(report.nothing_inside(len(paths)))
-    ds = totals.dataset(grid.cell_ids(), first, last)
-    days = pd.DatetimeIndex(ds["day"].values)
-    report.first_day, report.last_day = str(days[0].date()), str(days[-1].date())
-    return ds, rejects, report
+    activity = Activity.from_totals(totals, grid, first, last)
+    report.first_day, report.last_day = iso(activity.days[0]), iso(activity.days[-1])
+    return activity, rejects, report

@@ -56,9 +56,8 @@ def account_spread(per_id: np.ndarray, platform: PlatformGrid, ledger: RowLedger
     ledger.outside(count=float((per_id * (1 - share)).sum()))
 
 
-def spread_days(platform: PlatformGrid, sums: HourlyTotals, n_cells: int) -> HourlyTotals:
-    """Spread platform-cell totals onto the analysis grid, day by day, by area."""
-    totals = HourlyTotals(n_cells)
+def spread_days(platform: PlatformGrid, sums: HourlyTotals, totals: HourlyTotals) -> HourlyTotals:
+    """Spread platform-cell totals onto the analysis grid's ``totals``, day by day, by area."""
     for d in sums.days:
         observed = sums.observed[d].reshape(-1, 24)
         totals.add_dense(d, *platform.spread(sums.sums[d].reshape(-1, 24), observed))

@@ -126,6 +126,7 @@ def read(
     grid: CityGrid,
     cfg: SignallingConfig,
     ledger: RowLedger,
+    totals: HourlyTotals,
     parts: Iterable[PointsPart] | None = None,
 ) -> Read:
     """Aggregate the files' parts in order, exactly as one pass over all of them.
@@ -139,7 +140,6 @@ def read(
         parts = (points_part(path, grid, cfg) for path in paths)
     places = PointIndex(grid, cfg.coords)
     seen = SeenHours()
-    totals = HourlyTotals(grid.n_cells)
     rows_at = np.zeros(0, np.int64)  # kept rows per place
     for part in parts:
         to_global = np.zeros(0, np.int64)  # the part's place ids -> ours

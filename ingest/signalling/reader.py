@@ -23,7 +23,12 @@ class Reader(Protocol):
     """Read a format's files into totals on ``grid``, telling ``ledger`` what became of rows."""
 
     def __call__(
-        self, paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger
+        self,
+        paths: list[Path],
+        grid: CityGrid,
+        cfg: SignallingConfig,
+        ledger: RowLedger,
+        totals: HourlyTotals,
     ) -> Read:
-        """The totals and the days they span."""
+        """``totals`` (of ``grid``'s cells) added to, and the days they span."""
         ...

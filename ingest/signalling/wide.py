@@ -39,7 +39,13 @@ def _day_type(path: Path, cfg: SignallingConfig) -> str | None:
     return None
 
 
-def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLedger) -> Read:
+def read(
+    paths: list[Path],
+    grid: CityGrid,
+    cfg: SignallingConfig,
+    ledger: RowLedger,
+    totals: HourlyTotals,
+) -> Read:
     """Each day type's table summed per platform cell, laid on its weekdays, spread on ``grid``."""
     platform = platform_of(grid, cfg)
     hours = [cfg.wide.hour_columns.format(hour=h) for h in range(24)]
@@ -103,4 +109,4 @@ def read(paths: list[Path], grid: CityGrid, cfg: SignallingConfig, ledger: RowLe
             if weekday in cfg.wide.day_types[name]:
                 sums.add_dense(day, acc, obs)
     ledger.report.distinct_places = len(platform.ids)
-    return Read(spread_days(platform, sums, grid.n_cells), (first, first + 6))
+    return Read(spread_days(platform, sums, totals), (first, first + 6))

@@ -49,7 +49,7 @@ def _config(config: RunConfig | str | Path) -> RunConfig:
 def plan(
     config: RunConfig | str | Path,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     worker_memory_gb: float | None = None,
     partition_cells: int | None = None,
 ) -> RunPlan:
@@ -57,8 +57,9 @@ def plan(
 
     Reads no pixels and no rows. ``plan.grid``, ``plan.tiles`` and ``plan.signalling_files``
     are what the run would use; ``plan.partitions`` cut the grid for ``workers`` workers of
-    ``worker_memory_gb`` (this machine's free memory by default); ``plan.seconds`` is the
-    expected time and ``plan.lines()`` the command's report.
+    ``worker_memory_gb`` (by default the config's ``dask`` settings, else one worker with this
+    machine's free memory); ``plan.seconds`` is the expected time and ``plan.lines()`` the
+    command's report.
 
     Raises:
         UrbanFusionError: the config or its inputs are not usable (the message says how to fix it).

@@ -69,21 +69,31 @@ def run_command(
 @one_line_errors
 def plan_command(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
-    workers: Annotated[int, typer.Option(min=1, help="Workers the run would have.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Workers the run would have (default: dask.workers).")
+    ] = None,
     worker_memory: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Memory of each worker in GB (default: what is free here)."),
+        typer.Option(
+            min=0.1,
+            help="Memory of each worker in GB (default: dask.worker_memory_gb, else what is free "
+            "here).",
+        ),
     ] = None,
     partition_cells: Annotated[
-        int | None, typer.Option(min=1, help="At most so many cells a partition.")
+        int | None,
+        typer.Option(
+            min=1, help="At most so many cells a partition (default: grid.partition_cells)."
+        ),
     ] = None,
 ) -> None:
     """Print what a run will take: cells, partitions, memory per worker, rows, time (no pixels)."""
     from urbanfusion.pipeline.config import load_config
     from urbanfusion.workflows.planning import plan_run
 
+    cfg = load_config(config)
     memory = None if worker_memory is None else round(worker_memory * 2**30)
-    planned = plan_run(load_config(config), workers, memory, partition_cells)  # as uf.plan
+    planned = plan_run(cfg, workers, memory, partition_cells)  # as uf.plan
     for line in planned.lines():
         out.print(line, highlight=False, soft_wrap=True)
 

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
+from urbanfusion.ingest.activity_parts import Activity
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.pipeline.grid import ID_OFFSET, ID_SPAN, CityGrid
@@ -73,7 +74,7 @@ def map_data(
     grid: CityGrid,
     predicted: Predicted,
     contract: ModelContract,
-    activity: xr.Dataset,
+    activity: Activity,
     changes: Changes,
     title: str,
     run_id: str,
@@ -117,7 +118,10 @@ def map_data(
     }
     note = ""
     if grid.n_cells <= ACTIVITY_MAX_CELLS:
-        profile, peak = _profile_bytes(weekly_profiles(activity))
+        profiles = np.empty((grid.n_cells, 7, 24), np.float32)
+        for part in activity.partitions:
+            profiles[part.cells(grid.ncols)] = weekly_profiles(activity.of(part))
+        profile, peak = _profile_bytes(profiles)
         cells["activity"], cells["activity_peak"] = _b64(profile), _b64(peak)
     else:
         note = f"weekly profiles are left out of pages over {ACTIVITY_MAX_CELLS:,} cells"
