@@ -76,13 +76,15 @@ def test_partitions_that_cut_through_chunks_make_the_same_maps(one_partition, sm
     _assert_same_outputs(one_partition, parts)
 
 
-def test_cells_written_in_batches_are_the_table_written_at_once(
+def test_maps_and_cells_written_in_batches_of_rows_are_those_written_at_once(
     one_partition, small_city, tmp_path, monkeypatch
 ):
     from urbanfusion.workflows import write
 
     monkeypatch.setattr(write, "CELLS_BATCH", 30)  # 2 rows of the 14-column city a batch
     gpkg = _run(small_city, tmp_path / "gpkg")
+    for name in (CLASS_MAP, PROBABILITIES):  # window by window: the same COG
+        assert _sha(gpkg.run_folder / name) == _sha(one_partition.run_folder / name)
     parquet = _run(small_city, tmp_path / "parquet", **{"output.cells_format": "parquet"})
     whole = gpd.read_file(one_partition.run_folder / CELLS, layer="cells")
     pd.testing.assert_frame_equal(gpd.read_file(gpkg.run_folder / CELLS, layer="cells"), whole)

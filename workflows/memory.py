@@ -22,11 +22,14 @@ from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 
-# Fitted on this project's 2-core reference machine (see the module docstring).
-BASE_BYTES = 520 * 2**20  # interpreter, libraries, model session, one chunk of imagery
-GRID_CELL_BYTES = 1_000  # per cell of the grid: probabilities, flags, output tables and rasters
+# Measured on this project's 2-core reference machine (see the module docstring): a run of the
+# 838,000-cell region in partitions of 65,536 cells held 1.2 GB while it predicted (libraries
+# 0.25 GB, the model sessions' buffers 0.45 GB on 2 threads, signalling's read buffers before
+# that) and rose by 0.34 GB while a partition's features were made.
+BASE_BYTES = 1_200 * 2**20  # interpreter, libraries, model sessions, a chunk of imagery, reads
+GRID_CELL_BYTES = 200  # per cell of the grid: its predictions and flags, kept to the end
 CELL_BYTES = 1_400  # per cell of a partition: features and model inputs
-CELL_DAY_BYTES = 380  # per cell of a partition and day: hourly sums, observed flags, activity
+CELL_DAY_BYTES = 475  # per cell of a partition and day: hourly sums, observed flags, activity
 
 _GB = 2**30
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import rasterio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.io import MemoryFile
+from rasterio.io import DatasetWriter
 from rasterio.shutil import copy as raster_copy
+from rasterio.windows import Window
 
 from urbanfusion.ingest.activity_store import write_activity
 from urbanfusion.models.classes import NO_CLASS
@@ -90,41 +92,70 @@ def _overview_factors(grid: CityGrid) -> list[int]:
 def _write_cog(
     path: Path,
     grid: CityGrid,
-    bands: np.ndarray,
+    bands: Callable[[range], np.ndarray],
+    count: int,
+    dtype: str,
     nodata: float,
     resampling: str,
     colours: list[list[int]] | None = None,
     tags: dict[str, str] | None = None,
     band_names: list[str] | None = None,
 ) -> None:
-    """Write ``bands`` (band, rows, cols) on the cell grid as a Cloud Optimized GeoTIFF."""
+    """Write ``count`` bands on the cell grid as a Cloud Optimized GeoTIFF, window by window.
+
+    ``bands(rows)``: the values ``(band, row, col)`` of those rows of the grid. They go to a
+    tiled GeoTIFF beside ``path`` a batch of rows at a time, which GDAL then gives overviews
+    and copies into the COG: a region's map is never in memory whole.
+    """
     profile = {
         "driver": "GTiff",
         "width": grid.ncols,
         "height": grid.nrows,
-        "count": bands.shape[0],
-        "dtype": bands.dtype.name,
+        "count": count,
+        "dtype": dtype,
         "crs": grid.crs,
         "transform": grid.transform,
         "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
     }
-    with MemoryFile() as memory, memory.open(**profile) as staged:
-        staged.write(bands)
-        if colours is not None:
-            staged.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
-        if tags:
-            staged.update_tags(**tags)
-        for i, name in enumerate(band_names or [], start=1):
-            staged.set_band_description(i, name)
-        staged.build_overviews(_overview_factors(grid), Resampling[resampling.lower()])
-        raster_copy(
-            staged,
-            path,
-            driver="COG",
-            BLOCKSIZE=_cog_blocksize(grid),
-            COMPRESS="DEFLATE",
-            OVERVIEWS="FORCE_USE_EXISTING",
-        )
+    scratch = path.with_name(f".{path.name}.staged.tif")
+    try:
+        with rasterio.open(scratch, "w", **profile) as staged:
+            _fill(staged, grid, bands, colours, tags, band_names)
+            staged.build_overviews(_overview_factors(grid), Resampling[resampling.lower()])
+        with rasterio.open(scratch) as staged:
+            raster_copy(
+                staged,
+                path,
+                driver="COG",
+                BLOCKSIZE=_cog_blocksize(grid),
+                COMPRESS="DEFLATE",
+                OVERVIEWS="FORCE_USE_EXISTING",
+            )
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _fill(
+    staged: DatasetWriter,
+    grid: CityGrid,
+    bands: Callable[[range], np.ndarray],
+    colours: list[list[int]] | None,
+    tags: dict[str, str] | None,
+    band_names: list[str] | None,
+) -> None:
+    for rows in cell_batches(grid):
+        window = Window(0, rows.start, grid.ncols, len(rows))
+        staged.write(bands(rows), window=window)
+    if colours is not None:
+        staged.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
+    if tags:
+        staged.update_tags(**tags)
+    for i, name in enumerate(band_names or [], start=1):
+        staged.set_band_description(i, name)
 
 
 def write_class_map(
@@ -134,7 +165,9 @@ def write_class_map(
     _write_cog(
         path,
         grid,
-        class_id.reshape(1, grid.nrows, grid.ncols).astype(np.uint8),
+        lambda rows: _rows(class_id, grid, rows).reshape(1, len(rows), grid.ncols),
+        1,
+        "uint8",
         nodata=NO_CLASS,
         resampling="NEAREST",
         colours=contract.colours,
@@ -150,11 +183,18 @@ def write_probabilities(
     path: Path, grid: CityGrid, prob: np.ndarray, predicted: np.ndarray, contract: ModelContract
 ) -> None:
     """``probabilities.tif``: float32, one band per class (described by name), NaN = none."""
-    data = np.where(predicted[:, None], prob, np.nan).astype(np.float32)
+    n = len(contract.classes)
+
+    def bands(rows: range) -> np.ndarray:
+        data = np.where(_rows(predicted, grid, rows)[:, None], _rows(prob, grid, rows), np.nan)
+        return data.astype(np.float32).T.reshape(n, len(rows), grid.ncols)
+
     _write_cog(
         path,
         grid,
-        data.T.reshape(len(contract.classes), grid.nrows, grid.ncols),
+        bands,
+        n,
+        "float32",
         nodata=float("nan"),
         resampling="AVERAGE",
         tags={"CLASS_NAMES": ",".join(contract.classes)},
@@ -173,6 +213,11 @@ def cell_batches(grid: CityGrid) -> Iterator[range]:
         yield range(first, min(grid.nrows, first + step))
 
 
+def _rows(values: np.ndarray, grid: CityGrid, rows: range) -> np.ndarray:
+    """The per-cell ``values`` of those rows of the grid."""
+    return values[rows.start * grid.ncols : rows.stop * grid.ncols]
+
+
 def cells_table(
     grid: CityGrid,
     result: Predicted,
@@ -186,15 +231,15 @@ def cells_table(
     say so.
     """
     cells = grid.cells(rows)
-    at = slice(None) if rows is None else slice(rows.start * grid.ncols, rows.stop * grid.ncols)
+    rows = rows or range(grid.nrows)
     result = Predicted(
-        result.prob[at],
-        result.class_id[at],
-        result.has_image[at],
-        result.has_activity[at],
-        result.domain[at],
+        _rows(result.prob, grid, rows),
+        _rows(result.class_id, grid, rows),
+        _rows(result.has_image, grid, rows),
+        _rows(result.has_activity, grid, rows),
+        _rows(result.domain, grid, rows),
     )
-    inside = None if inside is None else inside[at]
+    inside = None if inside is None else _rows(inside, grid, rows)
     prob, class_id, predicted = result.prob, result.class_id, result.predicted
     names = np.array([*contract.classes, ""], dtype=object)
     cells["class_id"] = class_id.astype(np.int16)
