@@ -8,6 +8,7 @@ each in its own process: `urbanfusion run --force` on the city (250 m cells, 32 
 seconds per stage (the manifest's), the whole command's seconds and peak RSS, and the ratio.
 
     .venv/bin/python benchmarks/city_scale.py [--areas 1000 4000] [--keep DIR]
+        [--partition-cells N]   # also each city in partitions of at most N cells, side by side
 """
 
 from __future__ import annotations
@@ -136,11 +137,28 @@ def write_city(folder: Path, area_km2: float) -> Path:
     return config
 
 
+def _run(config: Path) -> tuple[float, float, dict[str, object]]:
+    """``urbanfusion run --force`` in its own process: seconds, peak MB and the manifest."""
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, "run", str(config), "-q", "--force"],
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    peak = float(next(x.split()[1] for x in proc.stderr.splitlines() if "PEAK_MB" in x))
+    manifest = json.loads((config.parent / "out" / "manifest.json").read_text())
+    return seconds, peak, manifest
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--areas", type=float, nargs="+", default=[1000.0, 4000.0])
     parser.add_argument("--keep", type=Path, help="reuse or keep the cities here")
+    parser.add_argument("--partition-cells", type=int, help="also run in partitions of N cells")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="uf-city-"))
     rows = []
@@ -148,17 +166,6 @@ def main() -> None:
         t = time.perf_counter()
         config = write_city(root / f"city-{area:g}", area)
         written = time.perf_counter() - t
-        t = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", RUNNER, "run", str(config), "-q", "--force"],
-            capture_output=True,
-            text=True,
-        )
-        seconds = time.perf_counter() - t
-        if proc.returncode:
-            sys.exit(proc.stderr)
-        peak = float(next(x.split()[1] for x in proc.stderr.splitlines() if "PEAK_MB" in x))
-        manifest = json.loads((config.parent / "out" / "manifest.json").read_text())
         tiles = sorted(str(p) for p in (config.parent / "tiles").glob("*.tif"))
         floor = json.loads(
             subprocess.run(
@@ -168,19 +175,26 @@ def main() -> None:
                 check=True,
             ).stdout
         )
-        rows.append((area, written, seconds, peak, manifest, floor, len(tiles)))
+        for cells in (None, args.partition_cells) if args.partition_cells else (None,):
+            if cells:  # the same city, cut into partitions of at most so many cells
+                spec = yaml.safe_load(config.read_text())
+                config = config.with_name("city-partitions.yaml")
+                config.write_text(yaml.safe_dump({**spec, "grid": {"partition_cells": cells}}))
+            seconds, peak, manifest = _run(config)
+            rows.append((area, written, seconds, peak, manifest, floor, len(tiles)))
     print(
-        f"{'km2':>6} {'tiles':>5} {'cells':>7} {'rows M':>6} {'write s':>7} "
+        f"{'km2':>6} {'tiles':>5} {'cells':>7} {'parts':>5} {'rows M':>6} {'write s':>7} "
         f"{'run s':>6} {'peak MB':>8} {'read s':>6} {'x read':>6}  stages (s)"
     )
     for area, written, seconds, peak, manifest, floor, n_tiles in rows:
         timings = ", ".join(f"{k} {v:.1f}" for k, v in manifest["timings_s"].items())
         print(
             f"{area:>6g} {n_tiles:>5} {manifest['cells']['total']:>7} "
+            f"{manifest['partitions']['count']:>5} "
             f"{manifest['signalling']['rows_read'] / 1e6:>6.1f} {written:>7.0f} {seconds:>6.1f} "
             f"{peak:>8.0f} {floor['secs']:>6.1f} {seconds / floor['secs']:>6.1f}  {timings}"
         )
-    if len(rows) == 2:
+    if len(rows) == 2 and not args.partition_cells:
         print(f"peak RSS ratio {rows[1][3] / rows[0][3]:.2f} for {rows[1][0] / rows[0][0]:g}x area")
 
 

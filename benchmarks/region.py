@@ -6,16 +6,20 @@ cells of 250 m, 800,000 cells) in UTM 49N around Zhengzhou: 3-band uint8 tiles o
 signalling point stands in every 250 m cell and sends a row per hour for 8 days (one CSV per
 day; at least 30 M rows in all). Then, each ``urbanfusion run --force`` in its own process:
 
-- the whole region, partitions sized for ``--worker-gb`` of memory, 2 workers (threads);
+- the whole region, partitions sized for ``--worker-gb`` of memory, dask's threads (2);
 - a quarter of it (the same inputs, half the side), the same way;
-- the quarter on 1 worker, for the speed-up from 1 to 2 workers.
+- the quarter on a dask cluster of 1 worker process, then of 2 (one thread and one core each):
+  the speed-up from 1 to 2 workers.
 
-Prints the wall time, cells/s, cells/s per worker, peak RSS of the run's process (``VmHWM``),
-the partitions and each stage's seconds; the peak's ratio between the region and its quarter;
-the speed-up; and the time for Henan (5.46 M cells) on 16 and 64 workers from the measured rate
-per worker (each worker a 2-core machine like this one, as the plan assumes).
+Prints the wall time, cells/s, cells/s per worker, peak RSS of the run's process (``VmHWM``;
+a cluster's workers are processes of their own, not in it), the partitions and each stage's
+seconds; the peak's ratio between the region and its quarter; the speed-up; and the time for
+Henan (5.46 M cells) on 16 and 64 such workers: its cells at the measured predict rate of one
+worker times the workers, plus the region's ingest (rows, not cells) and its write scaled by
+cells, both done by the run's own process.
 
     .venv/bin/python benchmarks/region.py [--area 50000] [--worker-gb 2] [--keep DIR]
+        [--only region quarter cluster-1 cluster-2]
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def write_signalling(folder: Path, side_m: float) -> int:
     return lon.size * 24 * DAYS
 
 
-def write_config(folder: Path, side_m: float, name: str, workers: int, worker_gb: float) -> Path:
+def write_config(
+    folder: Path, side_m: float, name: str, workers: int, worker_gb: float, scheduler: str
+) -> Path:
     """A config over the square of ``side_m`` from the region's corner, reading every input."""
     to_lonlat = Transformer.from_crs("EPSG:32649", "EPSG:4326", always_xy=True)
     lon0, lat0 = to_lonlat.transform(ORIGIN[0] + 1, ORIGIN[1] - side_m + 1)
@@ -121,7 +127,7 @@ def write_config(folder: Path, side_m: float, name: str, workers: int, worker_gb
         "grid": {"cell_size_m": CELL_M, "chip_px": 32},
         "imagery": {"paths": ["tiles/*.tif"]},
         "signalling": {"paths": ["signalling/*.csv"]},
-        "dask": {"scheduler": "threads", "workers": workers, "worker_memory_gb": worker_gb},
+        "dask": {"scheduler": scheduler, "workers": workers, "worker_memory_gb": worker_gb},
         "output": {"dir": f"out-{name}"},
     }
     config.write_text(yaml.safe_dump(spec))
@@ -151,6 +157,9 @@ def main() -> None:
     parser.add_argument("--area", type=float, default=50_000.0)
     parser.add_argument("--worker-gb", type=float, default=2.0)
     parser.add_argument("--keep", type=Path, help="reuse or keep the region here")
+    parser.add_argument(
+        "--only", nargs="+", default=["region", "quarter", "cluster-1", "cluster-2"]
+    )
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="uf-region-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,38 +169,49 @@ def main() -> None:
     rows = write_signalling(folder, side)
     print(f"region: {folder}, {n_tiles} tiles, {rows / 1e6:.1f} M rows, "
           f"written in {time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
-    runs = [
-        ("region", side, 2),
-        ("quarter", side / 2, 2),
-        ("quarter-1-worker", side / 2, 1),
-    ]
+    runs = {
+        "region": (side, 2, "threads"),
+        "quarter": (side / 2, 2, "threads"),
+        "cluster-1": (side / 2, 1, "local-cluster"),
+        "cluster-2": (side / 2, 2, "local-cluster"),
+    }
     results = {}
-    for name, extent, workers in runs:
-        results[name] = run(write_config(folder, extent, name, workers, args.worker_gb))
+    for name in args.only:
+        extent, workers, scheduler = runs[name]
+        config = write_config(folder, extent, name, workers, args.worker_gb, scheduler)
+        results[name] = run(config)
         print(f"{name}: done in {results[name]['seconds']:.0f} s", flush=True)
     print(
-        f"\n{'run':<18} {'cells':>9} {'parts':>5} {'workers':>7} {'wall s':>7} {'cells/s':>8} "
+        f"\n{'run':<10} {'cells':>9} {'parts':>5} {'workers':>7} {'wall s':>7} {'cells/s':>8} "
         f"{'/worker':>8} {'peak MB':>8}  stages (s)"
     )
     rate = {}
-    for (name, _, workers), r in zip(runs, results.values(), strict=True):
-        m = r["manifest"]
+    for name, r in results.items():
+        m, workers = r["manifest"], runs[name][1]
         cells = m["cells"]["total"]
         rate[name] = cells / r["seconds"]
         timings = ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items())
         print(
-            f"{name:<18} {cells:>9,} {m['partitions']['count']:>5} {workers:>7} "
+            f"{name:<10} {cells:>9,} {m['partitions']['count']:>5} {workers:>7} "
             f"{r['seconds']:>7.0f} {rate[name]:>8.0f} {rate[name] / workers:>8.0f} "
             f"{r['peak_mb']:>8.0f}  {timings}"
         )
-    peaks = results["region"]["peak_mb"] / results["quarter"]["peak_mb"]
-    print(f"\npeak RSS, region / quarter: {peaks:.2f} (goal: within 1.20)")
-    speedup = rate["quarter"] / rate["quarter-1-worker"]
-    print(f"speed-up from 1 to 2 workers (quarter): {speedup:.2f}")
-    per_worker = rate["quarter-1-worker"]  # a worker of this machine's 2 cores' share: 1 thread
-    for n in (16, 64):
-        minutes = HENAN_CELLS / (per_worker * n) / 60
-        print(f"Henan ({HENAN_CELLS:,} cells) on {n} workers: about {minutes:.0f} min")
+    if {"region", "quarter"} <= results.keys():
+        peaks = results["region"]["peak_mb"] / results["quarter"]["peak_mb"]
+        print(f"\npeak RSS, region / quarter: {peaks:.2f} (goal: within 1.20)")
+    if {"cluster-1", "cluster-2"} <= results.keys():
+        print(f"speed-up from 1 to 2 workers: {rate['cluster-2'] / rate['cluster-1']:.2f}")
+        one = results["cluster-1"]["manifest"]
+        per_worker = one["cells"]["total"] / one["timings_s"]["predict"]
+        print(f"predict per worker: {per_worker:.0f} cells/s")
+        if "region" in results:
+            region = results["region"]["manifest"]
+            serial = region["timings_s"]["ingest"] + (
+                region["timings_s"]["write"] + region["timings_s"]["hash"]
+            ) * (HENAN_CELLS / region["cells"]["total"])
+            for n in (16, 64):
+                minutes = (serial + HENAN_CELLS / (per_worker * n)) / 60
+                print(f"Henan ({HENAN_CELLS:,} cells) on {n} workers: about {minutes:.0f} min")
 
 
 if __name__ == "__main__":

@@ -60,11 +60,8 @@ class Activity:
             d for d in totals.days if (first is None or d >= first) and (last is None or d <= last)
         ]
 
-        def load(k: int) -> np.ndarray:
-            sums, seen = spill.sums(k, days)  # one partition's, never the grid's
-            return np.where(seen, sums, np.nan).astype(np.float32)
-
-        return cls(grid, spill.partitions, days, load)
+        # One partition's, never the grid's.
+        return cls(grid, spill.partitions, days, lambda k: spill.activity(k, days))
 
     @property
     def day_dates(self) -> np.ndarray:

@@ -10,6 +10,7 @@ bit, whatever the partitions.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,36 +74,41 @@ class HourlySpill:
         """Leave out every row of ``day`` added so far."""
         self._dropped[day] = self._groups
 
-    def sums(self, k: int, days: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Partition ``k``'s sums and observed flags ``(cell, day, 24)`` for ``days``."""
-        size = self.partitions[k].n_cells * 24
-        sums = np.zeros((len(days), size), np.float64)
-        seen = np.zeros((len(days), size), bool)
-        at = {d: i for i, d in enumerate(days)}
-        rec = np.fromfile(self.path(k), RECORD)
-        keep = np.isin(rec["day"], days)
-        for d, before in self._dropped.items():
-            keep &= ~((rec["day"] == d) & (rec["group"] < before))
-        rec = rec[keep]
-        # Group by group, and day by day in a group, as the whole grid's arrays add them.
-        starts = np.flatnonzero(np.diff(rec["group"], prepend=-1))
-        for group in np.split(rec, starts[1:]):
-            for d in np.unique(group["day"]):
-                rows = group[group["day"] == d]
-                i = at[int(d)]
-                sums[i] += np.bincount(rows["flat"], weights=rows["count"], minlength=size)
-                seen[i, rows["flat"][rows["observed"]]] = True
+    def activity(self, k: int, days: list[int]) -> np.ndarray:
+        """Partition ``k``'s activity ``(cell, day, 24)`` float32 for ``days``, NaN unobserved.
+
+        Made a day at a time: memory holds the partition's activity and one day's sums.
+        """
         n = self.partitions[k].n_cells
-        return (
-            sums.reshape(len(days), n, 24).transpose(1, 0, 2),
-            seen.reshape(len(days), n, 24).transpose(1, 0, 2),
-        )
+        out = np.empty((n, len(days), 24), np.float32)
+        for i, sums, seen in self._days(k, days):
+            out[:, i] = np.where(seen, sums, np.nan).reshape(n, 24)
+        return out
 
     def observed_hours(self, days: list[int]) -> dict[int, int]:
         """Per day, how many (cell, hour) pairs its rows observed, over every partition."""
         out = dict.fromkeys(days, 0)
         for k in range(len(self.partitions)):
-            _, seen = self.sums(k, days)
-            for i, d in enumerate(days):
-                out[d] += int(seen[:, i].sum())
+            for i, _, seen in self._days(k, days):
+                out[days[i]] += int(seen.sum())
         return out
+
+    def _days(self, k: int, days: list[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Per day of ``days`` (its index): partition ``k``'s sums and observed flags, flat."""
+        size = self.partitions[k].n_cells * 24
+        rec = np.fromfile(self.path(k), RECORD)
+        keep = np.isin(rec["day"], days)
+        for d, before in self._dropped.items():
+            keep &= ~((rec["day"] == d) & (rec["group"] < before))
+        rec = rec[keep]
+        rec = rec[np.argsort(rec["day"], kind="stable")]  # each day's groups stay in order
+        bounds = np.searchsorted(rec["day"], [*days, max(days, default=0) + 1])
+        for i in range(len(days)):
+            rows = rec[bounds[i] : bounds[i + 1]]
+            sums, seen = np.zeros(size, np.float64), np.zeros(size, bool)
+            # Group by group, in the order they were added, as the whole grid's arrays add them.
+            starts = np.flatnonzero(np.diff(rows["group"], prepend=-1))
+            for group in np.split(rows, starts[1:]) if len(rows) else []:
+                sums += np.bincount(group["flat"], weights=group["count"], minlength=size)
+                seen[group["flat"][group["observed"]]] = True
+            yield i, sums, seen

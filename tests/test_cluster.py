@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import write_config
@@ -101,14 +102,20 @@ def _kill_a_busy_worker(address: str, workers: list, killed: list) -> None:
             time.sleep(0.01)
 
 
+@pytest.mark.parametrize("partition_cells", [None, 49], ids=["one partition", "4 partitions"])
 def test_a_run_on_a_real_cluster_survives_a_killed_worker_with_the_threaded_outputs(
-    tmp_path, small_city, cluster
+    tmp_path, small_city, cluster, partition_cells
 ):
     address, workers = cluster
     for sub in ("t", "d"):
         (tmp_path / sub).mkdir()
     threaded = run(load_config(write_config(tmp_path / "t" / "c.yaml", small_city)))
-    cfg = write_config(tmp_path / "d" / "c.yaml", small_city, dask={"scheduler": address})
+    cfg = write_config(
+        tmp_path / "d" / "c.yaml",
+        small_city,
+        dask={"scheduler": address},
+        **{"grid.partition_cells": partition_cells},
+    )
     killed: list = []
     killer = threading.Thread(target=_kill_a_busy_worker, args=(address, workers, killed))
     killer.start()
@@ -116,8 +123,13 @@ def test_a_run_on_a_real_cluster_survives_a_killed_worker_with_the_threaded_outp
     killer.join()
     assert killed, "no worker was seen working, so none was killed"
     assert distributed.manifest["dask"]["scheduler"] == address
-    for name in ("class_map.tif", "probabilities.tif", "activity.parquet"):
+    assert distributed.manifest["partitions"]["count"] == (4 if partition_cells else 1)
+    for name in ("class_map.tif", "probabilities.tif"):
         assert file_sha256(distributed.outputs[name]) == file_sha256(threaded.outputs[name])
+    # The activity table has the same rows; with partitions, in row groups per partition.
+    tables = [pd.read_parquet(r.outputs["activity.parquet"]) for r in (distributed, threaded)]
+    keys = ["day", "cell_id", "hour"]
+    pd.testing.assert_frame_equal(*(t.sort_values(keys, ignore_index=True) for t in tables))
 
 
 def test_a_batch_on_a_real_cluster_gives_the_threaded_outputs(tmp_path, small_city, cluster):

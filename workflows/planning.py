@@ -40,6 +40,10 @@ ROWS_PER_CORE_SECOND = 1.0e6
 # A worker's start: imports and the model's session (an unchanged rerun of a city takes 1.2 s,
 # all of it start-up: benchmarks/up_to_date.py).
 START_SECONDS = 1.2
+# The most cells a partition holds unless grid.partition_cells says otherwise: a larger one
+# only takes memory (about 0.7 GB with 8 days of signalling), since a partition's chunks of
+# imagery already keep every core busy. 512 x 256 cells: a city of 8,000 km2 at 250 m is one.
+PARTITION_CELLS = 131_072
 _GB = 2**30
 
 
@@ -117,9 +121,9 @@ def plan_run(
     """Plan ``config`` for ``workers`` workers of ``worker_bytes`` memory.
 
     By default the config's ``dask.workers`` (else 1) and ``dask.worker_memory_gb`` (else what
-    is free on this machine).
-    Partitions are as large as a worker's memory allows, but at least one per worker, and at
-    most ``max_cells`` cells when given (default: the config's ``grid.partition_cells``).
+    is free on this machine). Partitions are as large as a worker's memory allows, but at
+    least one per worker, and at most ``max_cells`` cells (default: the config's
+    ``grid.partition_cells``, else :data:`PARTITION_CELLS`).
 
     Raises:
         ConfigError: a worker cannot hold the libraries and one chunk of imagery, or what the
@@ -145,7 +149,7 @@ def plan_run(
         raise ConfigError(too_large(config, p.grid, days, driver_memory))
     align = max(1, imagery.CHUNK_TARGET_PX // p.grid.chip_px)  # cells along a chunk of imagery
     per_worker = -(-p.grid.n_cells // workers)
-    limit = min(fits, per_worker, max_cells or fits)
+    limit = min(fits, per_worker, max_cells or PARTITION_CELLS)
     partitions = partition_grid(p.grid.nrows, p.grid.ncols, limit, align)
     largest = max(part.n_cells for part in partitions)
     rows = sum(estimate_rows(f) for f in p.signalling_files)

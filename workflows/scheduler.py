@@ -39,7 +39,11 @@ def dask_scheduler(cfg: DaskConfig) -> Iterator[str]:
     if cfg.scheduler == "local-cluster":
         with (
             LocalCluster(
-                n_workers=cfg.workers, threads_per_worker=1, dashboard_address=None
+                n_workers=cfg.workers,
+                threads_per_worker=1,
+                dashboard_address=None,
+                # dask pauses, then restarts, a worker past it: the memory partitions fit in
+                memory_limit=f"{cfg.worker_memory_gb}GiB" if cfg.worker_memory_gb else "auto",
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -32,7 +32,7 @@ from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.store import ResultStore
-from urbanfusion.preprocess.activity import activity_inputs
+from urbanfusion.preprocess.activity import WEEKDAYS, activity_inputs
 from urbanfusion.preprocess.chips import thumbnail_px
 from urbanfusion.preprocess.chips_dask import chips_dask, thumbnails_dask
 from urbanfusion.workflows.memory import available_bytes, check_memory
@@ -311,9 +311,7 @@ def prepare(
     part = part or whole(p.grid)
     chips = chips or grid_chips(p, ingested, store)
     cells = _cells(p.grid, part)
-    ds = ingested.activity.of(part)
-    weekdays = pd.DatetimeIndex(ds["day"].values).day_of_week.to_numpy()
-    features, has_activity = activity_inputs(ds["activity"].values, ds["observed"].values, weekdays)
+    features, has_activity = _features(ingested.activity, part)
     inside = None if p.inside is None else p.inside[cells]
     if inside is not None:  # an area: its other cells have no input the model is given
         has_activity = has_activity * inside
@@ -322,6 +320,24 @@ def prepare(
         return Prepared(data, features, has_activity)
     key = inputs_key(chips.key_of(part), ingested.activity_key, inside, part)
     return Prepared(data, features, has_activity, key)
+
+
+# Cells whose features are made at once: their float intermediates stay small beside the
+# partition's activity (a cell's features depend on its own activity alone).
+FEATURE_CELLS = 16_384
+
+
+def _features(activity: Activity, part: Partition) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`activity_inputs` of ``part``'s cells, :data:`FEATURE_CELLS` at a time."""
+    values = activity.values(part)
+    weekdays = pd.DatetimeIndex(activity.day_dates).day_of_week.to_numpy()
+    features = np.empty((len(values), WEEKDAYS, 24), np.float32)
+    has_activity = np.empty(len(values), np.float32)
+    for start in range(0, len(values), FEATURE_CELLS):
+        cells = slice(start, start + FEATURE_CELLS)
+        chunk = values[cells]
+        features[cells], has_activity[cells] = activity_inputs(chunk, ~np.isnan(chunk), weekdays)
+    return features, has_activity
 
 
 def _cells(grid: CityGrid, part: Partition) -> slice | np.ndarray:
