@@ -31,6 +31,7 @@ from urbanfusion.pipeline.config import ExtentArea, RunConfig, expand_paths, glo
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition
+from urbanfusion.pipeline.release import release_memory
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import WEEKDAYS, activity_inputs
 from urbanfusion.preprocess.chips import thumbnail_px
@@ -456,6 +457,8 @@ def predict_partitions(
     for part in ingested.activity.partitions:
         prepared = prepare(p, ingested, store, part, chips)
         pieces.append((part, predict(p, prepared, model, store=store, part=part)))
+        del prepared
+        release_memory()
     return combine(p.grid, pieces)
 
 

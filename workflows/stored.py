@@ -36,6 +36,7 @@ from urbanfusion.pipeline.config import ImageryConfig, RunConfig
 from urbanfusion.pipeline.fingerprint import digest
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition
+from urbanfusion.pipeline.release import release_memory
 from urbanfusion.pipeline.store import ResultStore
 
 
@@ -87,6 +88,7 @@ def stored_activity(
         activity, table, report = load_activity(paths, grid, cfg, parts, spill)
         for part, path in zip(partitions, values, strict=True):  # one partition at a time
             store.save_array(path, activity.values(part))
+            release_memory()
     rejects.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(rejects, index=False)
     store.save_json(record, {"days": [iso(d) for d in activity.days], "report": report.to_dict()})
