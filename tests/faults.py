@@ -385,7 +385,7 @@ def _province(city: Path) -> list[str]:
 
 
 def _quarter_metre(city: Path) -> list[str]:
-    # 144 M cells: what a run keeps of each cell alone is far past any machine running this.
+    # 160 M cells: a typo, refused before any cell is made.
     edit_config(city, **{"grid.cell_size_m": 0.25})
     return []
 
@@ -597,7 +597,7 @@ def faults(shared: Path | None = None) -> list[Fault]:
         ),
         # Planned in partitions, not refused (running it here would take hours).
         Fault("province at 250 m", "5.46 M cells", _province, "ok", "partitions:", ("plan",)),
-        Fault("demo city at 25 cm", "cell_size_m: 0.25", _quarter_metre, "error", "GB of memory"),
+        Fault("demo city at 25 cm", "cell_size_m: 0.25", _quarter_metre, "error", "50,000,000"),
         Fault(
             "model activity 5x24",
             "contract says 5 days",

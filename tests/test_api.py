@@ -37,7 +37,7 @@ def test_the_api_names_plan_run_open_result_and_its_version():
 
 def test_plan_takes_a_yaml_path_or_a_config_and_reads_no_pixels(city_yaml):
     from_path = uf.plan(city_yaml)
-    from_config = uf.plan(uf.load_config(city_yaml), workers=4, worker_memory_gb=1.0)
+    from_config = uf.plan(uf.load_config(city_yaml), workers=4, worker_memory_gb=2.0)
     assert from_path.grid.n_cells == from_config.grid.n_cells == 13 * 14
     assert len(from_path.tiles) == 4 and from_path.signalling_files
     assert len(from_path.partitions) == 1 and len(from_config.partitions) >= 4

@@ -205,8 +205,12 @@ def test_a_failed_tile_is_a_warning_on_the_console_not_only_in_the_manifest(tmp_
 def test_a_grid_too_large_for_memory_is_refused_at_plan_time_with_the_estimate(
     tmp_path, small_city
 ):
-    # 25 cm cells over the 3 km city: 160 million cells, far past any machine running this.
-    cfg = write_config(tmp_path / "c.yaml", small_city, **{"grid.cell_size_m": 0.25})
+    # 1 m cells over the 3 km city: 10 million cells, whose results alone pass 2 GB.
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        small_city,
+        **{"grid.cell_size_m": 1, "dask.worker_memory_gb": 2},
+    )
     proc = _run("run", cfg)
     _assert_clean_failure(proc, "GB of memory", tmp_path / "out")
     assert "raise grid.cell_size_m to" in proc.stderr and "split the extent" in proc.stderr

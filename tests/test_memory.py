@@ -11,10 +11,12 @@ from urbanfusion.workflows.memory import BASE_BYTES, check_memory, estimate_byte
 GB = 2**30
 
 
-def test_the_estimate_grows_with_cells_and_days():
+def test_the_estimate_grows_with_cells_days_and_the_partition():
     assert estimate_bytes(200_000, 16) > estimate_bytes(200_000, 8) > estimate_bytes(100_000, 8)
-    # A province at 250 m, a week of files: far beyond a 24 GB machine.
-    assert estimate_bytes(5_455_326, 8) > 24 * GB
+    # A province at 250 m, a week of files: at once, about half a 24 GB machine; in
+    # partitions of 131,072 cells, what it keeps of every cell and one partition.
+    whole, parts = estimate_bytes(5_455_326, 8), estimate_bytes(5_455_326, 8, 131_072)
+    assert whole > 11 * GB and parts < 3.5 * GB
 
 
 def test_days_come_from_the_window_else_one_per_file(tmp_path, small_city):

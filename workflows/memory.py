@@ -5,9 +5,9 @@ hourly sums of every day with signalling, its weekly activity features and model
 while it is prepared and predicted, so that part of the peak grows with the partition's cells x
 days. What the run keeps of every cell of the grid (its probabilities and flags, and the tables
 written out) grows with the grid. The imagery is read, dehazed and predicted chunk by chunk.
-The constants are fitted to measured peaks (``benchmarks/run_memory.py`` and
-``benchmarks/region.py``), so a grid that cannot fit is refused in the plan stage, in a second,
-not after minutes of work, and otherwise cut into partitions that fit.
+The constants are fitted to measured peaks (``benchmarks/region.py``), so a grid that cannot
+fit is refused in the plan stage, in a second, not after minutes of work, and otherwise cut into
+partitions that fit.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 
-# Measured on this project's 2-core reference machine (see the module docstring): a run of the
-# 838,000-cell region in partitions of 65,536 cells held 1.2 GB while it predicted (libraries
-# 0.25 GB, the model sessions' buffers 0.45 GB on 2 threads, signalling's read buffers before
-# that) and rose by 0.34 GB while a partition's features were made.
-BASE_BYTES = 1_200 * 2**20  # interpreter, libraries, model sessions, a chunk of imagery, reads
-GRID_CELL_BYTES = 200  # per cell of the grid: its predictions and flags, kept to the end
-CELL_BYTES = 1_400  # per cell of a partition: features and model inputs
-CELL_DAY_BYTES = 475  # per cell of a partition and day: hourly sums, observed flags, activity
+# Measured on this project's 2-core reference machine (benchmarks/region.py): in partitions of
+# 123,904 cells with 8 days, the 837,720-cell region peaked at 1.47 GB and its 207,424-cell
+# quarter at 1.28 GB (estimates: 1.57 and 1.38). A run holds about 1.1 GB whatever its size:
+# libraries 0.25 GB, the model sessions' buffers 0.45 GB on 2 threads, a chunk of imagery per
+# thread; signalling's read buffers take as much while it is read, before.
+BASE_BYTES = 1_100 * 2**20  # interpreter, libraries, model sessions, chunks of imagery, reads
+GRID_CELL_BYTES = 300  # per cell of the grid: its predictions and flags, kept to the end
+CELL_BYTES = 1_000  # per cell of a partition: features and model inputs
+CELL_DAY_BYTES = 100  # per cell of a partition and day: its activity, and a day's sums
 
 _GB = 2**30
 

@@ -41,7 +41,7 @@ ROWS_PER_CORE_SECOND = 1.0e6
 # all of it start-up: benchmarks/up_to_date.py).
 START_SECONDS = 1.2
 # The most cells a partition holds unless grid.partition_cells says otherwise: a larger one
-# only takes memory (about 0.7 GB with 8 days of signalling), since a partition's chunks of
+# only takes memory (about 0.24 GB with 8 days of signalling), since a partition's chunks of
 # imagery already keep every core busy. 512 x 256 cells: a city of 8,000 km2 at 250 m is one.
 PARTITION_CELLS = 131_072
 _GB = 2**30
