@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from dask.base import compute
 
 from urbanfusion.ingest.labels import NO_LABEL, cell_labels, read_zones
 from urbanfusion.models.classes import CLASS_NAMES
@@ -30,15 +31,17 @@ def load_labelled_city(config_path: Path, zones_path: Path, city_index: int = 0)
     zones = read_zones(zones_path, CLASS_NAMES)
     labels, _ = cell_labels(p.grid, zones, len(CLASS_NAMES))
     prepared = prepare(p, ingest(p))
-    chips = prepared.chips.compute()
+    chips, activity, has_activity = compute(
+        prepared.chips, prepared.activity, prepared.has_activity
+    )
     chips = chips.reshape(p.grid.n_cells, *chips.shape[2:])
     rows, cols = p.grid.rowcol()
     blocks = ((rows + p.grid.row0) // BLOCK_CELLS) * 1_000_003 + (cols + p.grid.col0) // BLOCK_CELLS
     keep = labels != NO_LABEL
     return CellData(
         chips=chips[keep],
-        activity=prepared.activity[keep],
-        has_activity=prepared.has_activity[keep],
+        activity=activity[keep],
+        has_activity=has_activity[keep],
         labels=labels[keep].astype(np.int64),
         blocks=blocks[keep].astype(np.int64) + city_index * 10**13,
         city=np.full(int(keep.sum()), city_index, dtype=np.int64),

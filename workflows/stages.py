@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from dask.base import compute
+from dask.delayed import delayed
 
 from urbanfusion.ingest.activity_parts import Activity
 from urbanfusion.ingest.area import cells_inside, read_area
@@ -78,11 +79,14 @@ class Ingested:
 
 @dataclass
 class Prepared:
-    """Per-cell model inputs: raw chips (lazy, row x col blocks) and activity features."""
+    """Per-cell model inputs, lazily: raw chips (row x col blocks) and activity features.
+
+    Made by dask tasks when they are computed (on a cluster's workers when there is one).
+    """
 
     chips: da.Array  # (row, col, band, chip, chip) float32 in [0, 1], NaN nodata
-    activity: np.ndarray  # (cell, 7, 24) float32
-    has_activity: np.ndarray  # (cell,) float32 0/1
+    activity: da.Array  # (cell, 7, 24) float32, one block
+    has_activity: da.Array  # (cell,) float32 0/1, one block
     inputs_key: str = ""  # fingerprint of the chips and activity (with a store)
 
 
@@ -311,11 +315,10 @@ def prepare(
     """
     part = part or whole(p.grid)
     chips = chips or grid_chips(p, ingested, store)
-    cells = _cells(p.grid, part)
-    features, has_activity = _features(ingested.activity, part)
-    inside = None if p.inside is None else p.inside[cells]
-    if inside is not None:  # an area: its other cells have no input the model is given
-        has_activity = has_activity * inside
+    inside = None if p.inside is None else p.inside[_cells(p.grid, part)]
+    made = delayed(_features, nout=2)(ingested.activity, part, inside)
+    features = da.from_delayed(made[0], (part.n_cells, WEEKDAYS, 24), dtype=np.float32)
+    has_activity = da.from_delayed(made[1], (part.n_cells,), dtype=np.float32)
     data = chips.data[part.rows, part.cols]
     if not chips.keys:
         return Prepared(data, features, has_activity)
@@ -328,8 +331,14 @@ def prepare(
 FEATURE_CELLS = 16_384
 
 
-def _features(activity: Activity, part: Partition) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`activity_inputs` of ``part``'s cells, :data:`FEATURE_CELLS` at a time."""
+def _features(
+    activity: Activity, part: Partition, inside: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`activity_inputs` of ``part``'s cells, :data:`FEATURE_CELLS` at a time (a task).
+
+    ``inside``: the partition's cells of an extent's area (None: all); the others have no input
+    the model is given.
+    """
     values = activity.values(part)
     weekdays = pd.DatetimeIndex(activity.day_dates).day_of_week.to_numpy()
     features = np.empty((len(values), WEEKDAYS, 24), np.float32)
@@ -338,6 +347,8 @@ def _features(activity: Activity, part: Partition) -> tuple[np.ndarray, np.ndarr
         cells = slice(start, start + FEATURE_CELLS)
         chunk = values[cells]
         features[cells], has_activity[cells] = activity_inputs(chunk, ~np.isnan(chunk), weekdays)
+    if inside is not None:
+        has_activity *= inside
     return features, has_activity
 
 
@@ -422,19 +433,22 @@ def predict(
     part = part or whole(grid)
     thumbs = thumbnails_dask(prepared.chips, thumbnail_px(grid.nrows, grid.ncols, grid.chip_px))
     if store is None:
-        out, preview = _predicted_values(p, prepared, model, providers, thumbs, part)
+        out, preview, has_activity = _predicted_values(p, prepared, model, providers, thumbs, part)
     else:
         key = predictions_key(prepared.inputs_key, model)
         path = store.path("predictions", key, "npy")
         if store.use("predictions", key, "npy"):
             # The chips are in the store too: the preview reads them, it computes nothing.
-            out, preview = store.load_array(path), thumbs.compute()
+            out = store.load_array(path)
+            preview, has_activity = compute(thumbs, prepared.has_activity)
         else:
-            out, preview = _predicted_values(p, prepared, model, providers, thumbs, part)
+            out, preview, has_activity = _predicted_values(
+                p, prepared, model, providers, thumbs, part
+            )
             store.save_array(path, out)
     n_classes = out.shape[1] - 2
     prob, has_image = out[:, :n_classes], out[:, n_classes] > 0.5
-    with_activity = prepared.has_activity > 0.5
+    with_activity = has_activity > 0.5
     class_id = np.where(has_image | with_activity, prob.argmax(axis=1), NO_CLASS)
     return Predicted(prob, class_id.astype(np.uint8), has_image, with_activity, out[:, -1], preview)
 
@@ -490,22 +504,20 @@ def _predicted_values(
     providers: tuple[str, ...] | None,
     thumbs: da.Array,
     part: Partition,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(cell, class + 2)`` float32 (probabilities, has_image 0/1, domain score) and the preview.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's outputs, the preview and ``has_activity`` of ``part``'s cells.
 
-    Both in one compute, so every chunk of chips is made once for the two.
+    The outputs ``(cell, class + 2)`` float32: probabilities, has_image 0/1, domain score. All
+    in one compute, so every chunk of chips and the features are made once for them.
     """
     n_classes = len(load_predictor(str(model), providers).contract.classes)
     chips = prepared.chips
     rows, cols = chips.chunks[:2]
     days, hours = prepared.activity.shape[1:]
-    activity = da.from_array(
-        prepared.activity.reshape(part.nrows, part.ncols, days, hours),
-        chunks=(rows, cols, days, hours),
+    activity = prepared.activity.reshape(part.nrows, part.ncols, days, hours).rechunk(
+        (rows, cols, days, hours)
     )
-    has_activity = da.from_array(
-        prepared.has_activity.reshape(part.nrows, part.ncols), chunks=(rows, cols)
-    )
+    has_activity = prepared.has_activity.reshape(part.nrows, part.ncols).rechunk((rows, cols))
     if p.inside is None:
         cells = np.ones(part.n_cells, dtype=bool)
     else:
@@ -529,5 +541,5 @@ def _predicted_values(
         providers=providers,
         threads=model_threads(p.config.dask),
     )
-    values, preview = compute(out, thumbs)
-    return values.reshape(part.n_cells, n_classes + 2), preview
+    values, preview, has = compute(out, thumbs, prepared.has_activity)
+    return values.reshape(part.n_cells, n_classes + 2), preview, has
