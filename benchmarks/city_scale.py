@@ -137,7 +137,7 @@ def write_city(folder: Path, area_km2: float) -> Path:
     return config
 
 
-def _run(config: Path) -> tuple[float, float, dict[str, object]]:
+def run_config(config: Path) -> tuple[float, float, dict[str, object]]:
     """``urbanfusion run --force`` in its own process: seconds, peak MB and the manifest."""
     t = time.perf_counter()
     proc = subprocess.run(
@@ -149,8 +149,8 @@ def _run(config: Path) -> tuple[float, float, dict[str, object]]:
     if proc.returncode:
         sys.exit(proc.stderr)
     peak = float(next(x.split()[1] for x in proc.stderr.splitlines() if "PEAK_MB" in x))
-    manifest = json.loads((config.parent / "out" / "manifest.json").read_text())
-    return seconds, peak, manifest
+    out = config.parent / yaml.safe_load(config.read_text())["output"]["dir"]
+    return seconds, peak, json.loads((out / "manifest.json").read_text())
 
 
 def main() -> None:
@@ -180,7 +180,7 @@ def main() -> None:
                 spec = yaml.safe_load(config.read_text())
                 config = config.with_name("city-partitions.yaml")
                 config.write_text(yaml.safe_dump({**spec, "grid": {"partition_cells": cells}}))
-            seconds, peak, manifest = _run(config)
+            seconds, peak, manifest = run_config(config)
             rows.append((area, written, seconds, peak, manifest, floor, len(tiles)))
     print(
         f"{'km2':>6} {'tiles':>5} {'cells':>7} {'parts':>5} {'rows M':>6} {'write s':>7} "

@@ -25,9 +25,6 @@ cells, both done by the run's own process.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +35,7 @@ import pyarrow.csv as pcsv
 import rasterio
 import yaml
 from affine import Affine
-from city_scale import RUNNER, _texture
+from city_scale import _texture, run_config
 from pyproj import Transformer
 
 ORIGIN = (600_000.0, 3_950_000.0)  # UTM 49N: the north-west corner, north-west of Zhengzhou
@@ -134,25 +131,8 @@ def write_config(
     return config
 
 
-def run(config: Path) -> dict[str, object]:
-    """``urbanfusion run --force`` in its own process: seconds, peak MB, the manifest."""
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, "run", str(config), "-q", "--force"],
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(proc.stderr)
-    peak = float(next(x.split()[1] for x in proc.stderr.splitlines() if "PEAK_MB" in x))
-    out = yaml.safe_load(config.read_text())["output"]["dir"]
-    manifest = json.loads((config.parent / out / "manifest.json").read_text())
-    return {"seconds": seconds, "peak_mb": peak, "manifest": manifest}
-
-
 def main() -> None:
-    """Write the region once, run it three ways, print the table."""
+    """Write the region once, run it four ways, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--area", type=float, default=50_000.0)
     parser.add_argument("--worker-gb", type=float, default=2.0)
@@ -179,7 +159,8 @@ def main() -> None:
     for name in args.only:
         extent, workers, scheduler = runs[name]
         config = write_config(folder, extent, name, workers, args.worker_gb, scheduler)
-        results[name] = run(config)
+        seconds, peak, manifest = run_config(config)
+        results[name] = {"seconds": seconds, "peak_mb": peak, "manifest": manifest}
         print(f"{name}: done in {results[name]['seconds']:.0f} s", flush=True)
     print(
         f"\n{'run':<10} {'cells':>9} {'parts':>5} {'workers':>7} {'wall s':>7} {'cells/s':>8} "
