@@ -2,8 +2,9 @@
 
 :class:`~urbanfusion.ingest.hourly.HourlyTotals` adds rows in groups (a flush of buffered rows,
 or a whole day spread from a platform's grid). With a spill, each group is appended to one file
-per partition instead of being summed into arrays of the whole grid; a partition's sums are made
-later from its file alone, group by group in the order they were written, with the same
+per partition and day instead of being summed into arrays of the whole grid; a partition's sums
+are made later from its files alone, a day at a time, group by group in the order they were
+written, with the same
 additions per cell and hour as the whole grid's arrays would have had: the same values, bit for
 bit, whatever the partitions.
 """
@@ -25,7 +26,7 @@ RECORD = np.dtype(
 
 
 class HourlySpill:
-    """Files of hourly rows, one per partition of a grid, in the order they were added."""
+    """Files of hourly rows, one per partition of a grid and day, in the order they were added."""
 
     def __init__(self, folder: Path, grid_ncols: int, partitions: list[Partition]) -> None:
         """Spill rows of a grid ``grid_ncols`` wide into ``folder``, split by ``partitions``."""
@@ -39,15 +40,13 @@ class HourlySpill:
             self._bucket[cells] = k
             self._local[cells] = np.arange(part.n_cells)
         folder.mkdir(parents=True, exist_ok=True)
-        for k in range(len(partitions)):
-            self.path(k).write_bytes(b"")
         self._groups = 0
         # Per day: rows of groups before this number are left out (days a window dropped).
         self._dropped: dict[int, int] = {}
 
-    def path(self, k: int) -> Path:
-        """The file of partition ``k``."""
-        return self.folder / f"partition-{k}.rows"
+    def path(self, k: int, day: int) -> Path:
+        """The file of partition ``k``'s rows of ``day`` (absent: none)."""
+        return self.folder / f"partition-{k}-day-{day}.rows"
 
     def add_group(
         self, day: int, flat: np.ndarray, count: np.ndarray, observed: np.ndarray | None = None
@@ -66,7 +65,7 @@ class HourlySpill:
             rec["flat"] = self._local[cell[rows]] * 24 + hour[rows]
             rec["count"] = count[rows]
             rec["observed"] = True if observed is None else observed[rows]
-            with self.path(k).open("ab") as f:
+            with self.path(k, day).open("ab") as f:
                 rec.tofile(f)
         self._groups += 1
 
@@ -94,17 +93,16 @@ class HourlySpill:
         return out
 
     def _days(self, k: int, days: list[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Per day of ``days`` (its index): partition ``k``'s sums and observed flags, flat."""
+        """Per day of ``days`` (its index): partition ``k``'s sums and observed flags, flat.
+
+        A day's file at a time: memory holds one day's rows of one partition.
+        """
         size = self.partitions[k].n_cells * 24
-        rec = np.fromfile(self.path(k), RECORD)
-        keep = np.isin(rec["day"], days)
-        for d, before in self._dropped.items():
-            keep &= ~((rec["day"] == d) & (rec["group"] < before))
-        rec = rec[keep]
-        rec = rec[np.argsort(rec["day"], kind="stable")]  # each day's groups stay in order
-        bounds = np.searchsorted(rec["day"], [*days, max(days, default=0) + 1])
-        for i in range(len(days)):
-            rows = rec[bounds[i] : bounds[i + 1]]
+        for i, day in enumerate(days):
+            path = self.path(k, day)
+            rows = np.fromfile(path, RECORD) if path.exists() else np.zeros(0, RECORD)
+            if day in self._dropped:
+                rows = rows[rows["group"] >= self._dropped[day]]
             sums, seen = np.zeros(size, np.float64), np.zeros(size, bool)
             # Group by group, in the order they were added, as the whole grid's arrays add them.
             starts = np.flatnonzero(np.diff(rows["group"], prepend=-1))
