@@ -20,7 +20,7 @@ _EPOCH = np.datetime64("1970-01-01", "D")
 
 
 class Activity:
-    """Activity per partition of a grid: ``of(k)`` is partition ``k``'s, as a dataset."""
+    """Activity per partition of a grid: ``of(part)`` is one partition's, as a dataset."""
 
     def __init__(
         self,
@@ -59,7 +59,6 @@ class Activity:
         days = [
             d for d in totals.days if (first is None or d >= first) and (last is None or d <= last)
         ]
-
         # One partition's, never the grid's.
         return cls(grid, spill.partitions, days, lambda k: spill.activity(k, days))
 
