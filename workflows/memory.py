@@ -76,7 +76,7 @@ def available_bytes() -> int:
     free = int(psutil.virtual_memory().available)
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        free = min(free, soft - int(psutil.Process().memory_info().vms))
+        free = min(free, max(0, soft - int(psutil.Process().memory_info().vms)))
     limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
     try:
         text = limit.read_text().strip()

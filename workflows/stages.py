@@ -518,10 +518,8 @@ def _predicted_values(
         (rows, cols, days, hours)
     )
     has_activity = prepared.has_activity.reshape(part.nrows, part.ncols).rechunk((rows, cols))
-    if p.inside is None:
-        cells = np.ones(part.n_cells, dtype=bool)
-    else:
-        cells = p.inside.reshape(p.grid.nrows, p.grid.ncols)[part.rows, part.cols]
+    all_cells = np.ones(part.n_cells, dtype=bool)
+    cells = all_cells if p.inside is None else p.inside[_cells(p.grid, part)]
     inside = da.from_array(cells.reshape(part.nrows, part.ncols), chunks=(rows, cols))
     out = da.blockwise(
         _predict_block,
