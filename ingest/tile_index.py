@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from urbanfusion.pipeline.atomic import replacing
+from urbanfusion.pipeline.cache import cache_dir
 from urbanfusion.pipeline.fingerprint import stat_identity
 
 _COLUMNS = [
@@ -47,12 +47,6 @@ _NAME_DATE = re.compile(
     r"(?<!\d)(20\d{2}|19\d{2})[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])(?!\d)"
 )
 _DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "TIFFTAG_DATETIME")
-
-
-def cache_dir() -> Path:
-    """Where urbanfusion keeps caches."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "urbanfusion"
 
 
 def _date_from(tags: dict[str, str], name: str) -> str | None:

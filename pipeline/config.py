@@ -28,7 +28,9 @@ from pydantic import (
 from pyproj import CRS
 from pyproj.exceptions import CRSError as PyprojCRSError
 
+from urbanfusion.pipeline.cache import cache_dir
 from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
+from urbanfusion.pipeline.object_store import S3Location, is_s3
 
 
 class _Strict(BaseModel):
@@ -157,12 +159,27 @@ class SignallingConfig(_Strict):
 class OutputConfig(_Strict):
     """Where the outputs of a run go, and the per-cell table's format.
 
-    ``cells_format``: ``gpkg`` (``cells.gpkg``, styled for QGIS) or ``parquet``
-    (``cells.parquet``, GeoParquet: a region's millions of polygons open far faster).
+    ``dir``: a folder, or ``s3://bucket/prefix`` (published through a pointer object there,
+    see ``urbanfusion.workflows.s3_output``). ``work_dir``: for an S3 ``dir``, the local copy a
+    run works in (default: under ``~/.cache/urbanfusion/outputs``); on a cluster whose workers
+    are other machines, a folder they all see. ``cells_format``: ``gpkg`` (``cells.gpkg``,
+    styled for QGIS) or ``parquet`` (``cells.parquet``, GeoParquet: a region's millions of
+    polygons open far faster).
     """
 
     dir: str = Field(min_length=1)
+    work_dir: str | None = None
     cells_format: Literal["gpkg", "parquet"] = "gpkg"
+
+    @model_validator(mode="after")
+    def _work_dir_for_s3(self) -> OutputConfig:
+        if is_s3(self.dir):
+            S3Location.parse(self.dir)
+        elif self.work_dir is not None:
+            raise ValueError(
+                "work_dir is the local copy of an s3:// output.dir; leave it out for a folder"
+            )
+        return self
 
 
 class HistoryConfig(_Strict):
@@ -301,9 +318,18 @@ class RunConfig(_Strict):
         return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
     @property
+    def output_url(self) -> str | None:
+        """``s3://bucket/prefix`` when the outputs are published to S3, else None."""
+        return S3Location.parse(self.output.dir).url if is_s3(self.output.dir) else None
+
+    @property
     def output_dir(self) -> Path:
-        """The absolute output directory."""
-        return self.resolve(self.output.dir)
+        """The absolute output folder runs are made in: ``output.dir``, or an S3 one's copy."""
+        if not is_s3(self.output.dir):
+            return self.resolve(self.output.dir)
+        if self.output.work_dir is not None:
+            return self.resolve(self.output.work_dir)
+        return cache_dir() / "outputs" / S3Location.parse(self.output.dir).local_name()
 
     @property
     def resolved_signalling(self) -> SignallingConfig:

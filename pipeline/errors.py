@@ -59,6 +59,13 @@ class ClusterError(UrbanFusionError, RuntimeError):
     """The dask cluster a run was given has no worker to run it (none joined, or all died)."""
 
 
+class RemoteStorageError(UrbanFusionError, OSError):
+    """Object storage (S3) could not be reached, or refused a request (credentials, bucket)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class OutputBusyError(UrbanFusionError, BlockingIOError):
     """Another run holds the output folder's lock and the caller asked not to wait."""
 

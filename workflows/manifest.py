@@ -42,7 +42,7 @@ def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
         exclude={
             "dask": True,
             "history": True,
-            "output": {"dir"},
+            "output": {"dir", "work_dir"},
             "grid": {"partition_cells"},
         },
     )

@@ -69,14 +69,33 @@ def published_here() -> list[Path]:
     return list(_published_here)
 
 
-def _write_owner(path: Path) -> None:
-    """Say who holds the lock (written whole: a reader never sees half of it)."""
-    owner = {
+def lock_owner() -> dict[str, object]:
+    """The running process as a lock's holder: pid, host, start time and command."""
+    return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": dt.datetime.now(dt.UTC).isoformat(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def describe_owner(owner: object) -> str:
+    """A lock holder in words: ``run PID 1234 on host (started ..., 5 min ago: ...)``."""
+    try:
+        fields = owner if isinstance(owner, dict) else {}
+        started = dt.datetime.fromisoformat(fields["started"])
+        minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
+        return (
+            f"run PID {fields['pid']} on {fields['host']} (started "
+            f"{started:%Y-%m-%d %H:%M:%S} UTC, {minutes:.0f} min ago: {fields['command']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        return "another run"
+
+
+def _write_owner(path: Path) -> None:
+    """Say who holds the lock (written whole: a reader never sees half of it)."""
+    owner = lock_owner()
     atomic_write(path, lambda f: f.write(json.dumps(owner).encode()))
 
 
@@ -163,14 +182,9 @@ class OutputFolder:
         """Who holds the lock, in words: ``run PID 1234 on host (started ..., 5 min ago: ...)``."""
         try:
             owner = json.loads((self.path / LOCK_OWNER).read_text(encoding="utf-8"))
-            started = dt.datetime.fromisoformat(owner["started"])
-            minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
-            return (
-                f"run PID {owner['pid']} on {owner['host']} (started "
-                f"{started:%Y-%m-%d %H:%M:%S} UTC, {minutes:.0f} min ago: {owner['command']})"
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             return "another run"
+        return describe_owner(owner)
 
     def _clear_leftovers(self) -> None:
         """Staging folders and half-made links of killed runs (we hold the lock: none is live)."""

@@ -7,9 +7,10 @@ predict; the write stage publishes all outputs at once or none (:mod:`.write`, :
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -27,6 +28,7 @@ from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
 from urbanfusion.workflows.planning import RunPlan, plan_run
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
+from urbanfusion.workflows.s3_output import S3Output
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import (
     Plan,
@@ -53,6 +55,8 @@ class RunResult:
     class_id: np.ndarray  # (cell,) uint8 in the grid's row-major order, 255 = no prediction
     changes: Changes
     up_to_date: bool = False  # nothing changed since the published run: nothing was computed
+    # With an S3 output.dir: the published run's files as S3 URLs (``outputs`` are the local copy).
+    published_to: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -97,30 +101,62 @@ def run(
     timer = timer or StageTimer()
     started = dt.datetime.now(dt.UTC)
     out = OutputFolder(config.output_dir)
+    url = config.output_url
+    remote = None if url is None else S3Output(url, out, config.history.keep)
     with dask_scheduler(config.dask) as scheduler:
         with timer.stage("plan", "grid, inputs, partitions and model"):
             # Partitions run one after the other, each on all the scheduler's workers.
             planned = plan_run(config, workers=1)
-            p, predictor = planned.layout, open_model(config)
+            predictor = open_model(config)
         # Said even when quiet (a nightly batch): a run that waits must say for whom.
-        with out.locked(wait, timer.warn):
-            fingerprint = run_fingerprint(p, predictor)
-            published = out.latest()
-            if published is not None and not new_city:
-                manifest = _manifest(published)
-                _same_city(config, p.bbox, manifest, out.path)
-                if not force and not changed_since(manifest, fingerprint):
-                    tampered = out.changed_outputs(published)
-                    if not tampered:
-                        return _up_to_date(p, out, published, manifest)
-                    timer.warn(
-                        f"{', '.join(tampered)} of run {published.name} changed after it was "
-                        f"published (written over in {out.path}?); making the run again"
-                    )
-            store = ResultStore(out.path / STORE, reuse=not force)
-            return _locked_run(
-                planned, predictor, out, store, scheduler, timer, started, fingerprint, new_city
+        with (
+            out.locked(wait, timer.warn),
+            remote.locked(wait, timer.warn) if remote else contextlib.nullcontext(),
+        ):
+            if remote is not None:
+                with timer.stage("pull", f"the published run and the store of {remote.url}"):
+                    remote.pull()
+            result = _unless_up_to_date(
+                planned, predictor, out, scheduler, timer, started, force, new_city
             )
+            if remote is not None:
+                if not result.up_to_date:
+                    with timer.stage("push", f"the store, the run and the pointer to {remote.url}"):
+                        remote.push(result.run_folder)
+                result.published_to = remote.outputs()
+            return result
+
+
+def _unless_up_to_date(
+    planned: RunPlan,
+    predictor: Predictor,
+    out: OutputFolder,
+    scheduler: str,
+    timer: StageTimer,
+    started: dt.datetime,
+    force: bool,
+    new_city: bool,
+) -> RunResult:
+    """The published run when nothing changed since it, else a new run (the lock is held)."""
+    p = planned.layout
+    config = p.config
+    fingerprint = run_fingerprint(p, predictor)
+    published = out.latest()
+    if published is not None and not new_city:
+        manifest = _manifest(published)
+        _same_city(config, p.bbox, manifest, out.path)
+        if not force and not changed_since(manifest, fingerprint):
+            tampered = out.changed_outputs(published)
+            if not tampered:
+                return _up_to_date(p, out, published, manifest)
+            timer.warn(
+                f"{', '.join(tampered)} of run {published.name} changed after it was "
+                f"published (written over in {out.path}?); making the run again"
+            )
+    store = ResultStore(out.path / STORE, reuse=not force)
+    return _locked_run(
+        planned, predictor, out, store, scheduler, timer, started, fingerprint, new_city
+    )
 
 
 def holds_another_city(config: RunConfig) -> bool:

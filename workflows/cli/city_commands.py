@@ -57,11 +57,12 @@ def run_command(
     result = run(
         cfg, StageTimer(quiet=quiet or None), wait=not no_wait, force=force, new_city=new_city
     )
+    where = cfg.output_url or result.output_dir
     if result.up_to_date:
-        out.print(f"{result.output_dir}: {result.changes.summary}", highlight=False, soft_wrap=True)
+        out.print(f"{where}: {result.changes.summary}", highlight=False, soft_wrap=True)
         return
-    out.print(f"outputs in {result.output_dir}:", highlight=False)
-    print_outputs(result.outputs)
+    out.print(f"outputs in {where}:", highlight=False)
+    print_outputs(result.published_to or result.outputs)
     out.print(f"changes: {result.changes.summary}", highlight=False, soft_wrap=True)
 
 

@@ -133,8 +133,8 @@ def print_notes(notes: list[str]) -> None:
         err.print(flagged("note:", "yellow", note), soft_wrap=True)
 
 
-def print_outputs(paths: dict[str, Path]) -> None:
-    """A line per output: its name and path."""
+def print_outputs(paths: dict[str, Path] | dict[str, str]) -> None:
+    """A line per output: its name and path (or S3 URL)."""
     for name, path in paths.items():
         out.print(f"  {name:<18} {path}", highlight=False, soft_wrap=True)
 
