@@ -36,6 +36,7 @@ from urbanfusion.ingest.tile_read import TileSource, read_window
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
 from urbanfusion.pipeline.fingerprint import file_identity
 from urbanfusion.pipeline.grid import CityGrid, Window
+from urbanfusion.pipeline.remote_files import InputPath, input_path
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.dehaze import (
     DehazeParams,
@@ -295,7 +296,7 @@ class _Touching(NamedTuple):
 
 
 def _index_tiles(
-    paths: list[Path], grid: CityGrid, bands: list[int | str]
+    paths: list[InputPath], grid: CityGrid, bands: list[int | str]
 ) -> tuple[list[TileReport], list[_Touching]]:
     """A report per tile from the tile index, and the tiles that touch the extent.
 
@@ -362,7 +363,7 @@ def _all_scene_stats(
     def stats(tile: _Touching) -> SceneStats | Exception:
         try:
             return scene_stats(
-                Path(tile.report.path), tile.bands, grid, params, dehaze, store, tile.crop
+                input_path(tile.report.path), tile.bands, grid, params, dehaze, store, tile.crop
             )
         except (RasterioError, OSError, InputFormatError) as err:
             return err
@@ -378,7 +379,7 @@ def _layer(
     params: DehazeParams,
 ) -> _Layer:
     """A used tile's lazy reads on the grid; its report says how it was read."""
-    report, path = tile.report, Path(tile.report.path)
+    report, path = tile.report, input_path(tile.report.path)
     if scene.nonfinite > 0:
         said = (
             f"{path.name}: {scene.nonfinite:.2%} of its pixels are not finite (+-inf or NaN) "
@@ -418,7 +419,7 @@ def _no_coverage(reports: list[TileReport], n_paths: int, grid: CityGrid) -> NoC
 
 
 def load_imagery(
-    paths: list[Path],
+    paths: list[InputPath],
     grid: CityGrid,
     bands: list[int | str],
     dehaze: Literal["auto", "always", "never"] = "auto",

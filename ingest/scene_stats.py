@@ -6,7 +6,6 @@ size, kept in the run store under the file's identity, so an unchanged tile is n
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +19,7 @@ from urbanfusion.ingest.store_keys import scene_key
 from urbanfusion.ingest.tile_read import TileSource, scaled, unreadable
 from urbanfusion.pipeline.errors import InputFormatError
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.remote_files import InputPath
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.dehaze import DehazeParams
 from urbanfusion.preprocess.scaling import white_level
@@ -78,7 +78,7 @@ def preview_bounds(
 
 def scene_preview(
     src: rasterio.DatasetReader,
-    path: Path,
+    path: InputPath,
     bands: tuple[int, ...],
     grid: CityGrid,
     bounds: tuple[float, float, float, float] | None = None,
@@ -109,7 +109,7 @@ def scene_preview(
 
 
 def scene_stats(
-    path: Path,
+    path: InputPath,
     chosen: tuple[int, ...],
     grid: CityGrid,
     params: DehazeParams,

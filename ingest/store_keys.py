@@ -22,11 +22,12 @@ import numpy as np
 from urbanfusion.pipeline.config import ImageryConfig, SignallingConfig
 from urbanfusion.pipeline.fingerprint import code_fingerprint, digest, file_identity
 from urbanfusion.pipeline.grid import CityGrid
+from urbanfusion.pipeline.remote_files import InputPath
 from urbanfusion.preprocess.dehaze import DehazeParams
 
 
 def scene_key(
-    path: Path,
+    path: InputPath,
     bands: tuple[int, ...],
     grid: CityGrid,
     params: DehazeParams,

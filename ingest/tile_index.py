@@ -22,6 +22,7 @@ from rasterio.errors import RasterioError
 from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.cache import cache_dir
 from urbanfusion.pipeline.fingerprint import stat_identity
+from urbanfusion.pipeline.remote_files import InputPath, RemoteFile
 
 _COLUMNS = [
     "path",
@@ -68,7 +69,7 @@ def _date_from(tags: dict[str, str], name: str) -> str | None:
     return None
 
 
-def describe_tile(path: Path) -> dict[str, object]:
+def describe_tile(path: InputPath) -> dict[str, object]:
     """One index row for a file (``error`` says why it cannot be used, else empty)."""
     row: dict[str, object] = {c: None for c in _COLUMNS}
     row.update(path=str(path), **_identity(path), error="")
@@ -98,19 +99,21 @@ def describe_tile(path: Path) -> dict[str, object]:
     return row
 
 
-def _identity(path: Path) -> dict[str, int]:
+def _identity(path: InputPath) -> dict[str, int]:
     identity = stat_identity(path.stat())
     identity["size"] = identity.pop("bytes")
     return identity
 
 
-def _cache_file(paths: list[Path]) -> Path:
-    folders = sorted({str(p.parent.resolve()) for p in paths})
+def _cache_file(paths: list[InputPath]) -> Path:
+    folders = sorted(
+        {p.folder if isinstance(p, RemoteFile) else str(p.parent.resolve()) for p in paths}
+    )
     key = hashlib.sha256("\n".join(folders).encode()).hexdigest()[:16]
     return cache_dir() / f"tiles-{key}.parquet"
 
 
-def tile_index(paths: list[Path], use_cache: bool = True) -> pd.DataFrame:
+def tile_index(paths: list[InputPath], use_cache: bool = True) -> pd.DataFrame:
     """Index rows for ``paths`` in their order, reading only files new or changed since cached."""
     cache = _cache_file(paths) if paths else None
     known = pd.DataFrame(columns=_COLUMNS)

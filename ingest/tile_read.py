@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -13,6 +12,7 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 
 from urbanfusion.pipeline.errors import InputFormatError
+from urbanfusion.pipeline.remote_files import InputPath
 from urbanfusion.preprocess.scene_preview import own_alpha
 
 
@@ -20,7 +20,7 @@ from urbanfusion.preprocess.scene_preview import own_alpha
 class TileSource:
     """What reading a tile's pixels needs: its bands, their scaling and its alpha's opaque level."""
 
-    path: Path
+    path: InputPath
     bands: tuple[int, ...]
     scale: tuple[tuple[float, float], ...]
     # Alpha at or above this is opaque. For a tile's own alpha band: half its top value, which
@@ -57,7 +57,7 @@ def read_window(
     return scaled(data, alpha >= (tile.opaque if alpha_band else 128), tile)
 
 
-def unreadable(path: Path, err: RasterioError) -> InputFormatError:
+def unreadable(path: InputPath, err: RasterioError) -> InputFormatError:
     """The one-line error of a tile whose pixels cannot be read."""
     return InputFormatError(
         f"{path}: cannot read its pixels ({str(err).splitlines()[0]}); the file may be "

@@ -31,6 +31,13 @@ from pyproj.exceptions import CRSError as PyprojCRSError
 from urbanfusion.pipeline.cache import cache_dir
 from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
 from urbanfusion.pipeline.object_store import S3Location, is_s3
+from urbanfusion.pipeline.remote_files import (
+    InputPath,
+    expand_remote,
+    forget_identities,
+    gdal_for_remote,
+    is_remote,
+)
 
 
 class _Strict(BaseModel):
@@ -472,15 +479,22 @@ def _not_a_file(path: Path) -> str:
     return f"{kind or 'a device'}, not a file: reading it could wait for ever"
 
 
-def expand_paths(config: RunConfig, patterns: list[str], key: str) -> list[Path]:
+def expand_paths(config: RunConfig, patterns: list[str], key: str, first: int = 0) -> list[Path]:
     """Expand globs in order, each pattern's matches sorted; duplicates kept once.
+
+    ``first``: the index of ``patterns[0]`` in the config's list (messages name ``key[i]``).
 
     Raises:
         InputNotFoundError: a pattern matched no file, or it matched a broken link, a FIFO or
             a device (never skipped unsaid); the message names the key and pattern.
     """
     found: list[Path] = []
-    for i, pattern in enumerate(patterns):
+    for i, pattern in enumerate(patterns, first):
+        if is_remote(pattern):
+            raise InputNotFoundError(
+                f"{key}[{i}] '{pattern}': {key} are read from local files only (imagery.paths "
+                "may be URLs); copy them to a local or shared folder"
+            )
         full = config.resolve(pattern)
         matches = sorted(Path(m) for m in glob.glob(str(full), recursive=True))
         for m in matches:
@@ -495,5 +509,26 @@ def expand_paths(config: RunConfig, patterns: list[str], key: str) -> list[Path]
                 f"{key}[{i}] '{pattern}' matched no file (looked for {full}); "
                 "check the path, relative paths are relative to the config file"
             )
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def expand_inputs(config: RunConfig, patterns: list[str], key: str) -> list[InputPath]:
+    """Like :func:`expand_paths`, where a pattern may also be a URL (http, https, s3).
+
+    A URL is read where it lies (:mod:`urbanfusion.pipeline.remote_files`); an ``s3://`` one
+    may hold a glob.
+
+    Raises:
+        InputNotFoundError: a pattern matched no file or object.
+    """
+    forget_identities()  # each plan asks the servers afresh (a batch plans many runs)
+    found: list[InputPath] = []
+    for i, pattern in enumerate(patterns):
+        if is_remote(pattern):
+            gdal_for_remote()
+            matches: list[InputPath] = [*expand_remote(pattern, f"{key}[{i}]")]
+        else:
+            matches = [*expand_paths(config, [pattern], key, i)]
         found.extend(m for m in matches if m not in found)
     return found

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from urbanfusion.pipeline.remote_files import InputPath, RemoteFile, RemoteStat
+
 # The packages whose source is the code a run's outputs depend on.
 _PACKAGES = ("pipeline", "preprocess", "ingest", "models", "workflows")
 # Libraries whose version can change the numbers (GDAL comes inside rasterio's wheels).
@@ -38,16 +40,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_entry(path: Path, relative: bool = False) -> dict[str, object]:
+def file_entry(path: InputPath, relative: bool = False) -> dict[str, object]:
     """``{"path", "bytes", "sha256"}`` of a file, as the manifest lists inputs and outputs.
 
-    ``relative`` leaves the path out (outputs are listed by name, beside the manifest).
+    ``relative`` leaves the path out (outputs are listed by name, beside the manifest). A remote
+    tile is listed by its ETag, not read whole for a hash (``{"path", "bytes", "etag"}``).
     """
     entry: dict[str, object] = {} if relative else {"path": str(path)}
+    if isinstance(path, RemoteFile):
+        return {**entry, "bytes": path.stat().st_size, "etag": path.etag()}
     return {**entry, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def stat_identity(stat: os.stat_result) -> dict[str, int]:
+def stat_identity(stat: os.stat_result | RemoteStat) -> dict[str, int]:
     """Size, modification and change times and inode: what tells cheaply that a file changed.
 
     As git's index does. The size and modification time alone miss a rewrite that keeps both (a
@@ -63,7 +68,7 @@ def stat_identity(stat: os.stat_result) -> dict[str, int]:
     }
 
 
-def file_identity(path: Path) -> dict[str, object]:
+def file_identity(path: InputPath) -> dict[str, object]:
     """The path and :func:`stat_identity` of a file: whether it changed, without reading it.
 
     A missing file has no identity (its reader says so, in its own words, when it is read).

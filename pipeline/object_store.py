@@ -9,7 +9,9 @@ boto3 is the ``[s3]`` extra: a local run never imports it.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,7 @@ def s3_client(url: str) -> S3Client:
         raise ConfigError(
             f"{url} is on S3, which needs boto3; install it with `pip install -e .[s3]`"
         ) from None
+    gdal_s3_endpoint()  # GDAL then reads and writes the same bucket (/vsis3/)
     # Retries in boto3's standard mode: an S3 server answers "slow down" under load.
     return boto3.client("s3", config=Config(retries={"max_attempts": 6, "mode": "standard"}))
 
@@ -114,3 +117,19 @@ def s3_errors(url: str, doing: str) -> Iterator[None]:
             f"{doing} {url} failed ({first}); check the network, the credentials and "
             "AWS_ENDPOINT_URL_S3"
         ) from None
+
+
+def gdal_s3_endpoint() -> None:
+    """Point GDAL at boto3's S3 endpoint (``AWS_ENDPOINT_URL_S3``) unless it has its own.
+
+    boto3 and the AWS CLI read ``AWS_ENDPOINT_URL_S3``; GDAL reads ``AWS_S3_ENDPOINT`` (host
+    and port), ``AWS_HTTPS`` and ``AWS_VIRTUAL_HOSTING``. One variable then serves both.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint or "AWS_S3_ENDPOINT" in os.environ:
+        return
+    parts = urllib.parse.urlsplit(endpoint)
+    os.environ["AWS_S3_ENDPOINT"] = parts.netloc
+    os.environ.setdefault("AWS_HTTPS", "NO" if parts.scheme == "http" else "YES")
+    # Servers other than AWS (MinIO, moto) take the bucket in the path, not the host name.
+    os.environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")

@@ -33,6 +33,7 @@ SLOW_MODULES = frozenset(
         "test_model",
         "test_pretrain",
         "test_publish",
+        "test_remote_tiles",
         "test_s3_output",
         "test_signalling_helsinki",
         "test_store",
@@ -110,7 +111,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """``moto_server`` started on a free port; boto3 and GDAL pointed at it by environment.
 
     The environment is what a user's would be for MinIO or any S3-compatible store:
-    ``AWS_ENDPOINT_URL_S3`` for boto3, ``AWS_S3_ENDPOINT``/``AWS_HTTPS`` for GDAL.
+    ``AWS_ENDPOINT_URL_S3`` and credentials (urbanfusion gives GDAL the same endpoint).
     """
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     if exe is None:
@@ -126,11 +127,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_S3_ENDPOINT": f"127.0.0.1:{port}",
-        "AWS_HTTPS": "NO",
-        "AWS_VIRTUAL_HOSTING": "FALSE",
     }
-    saved = {k: os.environ.get(k) for k in env}
+    gdal = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING")
+    saved = {k: os.environ.get(k) for k in (*env, *gdal)}
     os.environ.update(env)
     try:
         deadline = time.monotonic() + 30

@@ -169,7 +169,7 @@ def test_dehazing_one_chunk_imports_no_dask(tmp_path):
 def test_the_command_dehazes_with_the_airlight_a_run_uses(small_city, tmp_path):
     from urbanfusion.ingest.imagery import load_imagery
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.stages import plan
+    from urbanfusion.workflows.layout import plan
 
     hazy = next((small_city.root / "tiles").glob("*hazy*.tif"))
     grid = plan(load_config(small_city.config)).grid

@@ -98,7 +98,8 @@ def test_asking_for_a_band_a_tile_lacks_is_an_error(tmp_path):
 
 def test_the_demo_city_hazy_tile_is_detected_and_dehazed(small_city):
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.stages import ingest, plan
+    from urbanfusion.workflows.layout import plan
+    from urbanfusion.workflows.stages import ingest
 
     p = plan(load_config(small_city.config))
     ingested = ingest(p)

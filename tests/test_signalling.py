@@ -328,7 +328,7 @@ def _ledger_balances(report):
 
 def test_a_rolling_window_keeps_the_last_days_and_follows_new_daily_files(tmp_path, small_city):
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.stages import plan
+    from urbanfusion.workflows.layout import plan
 
     grid = plan(load_config(small_city.config)).grid
     files = sorted((small_city.root / "signalling").glob("*.csv"))
@@ -363,7 +363,7 @@ def test_a_rolling_window_keeps_the_last_days_and_follows_new_daily_files(tmp_pa
 
 def test_a_few_rows_dated_months_later_do_not_move_the_window(tmp_path, small_city):
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.stages import plan
+    from urbanfusion.workflows.layout import plan
 
     grid = plan(load_config(small_city.config)).grid
     files = sorted((small_city.root / "signalling").glob("*.csv"))
@@ -387,7 +387,7 @@ def test_a_few_rows_dated_months_later_do_not_move_the_window(tmp_path, small_ci
 
 def test_a_window_that_leaves_most_rows_out_says_so(tmp_path, small_city):
     from urbanfusion.pipeline.config import load_config
-    from urbanfusion.workflows.stages import plan
+    from urbanfusion.workflows.layout import plan
 
     grid = plan(load_config(small_city.config)).grid
     files = sorted((small_city.root / "signalling").glob("*.csv"))

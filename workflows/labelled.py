@@ -17,7 +17,8 @@ from urbanfusion.models.classes import CLASS_NAMES
 from urbanfusion.models.dataset import BLOCK_CELLS, CellData, load_urfc_folder
 from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.errors import ConfigError
-from urbanfusion.workflows.stages import ingest, plan, prepare
+from urbanfusion.workflows.layout import plan
+from urbanfusion.workflows.stages import ingest, prepare
 
 
 def load_labelled_city(config_path: Path, zones_path: Path, city_index: int = 0) -> CellData:

@@ -21,8 +21,10 @@ from urbanfusion.pipeline.fingerprint import (
     file_sha256,
 )
 from urbanfusion.pipeline.partitions import Partition
+from urbanfusion.pipeline.remote_files import forget_identities
+from urbanfusion.workflows.layout import Plan
 from urbanfusion.workflows.output_names import REJECTS
-from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+from urbanfusion.workflows.stages import Ingested, Predicted
 
 # Why a cell has no prediction (the only reason there is: the model needs one input).
 NO_INPUT_REASON = "no imagery and no signalling"
@@ -61,6 +63,7 @@ def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.date
     The manifest lists each input's size and SHA-256 as they are when it is written; a file
     overwritten mid-run would be listed with its new content though the old rows were used.
     """
+    forget_identities()  # a remote tile's server is asked again, as a local file is
     now = run_fingerprint_inputs(p)
     kinds = [k for k, v in now.items() if fingerprint.get(k) != v]
     if not kinds:
@@ -69,7 +72,7 @@ def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.date
     files = [
         str(f)
         for f in (*p.tiles, *p.signalling_files, *([p.area_file] if p.area_file else []))
-        if f.exists() and f.stat().st_ctime_ns >= since
+        if f.is_file() and f.stat().st_ctime_ns >= since
     ]
     named = f" ({', '.join(files[:3])})" if files else ""
     return (

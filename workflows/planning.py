@@ -19,6 +19,8 @@ from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition, partition_grid
+from urbanfusion.pipeline.remote_files import InputPath
+from urbanfusion.workflows.layout import Plan, layout
 from urbanfusion.workflows.memory import (
     BASE_BYTES,
     available_bytes,
@@ -28,7 +30,6 @@ from urbanfusion.workflows.memory import (
     too_large,
     worker_memory,
 )
-from urbanfusion.workflows.stages import Plan, layout
 
 # Core-seconds per cell of a whole run (read, warp, dehaze, chips, model, outputs), measured on
 # the 1,000 km2 city with 2 m imagery (16,000 cells in 19.4-21.4 s on 2 cores,
@@ -68,7 +69,7 @@ class RunPlan:
         return self.layout.grid
 
     @property
-    def tiles(self) -> list[Path]:
+    def tiles(self) -> list[InputPath]:
         """The tiles the run would read."""
         return self.layout.tiles
 

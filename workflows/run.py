@@ -22,8 +22,10 @@ from urbanfusion.pipeline.config import RunConfig
 from urbanfusion.pipeline.errors import ConfigError
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.progress import StageTimer
+from urbanfusion.pipeline.remote_files import gdal_for_remote, is_remote
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
+from urbanfusion.workflows.layout import Plan, layout
 from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
 from urbanfusion.workflows.planning import RunPlan, plan_run
@@ -31,10 +33,8 @@ from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.s3_output import S3Output
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import (
-    Plan,
     grid_chips,
     ingest,
-    layout,
     open_model,
     predict_partitions,
 )
@@ -103,6 +103,8 @@ def run(
     out = OutputFolder(config.output_dir)
     url = config.output_url
     remote = None if url is None else S3Output(url, out, config.history.keep)
+    if any(is_remote(path) for path in config.imagery.paths):
+        gdal_for_remote()  # before a local cluster's workers start: they inherit it
     with dask_scheduler(config.dask) as scheduler:
         with timer.stage("plan", "grid, inputs, partitions and model"):
             # Partitions run one after the other, each on all the scheduler's workers.

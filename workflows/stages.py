@@ -1,4 +1,4 @@
-"""The stages of a run, in the order data flows: plan, ingest, prepare, predict.
+"""The stages of a run, in the order data flows: plan (:mod:`.layout`), ingest, prepare, predict.
 
 Each stage takes and returns the contracts of ``design.md``. Training data is made by plan,
 ingest and prepare unchanged (:mod:`.labelled`), so what a model sees in training is what it sees
@@ -7,12 +7,8 @@ in production. The last stage, write, is :mod:`.write`; :mod:`.run` runs them al
 
 from __future__ import annotations
 
-import fnmatch
-import glob
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import dask.array as da
 import numpy as np
@@ -22,14 +18,14 @@ from dask.base import compute
 from dask.delayed import delayed
 
 from urbanfusion.ingest.activity_parts import Activity
-from urbanfusion.ingest.area import cells_inside, read_area
 from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_activity
 from urbanfusion.ingest.store_keys import all_chips_key, inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
-from urbanfusion.pipeline.config import ExtentArea, RunConfig, expand_paths, glob_matches
-from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.config import (
+    RunConfig,
+)
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.release import release_memory
@@ -37,31 +33,9 @@ from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.preprocess.activity import WEEKDAYS, activity_inputs
 from urbanfusion.preprocess.chips import thumbnail_px
 from urbanfusion.preprocess.chips_dask import chips_dask, thumbnails_dask
-from urbanfusion.workflows.memory import available_bytes, check_memory
-from urbanfusion.workflows.publish import written_paths
+from urbanfusion.workflows.layout import Plan
 from urbanfusion.workflows.scheduler import model_threads
 from urbanfusion.workflows.stored import stored_activity, stored_chips
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The grid and the input files of a run, checked to exist."""
-
-    config: RunConfig
-    grid: CityGrid
-    tiles: list[Path]
-    signalling_files: list[Path]
-    # An extent given as an area: its file, its bounding box (WGS84) and which cells it holds.
-    area_file: Path | None = None
-    area_box: tuple[float, float, float, float] | None = None
-    inside: np.ndarray | None = None  # (cell,) bool; None: every cell of the box
-
-    @property
-    def bbox(self) -> tuple[float, float, float, float]:
-        """The extent's box in WGS84 degrees (an area's bounding box)."""
-        extent = self.config.extent
-        box = extent if isinstance(extent, tuple) else self.area_box
-        return cast(tuple[float, float, float, float], box)
 
 
 @dataclass
@@ -122,94 +96,6 @@ class Predicted:
         if not scored.any():
             return None
         return float(1 - self.out_of_domain.sum() / scored.sum())
-
-
-def layout(config: RunConfig) -> Plan:
-    """The grid and the input files of a run, without asking whether it fits in memory.
-
-    Raises:
-        ConfigError: the grid cannot be built for the extent, or an input lies in output.dir.
-        InputNotFoundError: a path or glob of the config matches nothing.
-    """
-    area_file, area = None, None
-    extent = config.extent
-    if isinstance(extent, ExtentArea):
-        area_file = config.resolve(extent.path)
-        area = read_area(area_file, extent)
-        extent = area.bbox
-    grid = CityGrid.from_extent(extent, config.grid.cell_size_m, config.grid.chip_px, config.crs)
-    tiles = expand_paths(config, config.imagery.paths, "imagery.paths")
-    signalling = expand_paths(config, config.signalling.paths, "signalling.paths")
-    out = config.output_dir
-    for key, patterns, files in (
-        ("imagery.paths", config.imagery.paths, tiles),
-        ("signalling.paths", config.signalling.paths, signalling),
-    ):
-        example = _reaches_output(config, patterns, files, out)
-        if example is not None:
-            raise ConfigError(
-                f"{key} reaches inside output.dir {out} (e.g. {example}): a run would read its "
-                "own outputs; move output.dir out of the input folders or narrow the pattern"
-            )
-    inside = None if area is None else cells_inside(area, grid)
-    if inside is not None and not inside.any():
-        raise ConfigError(
-            f"extent {config.extent.describe() if isinstance(config.extent, ExtentArea) else ''}: "
-            f"no cell of {config.grid.cell_size_m:g} m has its centre inside the feature; "
-            "lower grid.cell_size_m or check the feature"
-        )
-    box = None if area is None else area.bbox
-    return Plan(config, grid, tiles, signalling, area_file, box, inside)
-
-
-def plan(config: RunConfig) -> Plan:
-    """Build the grid and expand the input globs; refuse a run that cannot fit in memory.
-
-    Raises:
-        ConfigError: the grid cannot be built for the extent, an input lies in output.dir, or
-            the run would need more memory than there is (:mod:`.memory`).
-        InputNotFoundError: a path or glob of the config matches nothing.
-    """
-    p = layout(config)
-    check_memory(config, p.grid, len(p.signalling_files), available_bytes())
-    return p
-
-
-def _reaches_output(
-    config: RunConfig, patterns: list[str], files: list[Path], out: Path
-) -> Path | None:
-    """A path by which the input ``patterns`` reach into ``out``, or None.
-
-    Files already there, and what a run would write there (the next run would read it), by
-    their real paths: a link inside an input folder that leads to ``out`` counts too.
-    """
-    real = out.resolve()
-    inside = [f for f in files if f.is_relative_to(out) or f.resolve().is_relative_to(real)]
-    if inside:
-        return inside[0]
-    written = written_paths(out)
-    for pattern in patterns:
-        full = config.resolve(pattern)
-        would = [w for w in written if glob_matches(full, w)]
-        if would:
-            return would[0]
-        if not any(fnmatch.fnmatchcase(w.name, full.name) for w in written):
-            continue  # it cannot match an output's name, wherever it walks
-        # The folders the pattern walks, through links: one may be the output folder, or a
-        # link to where the output folder will be (before the first run makes it).
-        for folder in map(Path, glob.glob(str(full.parent) + os.sep, recursive=True)):
-            if folder.resolve().is_relative_to(real):
-                return folder
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    link = Path(entry.path)
-                    if (
-                        entry.is_symlink()
-                        and link.resolve().is_relative_to(real)
-                        and glob_matches(full.parent, link)
-                    ):
-                        return link
-    return None
 
 
 def open_model(config: RunConfig) -> Predictor:

@@ -38,6 +38,7 @@ from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, changes_since, write_changes
+from urbanfusion.workflows.layout import Plan
 from urbanfusion.workflows.manifest import (
     NO_INPUT_REASON,
     OUTSIDE_AREA_REASON,
@@ -62,7 +63,7 @@ from urbanfusion.workflows.output_names import (
 from urbanfusion.workflows.publish import OutputFolder
 from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stac import run_item, write_item
-from urbanfusion.workflows.stages import Ingested, Plan, Predicted
+from urbanfusion.workflows.stages import Ingested, Predicted
 from urbanfusion.workflows.styles import write_cells_style, write_probabilities_style
 from urbanfusion.workflows.webmap.page import map_data, write_map_html
 
