@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from werkzeug.serving import make_server
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Request, Response
 
 from urbanfusion.workflows.democity.city import DemoCity, generate_demo_city
 
@@ -90,6 +94,40 @@ def write_config(path: Path, city: DemoCity, **changes: object) -> Path:
         node[last] = value
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+class RangeServer:
+    """Files of a folder over HTTP on localhost, with range requests, ETag and Last-Modified.
+
+    A real server (werkzeug's, threaded); it records each request's method, Range and status.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[tuple[str, str, int]] = []  # (method, Range header, status)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @Request.application
+    def app(self, request: Request) -> Response:
+        path = self.root / request.path.lstrip("/")
+        if not path.is_file():
+            response = Response("not found", status=404)
+        else:
+            # conditional: Range -> 206 with the bytes asked for, ETag and Last-Modified.
+            response = send_file(path, request.environ, conditional=True, etag=True)
+        self.requests.append(
+            (request.method, request.headers.get("Range", ""), response.status_code)
+        )
+        return response
+
+    def __enter__(self) -> RangeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
 
 
 @dataclass(frozen=True)

@@ -6,52 +6,16 @@ The HTTP server is a real one (werkzeug's, on localhost) that answers ``Range`` 
 
 import json
 import os
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from werkzeug.serving import make_server
-from werkzeug.utils import send_file
-from werkzeug.wrappers import Request, Response
 
-from tests.conftest import write_config
+from tests.conftest import RangeServer, write_config
 from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.errors import InputNotFoundError
 from urbanfusion.workflows.run import run
-
-
-class TileServer:
-    """Files of a folder over HTTP on localhost; it records each request's method and range."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.requests: list[tuple[str, str, int]] = []  # (method, Range header, status)
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @Request.application
-    def app(self, request: Request) -> Response:
-        path = self.root / request.path.lstrip("/")
-        if not path.is_file():
-            response = Response("not found", status=404)
-        else:
-            # conditional: Range -> 206 with the bytes asked for, ETag and Last-Modified.
-            response = send_file(path, request.environ, conditional=True, etag=True)
-        self.requests.append(
-            (request.method, request.headers.get("Range", ""), response.status_code)
-        )
-        return response
-
-    def __enter__(self) -> "TileServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +30,7 @@ def _tile_urls(base: str, small_city) -> list[str]:
 
 
 def test_tiles_over_http_are_read_by_range_and_give_the_local_map(tmp_path, small_city, local_run):
-    with TileServer(small_city.root / "tiles") as server:
+    with RangeServer(small_city.root / "tiles") as server:
         urls = _tile_urls(server.url, small_city)
         cfg = load_config(write_config(tmp_path / "c.yaml", small_city, **{"imagery.paths": urls}))
         result = run(cfg)
@@ -113,7 +77,7 @@ def test_tiles_on_s3_by_glob_give_the_local_map(tmp_path, small_city, s3_server,
 
 
 def test_remote_inputs_that_cannot_be_read_are_one_line_errors(tmp_path, small_city, s3_server):
-    with TileServer(small_city.root / "tiles") as server:
+    with RangeServer(small_city.root / "tiles") as server:
         cases = {
             f"{server.url}/missing.tif": "the server has no such file",
             f"{server.url}/*.tif": "a URL takes no wildcards",

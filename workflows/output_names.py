@@ -15,6 +15,7 @@ ACTIVITY = "activity.parquet"
 REJECTS = "rejects.parquet"
 QUICKLOOK = "quicklook.png"
 MAP = "map.html"
+MAP_TILES = "map.pmtiles"  # beside MAP for a region: its classes and cells as tiles
 CHANGES = "changes.gpkg"
 ITEM = "item.json"
 MANIFEST = "manifest.json"
@@ -31,6 +32,7 @@ OUTPUT_FILES = (
     REJECTS,
     QUICKLOOK,
     MAP,
+    MAP_TILES,
     CHANGES,
     ITEM,
     MANIFEST,

@@ -31,6 +31,7 @@ from urbanfusion.workflows.output_names import (
     ITEM,
     MANIFEST,
     MAP,
+    MAP_TILES,
     PROBABILITIES,
     PROBABILITIES_STYLE,
     QUICKLOOK,
@@ -50,6 +51,7 @@ ASSETS: dict[str, tuple[str, list[str], str]] = {
     REJECTS: ("application/vnd.apache.parquet", ["metadata"], "Rejected signalling rows"),
     QUICKLOOK: (pystac.MediaType.PNG, ["overview"], "Classes over the imagery"),
     MAP: (pystac.MediaType.HTML, ["overview"], "Interactive map (offline)"),
+    MAP_TILES: ("application/vnd.pmtiles", ["overview"], "Map tiles of a region (PMTiles)"),
     MANIFEST: (pystac.MediaType.JSON, ["metadata"], "Run manifest: inputs, counts, hashes"),
     ITEM: (pystac.MediaType.GEOJSON, ["metadata"], "This STAC Item"),
 }

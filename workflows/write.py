@@ -55,7 +55,6 @@ from urbanfusion.workflows.output_names import (
     CLASS_MAP,
     ITEM,
     MANIFEST,
-    MAP,
     PROBABILITIES,
     QUICKLOOK,
     REJECTS,
@@ -65,7 +64,7 @@ from urbanfusion.workflows.quicklook import write_quicklook
 from urbanfusion.workflows.stac import run_item, write_item
 from urbanfusion.workflows.stages import Ingested, Predicted
 from urbanfusion.workflows.styles import write_cells_style, write_probabilities_style
-from urbanfusion.workflows.webmap.page import map_data, write_map_html
+from urbanfusion.workflows.webmap.page import write_map
 
 
 def _cog_blocksize(grid: CityGrid) -> int:
@@ -346,7 +345,8 @@ def _write_outputs(
     write_quicklook(staging / QUICKLOOK, grid, class_id, predicted.preview, contract, p.config.name)
     changes = changes_since(previous, grid, predicted, contract)
     write_changes(staging / CHANGES, changes)
-    page = map_data(
+    write_map(
+        staging,
         grid,
         predicted,
         contract,
@@ -356,7 +356,6 @@ def _write_outputs(
         run_id,
         predicted.out_of_domain,
     )
-    write_map_html(staging / MAP, page)
     return changes
 
 

@@ -1,6 +1,7 @@
 // The run's map: classes over the imagery the model saw, a legend with counts and an opacity
 // slider, the changed cells, and each cell's details on hover (click pins them).
-// Data: the JSON in #run-data, written by urbanfusion.workflows.webmap.page.
+// Data: the JSON in #run-data, written by urbanfusion.workflows.webmap.page. A region's page
+// (data.tiles) reads its class tiles and the details of the cells opened from map.pmtiles.
 (function () {
   "use strict";
 
@@ -11,6 +12,10 @@
     document.body.dataset.errorText = errors.join(" | ");
   }
   window.addEventListener("error", (event) => { errors.push(String(event.message)); report(); });
+  window.addEventListener("unhandledrejection", (event) => {
+    errors.push("unhandled: " + String(event.reason));
+    report();
+  });
   const consoleError = console.error;
   console.error = function (...args) {
     errors.push(args.map(String).join(" "));
@@ -34,7 +39,8 @@
     return raw ? new Float32Array(raw.buffer) : null;
   }
 
-  const cells = data.cells;
+  const tiles = data.tiles; // null: every cell is in this page
+  const cells = data.cells || {};
   const K = data.classes.length;
   const classId = bytes(cells.class_id);
   const prob = bytes(cells.prob); // K bytes a cell, probability x 255
@@ -47,21 +53,95 @@
   const W = data.cols * size;
   const bounds = [[0, 0], [H, W]];
 
-  // Grid metres from the south-west corner; 1 unit = 1 m, so the scale bar is right.
-  const map = L.map("map", { crs: L.CRS.Simple, minZoom: -10, maxZoom: 4, zoomSnap: 0.25 });
+  // Grid metres from the south-west corner; 1 unit = 1 m, so the scale bar is right. A region's
+  // map scales them so that its zoom z is the archive's: at the top zoom a pixel is a cell.
+  let crs = L.CRS.Simple;
+  if (tiles) {
+    const a = 1 / (size * Math.pow(2, tiles.top_zoom));
+    crs = L.extend({}, L.CRS.Simple, { transformation: new L.Transformation(a, 0, -a, a * H) });
+  }
+  const map = L.map("map", {
+    crs: crs,
+    minZoom: tiles ? -3 : -10,
+    maxZoom: tiles ? tiles.top_zoom + 6 : 4,
+    zoomSnap: 0.25,
+    fadeAnimation: !tiles, // tiles appear at once: a fading tile is half drawn in a screenshot
+  });
   map.attributionControl.setPrefix(
     '<a href="https://leafletjs.com">Leaflet</a> | urbanfusion run ' + data.run_id);
-  const imagery = L.imageOverlay(data.imagery, bounds, { alt: "imagery" }).addTo(map);
-  const classes = L.imageOverlay(data.class_layer, bounds,
-    { opacity: data.opacity, className: "uf-pixels", alt: "classes" }).addTo(map);
-  const overlays = { "Classes": classes };
+  // A region's class tiles live in Leaflet's tile pane, under the overlay pane: its imagery
+  // goes there too, below them (a tile layer's container stacks above a plain image).
+  const imagery = L.imageOverlay(data.imagery, bounds,
+    { alt: "imagery", pane: tiles ? "tilePane" : "overlayPane" }).addTo(map);
+  let classes = null;
+  const overlays = {};
+  if (!tiles) {
+    classes = L.imageOverlay(data.class_layer, bounds,
+      { opacity: data.opacity, className: "uf-pixels", alt: "classes" }).addTo(map);
+    overlays["Classes"] = classes;
+  }
   if (data.changes_layer) {
     overlays["Changed since run " + data.previous_run + " (" + data.cells_changed + ")"] =
       L.imageOverlay(data.changes_layer, bounds, { className: "uf-pixels" }).addTo(map);
   }
-  L.control.layers({ "Imagery": imagery }, overlays, { collapsed: false }).addTo(map);
+  const layers = L.control.layers({ "Imagery": imagery }, overlays, { collapsed: false }).addTo(map);
   L.control.scale({ imperial: false }).addTo(map);
   map.fitBounds(bounds);
+
+  // A region: the archive over HTTP(S) by range requests; from a disk, where a page may not
+  // read the files beside it, the file the user picks, read in place.
+  let archive = null;
+  let classesReady = null;
+  const tileBlocks = new Map(); // "x/y" -> Promise of a data tile's bytes
+  function useArchive(source) {
+    archive = new pmtiles.PMTiles(source);
+    classes = pmtiles.leafletRasterLayer(archive, {
+      maxNativeZoom: tiles.top_zoom, minNativeZoom: 0, tileSize: tiles.size, bounds: bounds,
+      opacity: opacityNow(), className: "uf-pixels", noWrap: true,
+    });
+    classesReady = new Promise((resolve) => classes.once("load", resolve));
+    classes.addTo(map);
+    layers.addOverlay(classes, "Classes");
+    if (current >= 0) show(current);
+    classesReady.then(markReady);
+  }
+  function blockKey(row, col) {
+    return Math.floor(col / tiles.size) + "/" + Math.floor(row / tiles.size);
+  }
+  function block(row, col) {
+    const key = blockKey(row, col);
+    const x = Math.floor(col / tiles.size), y = Math.floor(row / tiles.size);
+    if (!tileBlocks.has(key)) {
+      tileBlocks.set(key, archive.getZxy(tiles.data_zoom, x, y).then(async (got) => {
+        if (!got) return null;
+        const stream = new Blob([got.data]).stream().pipeThrough(new DecompressionStream("gzip"));
+        return new Uint8Array(await new Response(stream).arrayBuffer());
+      }));
+    }
+    return tileBlocks.get(key);
+  }
+  const loaded = new Map(); // "x/y" -> bytes, once its promise resolved
+  // A cell's class, flags, previous class and probabilities; undefined while its tile loads.
+  function details(i) {
+    const row = Math.floor(i / data.cols), col = i % data.cols;
+    if (!tiles) {
+      return { c: classId[i], f: flags[i], prev: previous ? previous[i] : 255,
+        p: prob.subarray(i * K, (i + 1) * K) };
+    }
+    if (!archive) return undefined;
+    const key = blockKey(row, col);
+    if (!loaded.has(key)) {
+      block(row, col).then((bytes) => {
+        loaded.set(key, bytes);
+        if (current === i) show(i);
+      }).catch((e) => console.error("map.pmtiles: " + e));
+      return undefined;
+    }
+    const b = loaded.get(key);
+    const N = tiles.size * tiles.size, j = (row % tiles.size) * tiles.size + (col % tiles.size);
+    if (!b) return { c: 255, f: 0, prev: 255, p: new Uint8Array(K) };
+    return { c: b[j], f: b[N + j], prev: b[2 * N + j], p: b.subarray(3 * N + j * K, 3 * N + (j + 1) * K) };
+  }
 
   const legend = L.control({ position: "bottomright" });
   legend.onAdd = function () {
@@ -81,7 +161,7 @@
     L.DomEvent.disableClickPropagation(div);
     L.DomEvent.disableScrollPropagation(div);
     div.querySelector("#uf-opacity").addEventListener("input", (event) => {
-      classes.setOpacity(Number(event.target.value) / 100);
+      if (classes) classes.setOpacity(Number(event.target.value) / 100);
     });
     return div;
   };
@@ -97,8 +177,14 @@
   };
   info.addTo(map);
 
+  function opacityNow() {
+    const slider = document.getElementById("uf-opacity");
+    return slider ? Number(slider.value) / 100 : data.opacity;
+  }
+
   const outline = L.rectangle([[0, 0], [0, 0]], { color: "#000", weight: 2, fill: false });
   let pinned = -1;
+  let current = -1;
 
   function cellAt(latlng) {
     const col = Math.floor(latlng.lng / size);
@@ -125,19 +211,26 @@
   }
 
   function show(i) {
+    current = i;
     if (i < 0) { map.removeLayer(outline); return; }
     const row = Math.floor(i / data.cols);
     const col = i % data.cols;
     const top = H - row * size;
     outline.setBounds([[top - size, col * size], [top, (col + 1) * size]]).addTo(map);
-    const f = flags[i];
+    const d = details(i);
+    if (d === undefined) {
+      info.div.innerHTML = '<span class="hint">' + (archive ? "reading cell " + row + ", " + col +
+        " from " + tiles.file + "..." : "open " + tiles.file + " to see this cell") + "</span>";
+      return;
+    }
+    const f = d.f;
     const inputs = [(f & 1) ? "imagery" : null, (f & 2) ? "signalling" : null].filter(Boolean);
     const [lon, lat] = lonLat(i);
     const rows = [["cell", cellId(i)], ["at", lon.toFixed(5) + ", " + lat.toFixed(5)],
       ["inputs", inputs.length ? inputs.join(" + ") : "none"]];
-    const c = classId[i];
+    const c = d.c;
     if (c < K) {
-      const p = Array.from(prob.subarray(i * K, (i + 1) * K), (v) => v / 255);
+      const p = Array.from(d.p, (v) => v / 255);
       const order = p.map((v, k) => k).sort((a, b) => p[b] - p[a]);
       rows.unshift(["class", '<span class="uf-title">' + escapeHtml(data.classes[c].label) +
         "</span>"]);
@@ -149,8 +242,8 @@
     } else {
       rows.unshift(["class", "no prediction (no input)"]);
     }
-    if (previous && previous[i] !== 255 && (f & 4)) {
-      const before = previous[i] < K ? data.classes[previous[i]].label : "no prediction";
+    if (d.prev !== 255 && (f & 4)) {
+      const before = d.prev < K ? data.classes[d.prev].label : "no prediction";
       rows.push(["changed", "was " + escapeHtml(before)]);
     }
     let html = "<table>" + rows.map((r) => "<tr><td>" + r[0] + "</td><td>" + r[1] +
@@ -200,11 +293,39 @@
     show(i);
   });
 
-  // For people and tests: the map is drawn once both images are decoded.
-  Promise.all([imagery, classes].map((layer) => new Promise((resolve) => {
-    const img = layer.getElement();
-    if (img.complete) resolve(); else img.addEventListener("load", resolve, { once: true });
-  }))).then(() => { document.body.dataset.ready = "1"; report(); });
+  // For people and tests: the map is drawn once its images are decoded (a region's: the class
+  // tiles in view too).
+  const images = Promise.all((tiles ? [imagery] : [imagery, classes]).map((layer) =>
+    new Promise((resolve) => {
+      const img = layer.getElement();
+      if (img.complete) resolve(); else img.addEventListener("load", resolve, { once: true });
+    })));
+  function markReady() {
+    images.then(() => { document.body.dataset.ready = "1"; report(); });
+  }
+  if (!tiles) {
+    markReady();
+  } else if (window.location.protocol === "file:") {
+    const ask = L.control({ position: "topleft" });
+    ask.onAdd = function () {
+      const div = L.DomUtil.create("div", "uf-panel uf-open");
+      div.innerHTML = "This region's classes and cells are in <b>" + escapeHtml(tiles.file) +
+        "</b> beside this page. A page opened from a disk may not read it by itself: choose " +
+        'it here (it is read in place, nothing is sent), or open the page through a web server.' +
+        '<br><input type="file" accept=".pmtiles">';
+      L.DomEvent.disableClickPropagation(div);
+      div.querySelector("input").addEventListener("change", (event) => {
+        const file = event.target.files[0];
+        if (file) { useArchive(new pmtiles.FileSource(file)); map.removeControl(ask); }
+      });
+      return div;
+    };
+    ask.addTo(map);
+    document.body.dataset.needsArchive = "1";
+    images.then(() => { document.body.dataset.ready = "1"; report(); });
+  } else {
+    useArchive(new URL(tiles.file, window.location.href).href);
+  }
   // A link can point at a cell: map.html#cell=ROW,COL pins that cell's details on load.
   const wanted = /cell=(\d+),(\d+)/.exec(window.location.hash);
   if (wanted && Number(wanted[1]) < data.rows && Number(wanted[2]) < data.cols) {
