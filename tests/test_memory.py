@@ -1,5 +1,10 @@
 """The plan-time memory estimate: what it counts and what it tells the user to change."""
 
+import json
+import resource
+import subprocess
+import sys
+
 import pytest
 
 from tests.conftest import write_config
@@ -44,3 +49,62 @@ def test_a_grid_that_fits_passes_and_one_that_does_not_names_the_fix(tmp_path, s
     assert "into 4 or more parts" in message or "into 5 or more parts" in message
     with pytest.raises(ConfigError, match="close other programs"):
         check_memory(config, grid, 8, available=BASE_BYTES // 2)
+
+
+# Runs the command line in-process and says its peak resident memory (VmHWM) on stderr's last
+# line: what one process of a run took, whatever else the test process ran before.
+_PEAK = """
+import re, sys
+from urbanfusion.workflows.cli import main
+sys.argv = ["urbanfusion", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+status = open("/proc/self/status").read()
+print("VmHWM", re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _capped(cap: int, *args: str) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    return subprocess.run(
+        [sys.executable, "-c", _PEAK, *args],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_run_under_a_memory_cap_runs_by_partition_within_its_plan_or_is_refused_early(
+    tmp_path, small_city
+):
+    from urbanfusion.workflows.memory import address_reserve
+    from urbanfusion.workflows.planning import plan_run
+
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        small_city,
+        **{"grid.cell_size_m": 125, "grid.partition_cells": 16},
+    )
+    plan = plan_run(load_config(cfg), workers=1)
+    assert len(plan.partitions) > 8
+    # The cap the plan needs: the interpreter's start, the address space a run reserves beyond
+    # what it uses, and the plan's estimate of the run's own process.
+    enough = int(1.2 * GB) + address_reserve() + plan.driver_bytes
+    ran = _capped(enough, "run", str(cfg), "--force", "--quiet")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    peak_kb = int(ran.stderr.strip().splitlines()[-1].split()[1])
+    assert peak_kb * 1024 <= plan.driver_bytes  # the run stayed within what its plan said
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["partitions"]["count"] == len(plan.partitions)
+
+    # A cap the run cannot live in: one line, before any work, never an allocator's crash.
+    refused = _capped(3 * GB, "run", str(cfg), "--force")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 2, refused.stderr  # the error, VmHWM
+    assert "ulimit -v limits address space" in lines[0] and "cgroup" in lines[0]

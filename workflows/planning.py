@@ -22,7 +22,9 @@ from urbanfusion.pipeline.partitions import Partition, partition_grid
 from urbanfusion.pipeline.remote_files import InputPath
 from urbanfusion.workflows.layout import Plan, layout
 from urbanfusion.workflows.memory import (
+    ADDRESS_LIMIT_HINT,
     BASE_BYTES,
+    address_limited,
     available_bytes,
     cells_that_fit,
     estimate_bytes,
@@ -134,12 +136,18 @@ def plan_run(
     p = layout(config)
     workers = workers or config.dask.workers or 1
     days = expected_days(config, len(p.signalling_files))
-    memory = worker_bytes or worker_memory(config) or available_bytes()
+    memory_given = worker_bytes or worker_memory(config)
+    memory = memory_given or available_bytes()
     max_cells = max_cells or config.grid.partition_cells
     if cells_that_fit(memory, days) < 1:
+        fix = (
+            ADDRESS_LIMIT_HINT
+            if memory_given is None and address_limited()
+            else ("give workers more memory")
+        )
         raise ConfigError(
             f"a worker with {memory / _GB:.2f} GB cannot hold a run's libraries and one chunk of "
-            f"imagery (about {BASE_BYTES / _GB:.2f} GB); give workers more memory"
+            f"imagery (about {BASE_BYTES / _GB:.2f} GB); {fix}"
         )
     # One worker is the run's own process, which also keeps what it learns of every cell;
     # several are a cluster's, and the run's process is this machine's.
