@@ -21,7 +21,7 @@ from urbanfusion.pipeline.config import load_config
 from urbanfusion.pipeline.errors import ConfigError, OutputBusyError, RemoteStorageError
 from urbanfusion.pipeline.object_store import S3Location, s3_client
 from urbanfusion.workflows import s3_output
-from urbanfusion.workflows.run import run
+from urbanfusion.workflows.run import run, what_would_run
 from urbanfusion.workflows.s3_lock import S3Lease
 from urbanfusion.workflows.s3_output import POINTER
 
@@ -77,6 +77,8 @@ def test_a_run_to_s3_publishes_a_whole_set_and_another_machine_resumes_from_it(
         small_city,
         **{"output.dir": url, "output.work_dir": str(tmp_path / "other-machine")},
     )
+    # Asked without running, a fresh machine goes by the bucket's pointer, not its empty copy.
+    assert what_would_run(load_config(elsewhere)) == f"up to date (run {run_id})"
     again = run(load_config(elsewhere))
     assert again.up_to_date and again.run_id == run_id
 

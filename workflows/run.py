@@ -221,16 +221,25 @@ def what_would_run(config: RunConfig) -> str:
     """
     p, predictor = plan_run(config).layout, open_model(config)
     folder = OutputFolder(config.output_dir)
-    published = folder.latest()
-    if published is None:
-        return "would run: no published run yet"
-    manifest = _manifest(published)
-    _same_city(config, p.bbox, manifest, folder.path)
+    url = config.output_url
+    if url is not None:  # the bucket's pointer decides, not the local copy (maybe stale)
+        remote = S3Output(url, folder, config.history.keep)
+        pointer = remote.pointer()
+        if pointer is None:
+            return "would run: no published run yet"
+        run_id, manifest, tampered = str(pointer["run"]), remote.run_manifest(pointer), []
+    else:
+        published = folder.latest()
+        if published is None:
+            return "would run: no published run yet"
+        run_id, manifest = published.name, _manifest(published)
+        tampered = folder.changed_outputs(published)
+    _same_city(config, p.bbox, manifest, Path(url or folder.path))
     changed = changed_since(manifest, run_fingerprint(p, predictor))
-    changed += [f"{name} (written over)" for name in folder.changed_outputs(published)]
+    changed += [f"{name} (written over)" for name in tampered]
     if not changed:
-        return f"up to date (run {published.name})"
-    return f"would run: {', '.join(changed)} changed since run {published.name}"
+        return f"up to date (run {run_id})"
+    return f"would run: {', '.join(changed)} changed since run {run_id}"
 
 
 def _up_to_date(

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from urbanfusion.pipeline.fingerprint import file_sha256
 from urbanfusion.pipeline.object_store import S3Location, error_code, s3_client, s3_errors
-from urbanfusion.workflows.output_names import KEPT_IN_HISTORY
+from urbanfusion.workflows.output_names import KEPT_IN_HISTORY, MANIFEST
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
 from urbanfusion.workflows.s3_lock import LEASE_TTL_S, S3Lease
 
@@ -87,6 +87,14 @@ class S3Output:
                 raise
             pointer = json.loads(reply["Body"].read())
         return pointer if isinstance(pointer, dict) else None
+
+    def run_manifest(self, pointer: dict[str, Any]) -> dict[str, Any]:
+        """The manifest of the run ``pointer`` names, read from the bucket."""
+        key = self.where.key(RUNS, str(pointer["run"]), MANIFEST)
+        with s3_errors(f"s3://{self.where.bucket}/{key}", "reading"):
+            body = self.client.get_object(Bucket=self.where.bucket, Key=key)["Body"].read()
+        manifest = json.loads(body)
+        return manifest if isinstance(manifest, dict) else {}
 
     def outputs(self) -> dict[str, str]:
         """The published run's files by name, as S3 URLs (empty before the first run)."""
