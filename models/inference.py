@@ -23,10 +23,10 @@ from urbanfusion.models.calibration import (
     softmax,
 )
 from urbanfusion.models.contract import METADATA_KEY, ModelContract
+from urbanfusion.models.shipped import SHIPPED_MODEL as SHIPPED_MODEL  # its old home
 from urbanfusion.pipeline.errors import InputNotFoundError, ModelError
 from urbanfusion.preprocess.chips import image_inputs
 
-SHIPPED_MODEL = Path(__file__).with_name("weights") / "urbanfusion-demo.onnx"
 # Cells per session call: 256 keeps a batch's activations in cache (2,400 cells/s on 2 cores
 # against 1,900 at 1,024) and its memory small.
 BATCH = 256

@@ -230,6 +230,48 @@ def test_a_rerun_with_nothing_changed_computes_nothing_unless_forced(tmp_path, s
     assert len(OutputFolder(tmp_path / "out").history()) == 3
 
 
+# The command line in-process, then which of a run's heavy libraries it imported.
+_IMPORTED = """
+import sys
+from urbanfusion.workflows.cli import main
+sys.argv = ["urbanfusion", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = ("rasterio", "onnxruntime", "dask", "geopandas", "xarray", "cv2", "pyogrio")
+print("IMPORTED", *[m for m in heavy if m in sys.modules])
+"""
+
+
+def test_an_unchanged_rerun_answers_without_a_runs_libraries_and_a_change_still_runs(
+    tmp_path, small_city
+):
+    cfg = write_config(tmp_path / "c.yaml", small_city)
+    first = run(load_config(cfg))
+
+    def cli(*args: str) -> list[str]:
+        p = subprocess.run(
+            [sys.executable, "-c", _IMPORTED, *args], capture_output=True, text=True, timeout=300
+        )
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().splitlines()
+
+    said = cli("run", str(cfg), "-q")
+    assert (
+        f"up to date: inputs, settings, model and code are those of run {first.run_id}" in (said[0])
+    )
+    assert said[-1] == "IMPORTED"  # none of them
+    batch = cli("batch", str(cfg), "--report", str(tmp_path / "batch.json"))
+    assert batch[-1] == "IMPORTED" and any("up to date" in line for line in batch)
+    # Written over after publishing: the full run notices it and makes the run again.
+    (tmp_path / "out" / "latest" / "quicklook.png").chmod(0o644)
+    (tmp_path / "out" / "latest" / "quicklook.png").write_bytes(b"not the run's")
+    again = cli("run", str(cfg), "-q")
+    assert "rasterio" in again[-1] and not any("up to date" in line for line in again)
+    assert OutputFolder(tmp_path / "out").latest().name != first.run_id
+
+
 @pytest.mark.parametrize("moment", ["staging", "published"])
 def test_a_killed_run_leaves_the_published_set_whole_and_the_next_run_cleans_up(
     tmp_path, small_city, moment

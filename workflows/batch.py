@@ -29,7 +29,7 @@ from urbanfusion.pipeline.errors import (
 )
 from urbanfusion.pipeline.progress import StageTimer
 from urbanfusion.workflows.publish import published_here
-from urbanfusion.workflows.run import run, what_would_run
+from urbanfusion.workflows.up_to_date import published_unchanged, up_to_date_summary
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 # Exit statuses of `urbanfusion batch`: fixed values, never a count (a count can wrap to 0).
@@ -91,9 +91,23 @@ def run_city(
     try:
         config = load_config(path)
         result.output = str(config.output_dir)
-        if dry_run:
+        published = None if force else published_unchanged(config)
+        if published is not None:  # nothing to do: known without a run's libraries
+            result.status = "ready" if dry_run else "ok"
+            result.changes = (
+                f"up to date (run {published.folder.name})"
+                if dry_run
+                else up_to_date_summary(published.folder.name)
+            )
+            if not dry_run:
+                result.cells, result.cells_changed = predicted_cells(published.manifest), 0
+        elif dry_run:
+            from urbanfusion.workflows.run import what_would_run
+
             result.status, result.changes = "ready", what_would_run(config)
         else:
+            from urbanfusion.workflows.run import run
+
             done = run(config, StageTimer(quiet=True), wait=wait, force=force)
             result.status, result.computed = "ok", not done.up_to_date
             result.cells = predicted_cells(done.manifest)

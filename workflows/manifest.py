@@ -14,47 +14,19 @@ import rasterio
 from urbanfusion.ingest.imagery import gdal_settings
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline.fingerprint import (
-    code_fingerprint,
-    digest,
     file_entry,
-    file_identity,
     file_sha256,
 )
 from urbanfusion.pipeline.partitions import Partition
 from urbanfusion.pipeline.remote_files import forget_identities
 from urbanfusion.workflows.layout import Plan
 from urbanfusion.workflows.output_names import REJECTS
+from urbanfusion.workflows.run_fingerprint import inputs_fingerprint
 from urbanfusion.workflows.stages import Ingested, Predicted
 
 # Why a cell has no prediction (the only reason there is: the model needs one input).
 NO_INPUT_REASON = "no imagery and no signalling"
 OUTSIDE_AREA_REASON = "outside the extent's area"  # an extent given as a feature
-
-
-def run_fingerprint(p: Plan, predictor: Predictor) -> dict[str, str]:
-    """Digests of everything a run's outputs depend on, and of all of them (``run``).
-
-    The config without the settings that do not change the outputs (dask, history, where they
-    go, the partitions' size; the cells' format does), each input file's identity
-    (:func:`~urbanfusion.pipeline.fingerprint.file_identity`), the model file's, and the code's.
-    Two runs with the same ``run`` digest make the same outputs.
-    """
-    config = p.config.model_dump(
-        mode="json",
-        exclude={
-            "dask": True,
-            "history": True,
-            "output": {"dir", "work_dir"},
-            "grid": {"partition_cells"},
-        },
-    )
-    parts = {
-        "config": digest(config),
-        **run_fingerprint_inputs(p),
-        "model": digest(file_identity(predictor.path)),
-        "code": code_fingerprint(),
-    }
-    return {"run": digest(parts), **parts}
 
 
 def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.datetime) -> str:
@@ -64,7 +36,7 @@ def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.date
     overwritten mid-run would be listed with its new content though the old rows were used.
     """
     forget_identities()  # a remote tile's server is asked again, as a local file is
-    now = run_fingerprint_inputs(p)
+    now = inputs_fingerprint(p)
     kinds = [k for k, v in now.items() if fingerprint.get(k) != v]
     if not kinds:
         return ""
@@ -79,17 +51,6 @@ def inputs_changed_during(p: Plan, fingerprint: dict[str, str], started: dt.date
         f"{' and '.join(kinds)} input files changed while the run read them{named}; nothing was "
         "published: run again once the delivery is complete"
     )
-
-
-def run_fingerprint_inputs(p: Plan) -> dict[str, str]:
-    """The digests of the input files' identities, as :func:`run_fingerprint` has them."""
-    grid = p.config.resolved_signalling.grid
-    return {
-        "tiles": digest([file_identity(f) for f in p.tiles]),
-        "signalling": digest([file_identity(f) for f in p.signalling_files]),
-        "platform_grid": digest(file_identity(Path(grid.path)) if grid else None),
-        "area": digest(file_identity(p.area_file) if p.area_file else None),
-    }
 
 
 def build_manifest(

@@ -26,10 +26,10 @@ from urbanfusion.pipeline.remote_files import gdal_for_remote, is_remote
 from urbanfusion.pipeline.store import ResultStore
 from urbanfusion.workflows.changes import Changes, empty_changes
 from urbanfusion.workflows.layout import Plan, layout
-from urbanfusion.workflows.manifest import run_fingerprint
 from urbanfusion.workflows.output_names import CLASS_MAP, MANIFEST
 from urbanfusion.workflows.planning import RunPlan, plan_run
 from urbanfusion.workflows.publish import RUNS, STORE, OutputFolder
+from urbanfusion.workflows.run_fingerprint import changed_since, run_fingerprint
 from urbanfusion.workflows.s3_output import S3Output
 from urbanfusion.workflows.scheduler import dask_scheduler
 from urbanfusion.workflows.stages import (
@@ -38,6 +38,7 @@ from urbanfusion.workflows.stages import (
     open_model,
     predict_partitions,
 )
+from urbanfusion.workflows.up_to_date import up_to_date_summary
 from urbanfusion.workflows.write import write
 
 # Below this share of cells in the model's domain, a run says its map is not to be trusted.
@@ -142,7 +143,7 @@ def _unless_up_to_date(
     """The published run when nothing changed since it, else a new run (the lock is held)."""
     p = planned.layout
     config = p.config
-    fingerprint = run_fingerprint(p, predictor)
+    fingerprint = run_fingerprint(p, predictor.path)
     published = out.latest()
     if published is not None and not new_city:
         manifest = _manifest(published)
@@ -206,13 +207,6 @@ def _manifest(run_dir: Path) -> dict[str, object]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def changed_since(manifest: dict[str, object], fingerprint: dict[str, str]) -> list[str]:
-    """What differs from a published run's fingerprint (config, tiles, signalling, model...)."""
-    before = manifest.get("fingerprint")
-    saved = before if isinstance(before, dict) else {}
-    return [k for k, v in fingerprint.items() if k != "run" and saved.get(k) != v]
-
-
 def what_would_run(config: RunConfig) -> str:
     """Without computing or locking anything: whether a run is up to date, else what changed.
 
@@ -235,7 +229,7 @@ def what_would_run(config: RunConfig) -> str:
         run_id, manifest = published.name, _manifest(published)
         tampered = folder.changed_outputs(published)
     _same_city(config, p.bbox, manifest, Path(url or folder.path))
-    changed = changed_since(manifest, run_fingerprint(p, predictor))
+    changed = changed_since(manifest, run_fingerprint(p, predictor.path))
     changed += [f"{name} (written over)" for name in tampered]
     if not changed:
         return f"up to date (run {run_id})"
@@ -250,8 +244,7 @@ def _up_to_date(
     changes = Changes(
         empty_changes(p.grid),
         published.name,
-        f"up to date: inputs, settings, model and code are those of run {published.name} "
-        "(use --force to recompute)",
+        up_to_date_summary(published.name),
     )
     return RunResult(out.path, out.outputs(), manifest, p.grid, class_id, changes, True)
 

@@ -22,7 +22,8 @@ from urbanfusion.ingest.imagery import ChunkSources, TileReport, load_imagery
 from urbanfusion.ingest.signalling import SignallingReport, load_activity
 from urbanfusion.ingest.store_keys import all_chips_key, inputs_key, predictions_key
 from urbanfusion.models.classes import NO_CLASS
-from urbanfusion.models.inference import SHIPPED_MODEL, Predictor, load_predictor
+from urbanfusion.models.inference import Predictor, load_predictor
+from urbanfusion.models.shipped import model_file
 from urbanfusion.pipeline.config import (
     RunConfig,
 )
@@ -106,7 +107,7 @@ def open_model(config: RunConfig) -> Predictor:
         ModelError: it is not an urbanfusion model, it reads other chips than the config makes,
             or its in-domain score cannot be read.
     """
-    predictor = load_predictor(str(config.model_path or SHIPPED_MODEL))
+    predictor = load_predictor(str(model_file(config)))
     predictor.domain_models  # noqa: B018 -- read now, so a bad score fails before the inputs
     c = predictor.contract
     predictor.check_chips(

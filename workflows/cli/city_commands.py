@@ -49,11 +49,18 @@ def run_command(
     """Map urban function over a city extent from its tiles and signalling files."""
     from urbanfusion.pipeline.config import load_config
     from urbanfusion.pipeline.progress import StageTimer
-    from urbanfusion.workflows.run import run
+    from urbanfusion.workflows.up_to_date import published_unchanged, up_to_date_summary
 
     cfg = load_config(config)
     if strict:
         cfg = cfg.model_copy(update={"imagery": cfg.imagery.model_copy(update={"strict": True})})
+    published = None if force or new_city else published_unchanged(cfg)
+    if published is not None:  # said without importing what a run computes with
+        summary = up_to_date_summary(published.folder.name)
+        out.print(f"{cfg.output_dir}: {summary}", highlight=False, soft_wrap=True)
+        return
+    from urbanfusion.workflows.run import run
+
     result = run(
         cfg, StageTimer(quiet=quiet or None), wait=not no_wait, force=force, new_city=new_city
     )
