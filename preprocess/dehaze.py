@@ -20,6 +20,8 @@ give the whole-array result.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -196,6 +198,34 @@ def dehaze_with_light(
     if params.omega * haze_strength(light, params) <= 0:
         return np.clip(image, 0.0, 1.0)
     return _dehaze_from_dark(image, *_dark_and_valid(image, params.patch), light, params)
+
+
+def dehaze_in_strips(
+    image: np.ndarray, light: np.ndarray, params: DehazeParams = DehazeParams(), workers: int = 0
+) -> np.ndarray:
+    """:func:`dehaze_with_light` in row strips on ``workers`` threads (0: one per core).
+
+    OpenCV's filters and numpy's arithmetic release the GIL, so strips overlapping by
+    :func:`halo` rows run side by side and give the whole-array result (up to float rounding:
+    a box filter's running sums start at another row).
+    """
+    workers = workers or os.cpu_count() or 1
+    rows = image.shape[1]
+    edge = halo(params)
+    if workers < 2 or rows < 4 * edge * workers:  # strips mostly halo: not worth it
+        return dehaze_with_light(image, light, params)
+    cuts = np.linspace(0, rows, workers + 1).astype(int)
+    out = np.empty(image.shape, np.float32)
+
+    def strip(k: int) -> None:
+        top, bottom = int(cuts[k]), int(cuts[k + 1])
+        lo, hi = max(0, top - edge), min(rows, bottom + edge)
+        done = dehaze_with_light(image[:, lo:hi], light, params)
+        out[:, top:bottom] = done[:, top - lo : top - lo + bottom - top]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(strip, range(workers)))
+    return out
 
 
 def _dehaze_from_dark(

@@ -2,7 +2,14 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from urbanfusion.preprocess.dehaze import DehazeParams, atmospheric_light, dehaze, haze_score
+from urbanfusion.preprocess.dehaze import (
+    DehazeParams,
+    atmospheric_light,
+    dehaze,
+    dehaze_in_strips,
+    dehaze_with_light,
+    haze_score,
+)
 from urbanfusion.preprocess.dehaze_dask import dehaze_dask
 from urbanfusion.workflows.democity.layout import make_layout
 from urbanfusion.workflows.democity.render import add_haze, render_city
@@ -33,6 +40,19 @@ def test_dehaze_is_seamless_across_chunks(scene, chunks):
     chunked = dehaze_dask(arr, light, params).compute()
     np.testing.assert_array_equal(np.isnan(chunked), np.isnan(whole))
     np.testing.assert_allclose(chunked, whole, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_dehazing_in_strips_on_threads_gives_the_whole_array_result(scene, workers):
+    _, hazy = scene
+    image = hazy.copy()
+    image[:, 100:140, :55] = np.nan  # nodata across a strip's edge
+    params = DehazeParams(patch=7, radius=6)
+    light = atmospheric_light(image, params)
+    whole = dehaze_with_light(image, light, params)
+    strips = dehaze_in_strips(image, light, params, workers=workers)
+    np.testing.assert_array_equal(np.isnan(strips), np.isnan(whole))
+    np.testing.assert_allclose(strips, whole, atol=1e-6, equal_nan=True)
 
 
 def test_dehazing_brings_a_hazy_scene_closer_to_the_clear_one(scene):
