@@ -27,9 +27,10 @@ import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from urbanfusion.pipeline.fingerprint import file_sha256
 from urbanfusion.pipeline.object_store import S3Location, error_code, s3_client, s3_errors
@@ -41,10 +42,25 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
+T = TypeVar("T")
 POINTER = "latest.json"
+# Objects sent or fetched at once: a region's store is thousands of chunks, each a request whose
+# time is mostly waiting (boto3's clients are thread-safe).
+TRANSFERS = 8
 # How long a superseded run's files stay whole for readers that read the pointer before the
 # switch (a reader of a region's maps may take minutes).
 READ_GRACE_S = 900.0
+
+
+def _each(work: Callable[[T], object], items: Sequence[T]) -> None:
+    """``work`` on every item, :data:`TRANSFERS` at a time; the first failure is raised."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(TRANSFERS, len(items))) as pool:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
 
 
 class S3Output:
@@ -145,10 +161,12 @@ class S3Output:
             if local is None or local.name != run_id:
                 self._pull_run(run_id, list(pointer["files"]))
         store = self.work.path / STORE
-        for name, size in self._keys(STORE).items():
-            path = store / name
-            if not (path.is_file() and path.stat().st_size == size):
-                self._download(self.where.key(STORE, name), path)
+        missing = [
+            name
+            for name, size in self._keys(STORE).items()
+            if not ((store / name).is_file() and (store / name).stat().st_size == size)
+        ]
+        _each(lambda name: self._download(self.where.key(STORE, name), store / name), missing)
 
     def _pull_run(self, run_id: str, names: list[str]) -> None:
         old = self.work.runs / run_id  # kept in the copy's history with only its map
@@ -158,8 +176,11 @@ class S3Output:
                 f.unlink()
             old.rmdir()
         with self.work.staging(run_id) as staging:
-            for name in names:
+
+            def fetch(name: str) -> None:
                 self._download(self.where.key(RUNS, run_id, name), staging / name)
+
+            _each(fetch, names)
             self.work.publish(staging, run_id, self.keep)
 
     def push(self, run: Path | None) -> None:
@@ -180,12 +201,10 @@ class S3Output:
             for p in sorted(store.rglob("*"))
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(store).parts)
         }
-        for name, path in local.items():
-            if remote.get(name) != path.stat().st_size:
-                self._upload(path, self.where.key(STORE, name))
+        new = [name for name, path in local.items() if remote.get(name) != path.stat().st_size]
+        _each(lambda name: self._upload(local[name], self.where.key(STORE, name)), new)
         files = sorted(f for f in run.iterdir() if f.is_file())
-        for f in files:
-            self._upload(f, self.where.key(RUNS, run.name, f.name))
+        _each(lambda f: self._upload(f, self.where.key(RUNS, run.name, f.name)), files)
         before = self.pointer() or {}
         history = [r for r in before.get("history", []) if r != run.name]
         history = [*history, run.name][-self.keep :]
