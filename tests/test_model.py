@@ -328,3 +328,43 @@ def test_labels_that_leave_classes_out_say_what_training_does_with_them():
     every = data.subset(np.arange(9))
     every.labels = np.arange(9)
     assert coverage_note(every, fine_tuning=True) is None
+
+
+def test_the_teachers_loss_pulls_a_student_towards_the_teachers_softened_predictions():
+    from urbanfusion.models.training.losses import teacher_loss
+
+    teacher = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 0.0]])
+    assert float(teacher_loss(teacher.clone(), teacher, 3.0)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 3, requires_grad=True)
+    loss = teacher_loss(student, teacher, 3.0)
+    loss.backward()
+    assert float(loss) > 0
+    # A step against the gradient raises each cell's teacher's class.
+    assert (student.grad.argmin(dim=1) == teacher.argmax(dim=1)).all()
+
+
+def test_a_student_trains_from_a_teacher_model_and_a_teacher_of_other_chips_is_refused(
+    tmp_path,
+):
+    from urbanfusion.models.training.train import teacher_logits, train_and_export
+
+    data = _tiny_data(n=160)
+    teacher = tmp_path / "teacher.onnx"
+    train_and_export(
+        data, teacher, TrainConfig(epochs=2, batch=32, seed=1, network=_tiny_net()), quiet=True
+    )
+    said = Predictor(teacher).predict_cells(data.chips, data.activity, data.has_activity).prob
+    # The student's targets are the teacher's calibrated predictions of the same cells.
+    np.testing.assert_allclose(np.exp(teacher_logits(teacher, data).numpy()), said, atol=1e-6)
+    student_cfg = TrainConfig(
+        epochs=2,
+        batch=32,
+        seed=2,
+        network=_tiny_net(image_encoder="resnet", fusion="concat"),
+        teacher=str(teacher),
+    )
+    result, _ = train_and_export(data, tmp_path / "student.onnx", student_cfg, quiet=True)
+    assert result.checkpoint.train_config["teacher"] == str(teacher)
+    other = CellData(**{**data.__dict__, "chips": data.chips[:, :, :8, :8], "chip_px": 8})
+    with pytest.raises(ModelError, match="chips of 16 px but the data has 3-band chips of 8 px"):
+        train(other, list(CLASS_NAMES), student_cfg.model_copy(update={"epochs": 1}), quiet=True)

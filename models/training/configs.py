@@ -135,6 +135,13 @@ class TrainConfig(_Settings):
     # + distill * distillation).
     distill: float = Field(0.0, ge=0)
     distill_temperature: float = Field(2.0, gt=0)
+    # Knowledge distillation from a trained model (Hinton et al. 2015): a smaller student learns
+    # the teacher ONNX model's predictions on its training cells, softened by
+    # `teacher_temperature`; the fused loss is (1 - `teacher_weight`) x cross-entropy +
+    # `teacher_weight` x distillation. The teacher runs once, before the first epoch.
+    teacher: str | None = None
+    teacher_weight: float = Field(0.7, ge=0, le=1)
+    teacher_temperature: float = Field(3.0, gt=0)
     # Align before fuse: an image-activity contrastive loss (InfoNCE both ways, ALBEF's ITC) on
     # the two branch features before fusion, projected to `network.align_dim` (64 if unset).
     align: float = Field(0.0, ge=0)

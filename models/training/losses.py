@@ -36,6 +36,18 @@ def consistency_loss(
     )
 
 
+def teacher_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL from a trained teacher's softened predictions to the student's (Hinton et al. 2015).
+
+    ``teacher``: the teacher's logits for the same cells (fixed). Scaled by the temperature
+    squared, so that its gradients keep their size beside the cross-entropy's.
+    """
+    target = nn.functional.log_softmax(teacher / temperature, dim=1)
+    learner = nn.functional.log_softmax(student / temperature, dim=1)
+    kl = nn.functional.kl_div(learner, target, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
 def distillation_loss(
     fused: torch.Tensor,
     branches: tuple[torch.Tensor, torch.Tensor],

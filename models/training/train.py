@@ -37,7 +37,12 @@ from urbanfusion.models.training.checkpoint import (
 )
 from urbanfusion.models.training.configs import NetworkConfig, TrainConfig
 from urbanfusion.models.training.loop import TrainingLoop, augment_chips, pick_device, seeded
-from urbanfusion.models.training.losses import class_weights, consistency_loss, distillation_loss
+from urbanfusion.models.training.losses import (
+    class_weights,
+    consistency_loss,
+    distillation_loss,
+    teacher_loss,
+)
 from urbanfusion.models.training.network import FusionNet
 from urbanfusion.models.training.pretrain import load_into
 from urbanfusion.pipeline.errors import InputFormatError
@@ -83,6 +88,28 @@ def _tensors(data: CellData, mean: np.ndarray, std: np.ndarray) -> list[torch.Te
         torch.from_numpy(data.has_activity.astype(np.float32)).unsqueeze(1),
         torch.from_numpy(data.labels),
     ]
+
+
+def teacher_logits(path: Path, data: CellData) -> torch.Tensor:
+    """A trained model's log-probabilities for ``data``'s cells, from its own inputs (onnxruntime).
+
+    Its calibrated probabilities, which are what the model says of a cell; a softmax of them
+    divided by a temperature is the teacher's prediction softened, as distillation takes it.
+
+    Raises:
+        InputNotFoundError: the teacher model does not exist.
+        ModelError: it is not an urbanfusion model, or reads other chips than ``data``'s.
+    """
+    from urbanfusion.models.inference import Predictor
+
+    teacher = Predictor(path)
+    teacher.check_chips(
+        data.chip_px,
+        data.chips.shape[1],
+        "distil from a teacher trained on chips like these (its `grid.chip_px` and bands)",
+    )
+    prob = teacher.predict_cells(data.chips, data.activity, data.has_activity).prob
+    return torch.from_numpy(np.log(np.clip(prob, 1e-12, 1.0)).astype(np.float32))
 
 
 def _drop_modalities(
@@ -189,6 +216,7 @@ class _Run:
             self.mean, self.std = band_statistics(self.train_data.chips)
         self.train_t = _tensors(self.train_data, self.mean, self.std)
         self.val_t = _tensors(self.val_data, self.mean, self.std)
+        self.teacher_t = teacher_logits(Path(cfg.teacher), self.train_data) if cfg.teacher else None
         self.model = model.to(self.device)
         self.momentum = (
             MomentumAlign(model, cfg.align_momentum, cfg.align_queue, cfg.align_alpha).to(
@@ -234,6 +262,11 @@ class _Run:
         image, act, hi, ha, y = (t.to(self.device) for t in (image, act, hi, ha, y))
         fused, img_logits, act_logits, vi, va = model.outputs(image, act, hi, ha)
         loss = self._loss(fused, y)
+        if self.teacher_t is not None:
+            taught = teacher_loss(
+                fused, self.teacher_t[idx].to(self.device), cfg.teacher_temperature
+            )
+            loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * taught
         if cfg.consistency:
             loss = loss + cfg.consistency * consistency_loss(img_logits, act_logits, hi, ha)
         if cfg.distill:

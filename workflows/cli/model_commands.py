@@ -102,6 +102,26 @@ def train_command(
         float,
         typer.Option(help="Weight of deep distillation from the fused head (0 = off)."),
     ] = _TRAIN.distill,
+    image_width: Annotated[
+        int, typer.Option(min=1, help="Channels of the image encoder's first stage.")
+    ] = _NET.image_width,
+    features: Annotated[
+        int, typer.Option(min=1, help="Width of each branch's features and of the fusion.")
+    ] = _NET.features,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="A trained model (ONNX) whose predictions the new one learns too: a smaller "
+            "student distilled from it."
+        ),
+    ] = None,
+    teacher_weight: Annotated[
+        float,
+        typer.Option(help="Share of the teacher's loss beside the labels' (with --teacher)."),
+    ] = _TRAIN.teacher_weight,
+    teacher_temperature: Annotated[
+        float, typer.Option(help="Softening of the teacher's predictions (with --teacher).")
+    ] = _TRAIN.teacher_temperature,
     select: Annotated[
         SelectKind,
         typer.Option(
@@ -147,6 +167,8 @@ def train_command(
         pyramid=pyramid,
         exchange=exchange,
         double_fusion=double_fusion,
+        image_width=image_width,
+        features=features,
     )
     cfg = settings(
         TrainConfig,
@@ -159,6 +181,9 @@ def train_command(
         align=align,
         align_momentum=align_momentum,
         distill=distill,
+        teacher=str(teacher) if teacher else None,
+        teacher_weight=teacher_weight,
+        teacher_temperature=teacher_temperature,
         select=select,
         image_weights=str(image_weights) if image_weights else None,
         init=str(init) if init else None,
