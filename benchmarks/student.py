@@ -6,16 +6,18 @@ model cities (``make model``'s recipe, a smaller network), one per seed, for exa
     C=build/model-cities
     for s in 0 1 2; do .venv/bin/urbanfusion train $C/city-10{1..6}/city.yaml \\
         $(for c in 101 102 103 104 105 106; do echo --labels $C/city-$c/zones.gpkg; done) \\
-        --out students/s$s.onnx --seed $s --image-encoder resnet --activity-encoder conv \\
+        --out students/s$s.onnx --seed $s --image-encoder resnet --activity-encoder convlstm \\
         --fusion concat --image-width 16 --features 64 --distill 0.5 \\
-        --teacher models/weights/urbanfusion-demo.onnx -q; done
+        --teacher models/weights/urbanfusion-teacher.onnx -q; done
 
 Then this scores the teacher and every student on demo cities none of them saw (seed 7, the
 demo's, by default), through the run's own stages (``urbanfusion evaluate``), and times each on
-onnxruntime's CPU provider (batch 1,024, best of 5, after a warm-up), all in one process. The
-students' figures are their mean and spread (max - min) over the seeds.
+onnxruntime's CPU provider (batch 1,024, best of 15 after a warm-up: best of 5 swung by 25 %),
+all in one process. The students' figures are their mean and spread (max - min) over the seeds.
+``--real-city DIR`` also scores them on a city of real pixels (``benchmarks/real_pixels.py``'s
+test city: its ``city.yaml`` and ``zones.gpkg``).
 
-    .venv/bin/python benchmarks/student.py --teacher models/weights/urbanfusion-demo.onnx \\
+    .venv/bin/python benchmarks/student.py --teacher models/weights/urbanfusion-teacher.onnx \\
         --students students/s0.onnx students/s1.onnx students/s2.onnx [--cities 7]
 """
 
@@ -37,7 +39,7 @@ from urbanfusion.models.inference import Predictor
 METRICS = ("overall_accuracy", "kappa", "macro_f1")
 
 
-def cells_per_second(path: Path, batch: int = 1024, repeat: int = 5) -> float:
+def cells_per_second(path: Path, batch: int = 1024, repeat: int = 15) -> float:
     """onnxruntime CPU cells/s of a model on random inputs of its own contract's shapes."""
     predictor = Predictor(path, ["CPUExecutionProvider"])
     c = predictor.contract
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--students", type=Path, nargs="+", required=True)
     parser.add_argument("--cities", type=int, nargs="+", default=[7])
     parser.add_argument("--work", type=Path, help="where the demo cities are written (kept)")
+    parser.add_argument("--real-city", type=Path, help="a real-pixel city folder to score too")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="uf-student-"))
     cities = []
@@ -90,27 +93,33 @@ def main() -> None:
                 capture_output=True,
             )
         cities.append(city)
-    rows = {"teacher": (cells_per_second(args.teacher), scores(args.teacher, cities))}
-    for path in args.students:
-        rows[path.stem] = (cells_per_second(path), scores(path, cities))
-    print(f"demo cities {args.cities} (unseen), onnxruntime CPU batch 1,024")
-    print(f"{'model':<14} {'cells/s':>9} " + " ".join(f"{m:>17}" for m in METRICS))
-    for name, (speed, s) in rows.items():
-        print(f"{name:<14} {speed:>9,.0f} " + " ".join(f"{s[m]:>17.3f}" for m in METRICS))
-    students = [rows[p.stem] for p in args.students]
-    speeds = [s for s, _ in students]
-    teacher_speed, teacher = rows["teacher"]
+    models = {"teacher": args.teacher, **{p.stem: p for p in args.students}}
+    speed = {name: cells_per_second(path) for name, path in models.items()}
+    tables = {f"demo cities {args.cities} (unseen)": cities}
+    if args.real_city:
+        tables[f"real-pixel city {args.real_city.name}"] = [args.real_city]
+    print(f"onnxruntime CPU batch 1,024, best of 15; {len(args.students)} students")
+    for title, where in tables.items():
+        got = {name: scores(path, where) for name, path in models.items()}
+        print(f"\n{title}")
+        print(f"{'model':<14} {'cells/s':>9} " + " ".join(f"{m:>17}" for m in METRICS))
+        for name, s in got.items():
+            row = " ".join(f"{s[m]:>17.3f}" for m in METRICS)
+            print(f"{name:<14} {speed[name]:>9,.0f} {row}")
+        students = [got[p.stem] for p in args.students]
+        for m in METRICS:
+            values = [s[m] for s in students]
+            mean, spread = statistics.mean(values), max(values) - min(values)
+            teacher = got["teacher"][m]
+            print(
+                f"  {m}: students' mean {mean:.3f} (spread {spread:.3f}), teacher "
+                f"{teacher:.3f}, difference {100 * (mean - teacher):+.1f} points"
+            )
+    mean_speed = statistics.mean(speed[p.stem] for p in args.students)
     print(
-        f"students: {statistics.mean(speeds):,.0f} cells/s "
-        f"({statistics.mean(speeds) / teacher_speed:.2f}x the teacher)"
+        f"\nstudents: {mean_speed:,.0f} cells/s, {mean_speed / speed['teacher']:.2f}x the "
+        f"teacher's {speed['teacher']:,.0f}"
     )
-    for m in METRICS:
-        values = [s[m] for _, s in students]
-        mean, spread = statistics.mean(values), max(values) - min(values)
-        print(
-            f"  {m}: mean {mean:.3f} (spread {spread:.3f}), teacher {teacher[m]:.3f}, "
-            f"difference {100 * (mean - teacher[m]):+.1f} points"
-        )
 
 
 if __name__ == "__main__":

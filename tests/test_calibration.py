@@ -9,7 +9,8 @@ from urbanfusion.models.calibration import (
     fit_temperature,
     softmax,
 )
-from urbanfusion.models.inference import SHIPPED_MODEL, Predictor
+from urbanfusion.models.inference import Predictor
+from urbanfusion.models.shipped import SHIPPED_MODEL, SHIPPED_TEACHER
 from urbanfusion.pipeline.errors import ModelError
 
 
@@ -87,12 +88,21 @@ def test_in_domain_embeddings_survive_the_model_file_and_a_damaged_or_older_entr
         DomainModel.from_contract({**older, "threshold": 1.0}, None, "m.onnx")
 
 
-def test_the_shipped_model_is_calibrated_and_scores_its_domain():
-    predictor = Predictor(SHIPPED_MODEL)
+@pytest.mark.parametrize("path", [SHIPPED_MODEL, SHIPPED_TEACHER], ids=["default", "teacher"])
+def test_the_shipped_models_are_calibrated_and_score_their_domain(path):
+    predictor = Predictor(path)
     c = predictor.contract
-    assert predictor.scored and c.temperature > 1  # it was overconfident
+    assert predictor.scored and c.temperature > 0
     assert set(c.domain) == {"image", "activity"}
     assert c.calibration["ece_after"] < c.calibration["ece_before"]
+    assert c.calibration["nll_after"] <= c.calibration["nll_before"]
+
+
+def test_the_teacher_was_overconfident_and_its_distilled_student_much_less():
+    # Distillation from calibrated, softened predictions leaves the student near T = 1.
+    teacher = Predictor(SHIPPED_TEACHER).contract.temperature
+    student = Predictor(SHIPPED_MODEL).contract.temperature
+    assert teacher > 1 and abs(student - 1) < abs(teacher - 1)
 
 
 def test_calibrating_a_trained_model_changes_no_class_and_scores_every_cell(tmp_path):

@@ -48,6 +48,10 @@ BEFORE_IT_EXISTED: dict[str, object] = {
     "network.double_fusion": False,
     # Fine-tuning from another model's checkpoint came later: runs before it started afresh.
     "init": None,
+    # Distillation from a teacher model came later still: runs before it had none.
+    "teacher": None,
+    "teacher_weight": 0.7,
+    "teacher_temperature": 3.0,
 }
 _ABSENT = object()
 
