@@ -202,9 +202,9 @@ ARCHITECTURES = [
     ("resnext", "convlstm", "cross", {}),
     ("resnet", "convlstm", "bottleneck", {}),
     ("vit", "convlstm", "concat", {}),
-    ("resnext", "conv", "cross", {"pyramid": True}),
-    ("resnext", "conv", "cross", {"exchange": True}),
-    ("resnext", "conv", "cross", {"align_dim": 16}),
+    # Each option alone once is left out: every one is exported below beside others (pyramid,
+    # exchange, align) or alone (double fusion), and each export costs seconds (the suite's
+    # ten minutes).
     ("resnext", "conv", "cross", {"double_fusion": True}),
     ("resnet", "bilstm", "bottleneck", {"pyramid": True, "exchange": True}),
     ("resnext", "mlp", "concat", {"exchange": True, "align_dim": 16}),
@@ -363,7 +363,7 @@ def test_a_student_trains_from_a_teacher_model_and_a_teacher_of_other_chips_is_r
         network=_tiny_net(image_encoder="resnet", fusion="concat"),
         teacher=str(teacher),
     )
-    result, _ = train_and_export(data, tmp_path / "student.onnx", student_cfg, quiet=True)
+    result = train(data, list(CLASS_NAMES), student_cfg, quiet=True)
     assert result.checkpoint.train_config["teacher"] == str(teacher)
     other = CellData(**{**data.__dict__, "chips": data.chips[:, :, :8, :8], "chip_px": 8})
     with pytest.raises(ModelError, match="chips of 16 px but the data has 3-band chips of 8 px"):

@@ -106,10 +106,10 @@ def test_train_and_evaluate_on_a_urfc_folder(tmp_path, shared_data):
         )
     model = tmp_path / "urfc.onnx"
     runner = CliRunner()
-    out = runner.invoke(
-        app,
-        ["train", str(root), "--out", str(model), "--epochs", "8", "--batch", "16", "--quiet"],
-    )
+    # A small network: this checks the URFC path, not the architecture (the suite's time).
+    small = ["--image-encoder", "resnet", "--fusion", "concat", "--image-width", "16"]
+    args = ["--out", str(model), "--epochs", "8", "--batch", "16", "--quiet", *small]
+    out = runner.invoke(app, ["train", str(root), *args, "--features", "64"])
     assert out.exit_code == 0, out.output
     assert model.is_file() and model.with_suffix(".ckpt").is_file()
     out = runner.invoke(app, ["evaluate", str(model), str(root), "--json"])
