@@ -89,7 +89,7 @@ def test_a_run_under_a_memory_cap_runs_by_partition_within_its_plan_or_is_refuse
     cfg = write_config(
         tmp_path / "c.yaml",
         small_city,
-        **{"grid.cell_size_m": 125, "grid.partition_cells": 16},
+        **{"grid.partition_cells": 16},
     )
     plan = plan_run(load_config(cfg), workers=1)
     assert len(plan.partitions) > 8
