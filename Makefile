@@ -12,7 +12,7 @@ MODEL_CITIES := build/model-cities
 # The teacher: the ablation's best row (benchmarks/demo_accuracy.py, 3 seeds): ConvLSTM activity
 # encoder and deep distillation on top of the default cross-attention fusion.
 TEACHER_OPTIONS := --activity-encoder convlstm --distill 0.5
-# The shipped default: a student distilled from the teacher, about 2.7x its speed on onnxruntime
+# The shipped default: a student distilled from the teacher, about 2.6x its speed on onnxruntime
 # CPU and as accurate on the unseen demo city (benchmarks/student.py, 3 seeds).
 MODEL_OPTIONS := --image-encoder resnet --activity-encoder convlstm --fusion concat \
 	--image-width 16 --features 64 --distill 0.5 --teacher $(TEACHER)

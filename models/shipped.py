@@ -1,7 +1,7 @@
 """Where the model a run uses lies: the config's ``model``, else the one shipped in the package.
 
 Two models ship (``make model`` makes both from demo cities): the default, a small student
-distilled from the teacher (about 2.7x its speed on onnxruntime's CPU provider, as accurate on
+distilled from the teacher (about 2.6x its speed on onnxruntime's CPU provider, as accurate on
 the unseen demo city), and the teacher itself, which a config names with ``model: teacher``.
 Apart from the session code (:mod:`.inference`), so that the up-to-date check names the model
 file without importing onnxruntime.
