@@ -179,7 +179,7 @@ def _same_city(
     config: RunConfig,
     bbox: tuple[float, float, float, float],
     manifest: dict[str, object],
-    out: Path,
+    out: Path | str,
 ) -> None:
     """Refuse to publish a city into a folder that holds another city's maps.
 
@@ -228,7 +228,7 @@ def what_would_run(config: RunConfig) -> str:
             return "would run: no published run yet"
         run_id, manifest = published.name, _manifest(published)
         tampered = folder.changed_outputs(published)
-    _same_city(config, p.bbox, manifest, Path(url or folder.path))
+    _same_city(config, p.bbox, manifest, url or folder.path)
     changed = changed_since(manifest, run_fingerprint(p, predictor.path))
     changed += [f"{name} (written over)" for name in tampered]
     if not changed:

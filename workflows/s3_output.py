@@ -52,6 +52,13 @@ TRANSFERS = 8
 READ_GRACE_S = 900.0
 
 
+def _in_grace(when: str | None, now: dt.datetime) -> bool:
+    """Whether a run superseded at ``when`` (ISO time, None: never published) is still read."""
+    return when is not None and (now - dt.datetime.fromisoformat(when)).total_seconds() < (
+        READ_GRACE_S
+    )
+
+
 def _each(work: Callable[[T], object], items: Sequence[T]) -> None:
     """``work`` on every item, :data:`TRANSFERS` at a time; the first failure is raised."""
     if len(items) <= 1:
@@ -80,7 +87,10 @@ class S3Output:
 
     def object_url(self, *parts: str) -> str:
         """``s3://bucket/prefix/<parts>``: what GDAL, fsspec and the AWS CLI open."""
-        return f"s3://{self.where.bucket}/{self.where.key(*parts)}"
+        return self._url(self.where.key(*parts))
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.where.bucket}/{key}"
 
     @contextlib.contextmanager
     def locked(self, wait: bool, on_wait: Callable[[str], None] | None) -> Iterator[None]:
@@ -107,7 +117,7 @@ class S3Output:
     def run_manifest(self, pointer: dict[str, Any]) -> dict[str, Any]:
         """The manifest of the run ``pointer`` names, read from the bucket."""
         key = self.where.key(RUNS, str(pointer["run"]), MANIFEST)
-        with s3_errors(f"s3://{self.where.bucket}/{key}", "reading"):
+        with s3_errors(self._url(key), "reading"):
             body = self.client.get_object(Bucket=self.where.bucket, Key=key)["Body"].read()
         manifest = json.loads(body)
         return manifest if isinstance(manifest, dict) else {}
@@ -134,12 +144,12 @@ class S3Output:
         """``key`` to ``path``, whole or not at all (a temporary name, then a rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.part")
-        with s3_errors(f"s3://{self.where.bucket}/{key}", "downloading"):
+        with s3_errors(self._url(key), "downloading"):
             self.client.download_file(self.where.bucket, key, str(tmp))
         os.replace(tmp, path)
 
     def _upload(self, path: Path, key: str) -> None:
-        with s3_errors(f"s3://{self.where.bucket}/{key}", "uploading"):
+        with s3_errors(self._url(key), "uploading"):
             self.client.upload_file(str(path), self.where.bucket, key)
 
     def _delete(self, keys: list[str]) -> None:
@@ -183,17 +193,14 @@ class S3Output:
             _each(fetch, names)
             self.work.publish(staging, run_id, self.keep)
 
-    def push(self, run: Path | None) -> None:
+    def push(self, run: Path) -> None:
         """Send the store, then ``run``'s files, then the pointer; then trim (lock held).
 
-        ``run``: the folder of the run just published in the local copy, or None when the
-        run was up to date (then only nothing is sent).
+        ``run``: the folder of the run just published in the local copy.
 
         Raises:
             RemoteStorageError: S3 refused a request, or the lock was lost (nothing published).
         """
-        if run is None:
-            return
         store = self.work.path / STORE
         remote = self._keys(STORE)
         local = {
@@ -213,15 +220,20 @@ class S3Output:
         if "run" in before and before["run"] != run.name:
             superseded[before["run"]] = now.isoformat(timespec="seconds")
         superseded = {  # a run out of history and past its grace is deleted below
-            r: when
-            for r, when in superseded.items()
-            if r in history
-            or (now - dt.datetime.fromisoformat(when)).total_seconds() < READ_GRACE_S
+            r: when for r, when in superseded.items() if r in history or _in_grace(when, now)
         }
+        # The manifest has every other file's hash already: a region's maps are not read again.
+        listed = json.loads((run / MANIFEST).read_text(encoding="utf-8"))["outputs"]
         pointer = {
             "run": run.name,
             "published": now.isoformat(timespec="seconds"),
-            "files": {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files},
+            "files": {
+                f.name: {
+                    "bytes": f.stat().st_size,
+                    "sha256": listed[f.name]["sha256"] if f.name in listed else file_sha256(f),
+                }
+                for f in files
+            },
             "history": history,
             # When each older run stopped being the published one: its files stay readable for
             # READ_GRACE_S after, for readers that read the pointer just before the switch.
@@ -235,9 +247,10 @@ class S3Output:
                 Body=json.dumps(pointer, indent=1).encode(),
                 ContentType="application/json",
             )
-        self._trim(pointer, set(local), now)
+        # Store objects the bucket had that this run did not use (its uploads were all used).
+        self._trim(pointer, [name for name in remote if name not in local], now)
 
-    def _trim(self, pointer: dict[str, Any], store: set[str], now: dt.datetime) -> None:
+    def _trim(self, pointer: dict[str, Any], unused: list[str], now: dt.datetime) -> None:
         """Delete what readers no longer reach: orphans, old runs' files, unused results.
 
         Files of a run killed before its pointer go at once (no pointer ever named them); a
@@ -251,13 +264,10 @@ class S3Output:
             run_id, _, file = name.partition("/")
             if run_id == pointer["run"]:
                 continue
-            when = superseded.get(run_id)
-            if when is not None and (now - dt.datetime.fromisoformat(when)).total_seconds() < (
-                READ_GRACE_S
-            ):
+            if _in_grace(superseded.get(run_id), now):
                 continue
             if run_id not in history or file not in KEPT_IN_HISTORY:
                 stale.append(self.where.key(RUNS, name))
-        stale += [self.where.key(STORE, name) for name in self._keys(STORE) if name not in store]
+        stale += [self.where.key(STORE, name) for name in unused]
         if stale:
             self._delete(stale)
