@@ -35,9 +35,10 @@ from urbanfusion.ingest.tile_index import tile_index
 from urbanfusion.ingest.tile_read import TileSource, read_window
 from urbanfusion.pipeline.errors import InputFormatError, NoCoverageError
 from urbanfusion.pipeline.fingerprint import file_identity
-from urbanfusion.pipeline.grid import CityGrid, Window
+from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.remote_files import InputPath, input_path
 from urbanfusion.pipeline.store import ResultStore
+from urbanfusion.pipeline.windows import Window
 from urbanfusion.preprocess.dehaze import (
     DehazeParams,
     dehaze_with_light,

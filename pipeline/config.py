@@ -25,8 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pyproj import CRS
-from pyproj.exceptions import CRSError as PyprojCRSError
 
 from urbanfusion.pipeline.cache import cache_dir
 from urbanfusion.pipeline.errors import ConfigError, InputNotFoundError
@@ -308,6 +306,11 @@ class RunConfig(_Strict):
     def _projected_crs(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        # pyproj on first use: `urbanfusion dehaze` imports this module for the default grid's
+        # pixel size only, and pyproj is 0.04 s of its start.
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError as PyprojCRSError
+
         try:
             crs = CRS.from_user_input(value)
         except PyprojCRSError:

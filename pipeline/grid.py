@@ -9,26 +9,25 @@ across runs and extents for the same CRS and cell size.
 The pixel grid has ``chip_px`` pixels per cell side, so a band of shape
 ``(nrows * chip_px, ncols * chip_px)`` reshapes to per-cell chips without any windowing.
 
-Chunked work goes through :class:`ChunkGrid` (square chunks over any raster, the last row and
-column clipped) and :class:`Window` (a rectangle of pixels): :meth:`CityGrid.chunks` gives chunks
-of whole cells, :meth:`CityGrid.window_transform` the georeferencing of any pixel window, so no
-caller does chunk or window arithmetic by hand.
+Chunked work goes through :class:`~urbanfusion.pipeline.windows.ChunkGrid` and
+:class:`~urbanfusion.pipeline.windows.Window`: :meth:`CityGrid.chunks` gives chunks of whole
+cells, :meth:`CityGrid.window_transform` the georeferencing of any pixel window, so no caller
+does chunk or window arithmetic by hand.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio.windows
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 
 from urbanfusion.pipeline.errors import ConfigError
+from urbanfusion.pipeline.windows import ChunkGrid, Window
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -60,85 +59,6 @@ def abs_rowcol_of(cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unpack cell ids into absolute rows and columns (inverse of :func:`cell_ids_for`)."""
     ids = np.asarray(cell_ids, dtype=np.int64)
     return ids // ID_SPAN - ID_OFFSET, ids % ID_SPAN - ID_OFFSET
-
-
-@dataclass(frozen=True)
-class Window:
-    """A rectangle of pixels: first row and column, height and width."""
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(height, width)``."""
-        return self.height, self.width
-
-    def grow(self, margin: int, within: Window) -> Window:
-        """The window grown by ``margin`` pixels on every side, clipped to ``within``."""
-        top, left = max(within.row, self.row - margin), max(within.col, self.col - margin)
-        bottom = min(within.row + within.height, self.row + self.height + margin)
-        right = min(within.col + within.width, self.col + self.width + margin)
-        return Window(top, left, bottom - top, right - left)
-
-    def relative_to(self, outer: Window) -> Window:
-        """The window in the pixel coordinates of ``outer`` (which contains it)."""
-        return Window(self.row - outer.row, self.col - outer.col, self.height, self.width)
-
-    def to_rasterio(self) -> rasterio.windows.Window:
-        """The same window as rasterio reads and writes it (column first)."""
-        return rasterio.windows.Window(self.col, self.row, self.width, self.height)
-
-
-@dataclass(frozen=True)
-class ChunkGrid:
-    """Square chunks of ``size`` pixels over a ``height`` x ``width`` raster.
-
-    Chunk ``(r, c)`` starts at pixel ``(r * size, c * size)``; the last row and column of chunks
-    are clipped to the raster.
-    """
-
-    height: int
-    width: int
-    size: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Number of chunk rows and columns."""
-        return -(-self.height // self.size), -(-self.width // self.size)
-
-    @property
-    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The chunk heights and widths, as dask writes an array's chunks."""
-        rows, cols = self.shape
-        return (
-            tuple(self.window(r, 0).height for r in range(rows)),
-            tuple(self.window(0, c).width for c in range(cols)),
-        )
-
-    def window(self, r: int, c: int) -> Window:
-        """The pixels of chunk ``(r, c)``."""
-        row, col = r * self.size, c * self.size
-        return Window(row, col, min(self.size, self.height - row), min(self.size, self.width - col))
-
-    def span(self, rows: range, cols: range) -> Window:
-        """The pixels of a block of chunks."""
-        first, last = self.window(rows[0], cols[0]), self.window(rows[-1], cols[-1])
-        return Window(
-            first.row,
-            first.col,
-            last.row + last.height - first.row,
-            last.col + last.width - first.col,
-        )
-
-    def __iter__(self) -> Iterator[tuple[tuple[int, int], Window]]:
-        """Every chunk's ``(r, c)`` and window, row by row."""
-        rows, cols = self.shape
-        for r in range(rows):
-            for c in range(cols):
-                yield (r, c), self.window(r, c)
 
 
 @dataclass(frozen=True)

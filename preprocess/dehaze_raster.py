@@ -29,7 +29,7 @@ from rasterio.shutil import copy as raster_copy
 
 from urbanfusion.pipeline.atomic import replacing
 from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
-from urbanfusion.pipeline.grid import ChunkGrid, Window
+from urbanfusion.pipeline.windows import ChunkGrid, Window
 from urbanfusion.preprocess.dehaze import DehazeParams, dehaze_in_strips, haze_strength
 from urbanfusion.preprocess.scaling import white_level
 from urbanfusion.preprocess.scene_preview import DEFAULT_PIXEL_M, preview_light, read_preview

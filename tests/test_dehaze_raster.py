@@ -166,6 +166,28 @@ def test_dehazing_one_chunk_imports_no_dask(tmp_path):
     assert out.stdout.strip() == ""
 
 
+def test_the_command_starts_without_boto3_or_pyproj_and_leaves_boto3_importable(tmp_path):
+    # Both are start-up time the command never uses (rasterio imports boto3 when installed).
+    src_path = tmp_path / "scene.tif"
+    _uint16_scene(src_path)
+    code = (
+        "import importlib.util, sys\n"
+        "from urbanfusion.workflows.cli import main\n"
+        f"sys.argv = ['urbanfusion', 'dehaze', {str(src_path)!r}, {str(tmp_path / 'o.tif')!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('IMPORTED', *[m for m in ('boto3', 'pyproj', 'dask') if m in sys.modules])\n"
+        "if importlib.util.find_spec('boto3') is not None:\n"
+        "    import boto3\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "o.tif").exists() and out.stdout.startswith("wrote")
+    assert out.stdout.splitlines()[-1] == "IMPORTED"
+
+
 def test_the_command_dehazes_with_the_airlight_a_run_uses(small_city, tmp_path):
     from urbanfusion.ingest.imagery import load_imagery
     from urbanfusion.pipeline.config import load_config

@@ -4,14 +4,8 @@ from pyproj import CRS
 from rasterio.windows import transform as rasterio_window_transform
 
 from urbanfusion.pipeline.errors import ConfigError
-from urbanfusion.pipeline.grid import (
-    ChunkGrid,
-    CityGrid,
-    Window,
-    abs_rowcol_of,
-    cell_ids_for,
-    utm_crs_for,
-)
+from urbanfusion.pipeline.grid import CityGrid, abs_rowcol_of, cell_ids_for, utm_crs_for
+from urbanfusion.pipeline.windows import ChunkGrid, Window
 
 ZHENGZHOU = (113.55, 34.70, 113.80, 34.85)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from urbanfusion.pipeline.errors import UrbanFusionError
 from urbanfusion.workflows.cli.common import (
@@ -21,6 +20,7 @@ from urbanfusion.workflows.cli.common import (
     one_line_errors,
     out,
     print_outputs,
+    rasterio_without_boto3,
 )
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def batch_command(
 
 
 def _print_batch_table(results: list[CityResult]) -> None:
+    from rich.table import Table  # here: its import is start-up time of every other command
+
     table = Table(box=None, show_edge=False, pad_edge=False)
     for column in ("city", "status", "cells", "changed", "seconds", "error"):
         table.add_column(column, overflow="fold")
@@ -302,7 +304,8 @@ def dehaze_command(
     ] = None,
 ) -> None:
     """Dehaze one raster as a run would, keeping its georeferencing, dtype, nodata and profile."""
-    from urbanfusion.preprocess.dehaze_raster import dehaze_raster
+    with rasterio_without_boto3():  # local files only: rasterio's AWS sessions are never used
+        from urbanfusion.preprocess.dehaze_raster import dehaze_raster
 
     try:
         chosen = [int(b) for b in bands.split(",")] if bands else None
