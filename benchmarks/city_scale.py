@@ -26,6 +26,7 @@ import pandas as pd
 import rasterio
 import yaml
 from affine import Affine
+from package_bytecode import compile_packages
 from peak import PEAK
 from pyproj import Transformer
 from rasterio.warp import calculate_default_transform
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--partition-cells", type=int, help="also run in partitions of N cells")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="uf-city-"))
+    compile_packages(Path(__file__).resolve().parents[1])
     rows = []
     for area in args.areas:
         t = time.perf_counter()

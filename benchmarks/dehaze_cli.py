@@ -27,6 +27,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.package_bytecode import compile_packages  # noqa: E402
 from urbanfusion.workflows.democity.city import generate_demo_city  # noqa: E402
 
 ADRISHYAM = "from adrishyam import dehaze_image; import sys; dehaze_image(sys.argv[1], sys.argv[2])"
@@ -82,13 +83,7 @@ def main() -> None:
             ]
         except ImportError:
             print("adrishyam is not installed (pip install -e '.[bench]'): its line is left out")
-        # Bytecode for urbanfusion as adrishyam's install has it: an editable install compiles on
-        # each start where PYTHONDONTWRITEBYTECODE is set (as on this machine).
-        packages = ("pipeline", "ingest", "preprocess", "models", "workflows")
-        subprocess.run(
-            [sys.executable, "-m", "compileall", "-q", *(str(ROOT / p) for p in packages)],
-            check=True,
-        )
+        compile_packages(ROOT)  # as adrishyam's install has its bytecode
         for cmd in jobs.values():  # one untimed round: both read their files from the page cache
             _wall(cmd)
         times: dict[str, list[float]] = {name: [] for name in jobs}

@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.package_bytecode import PACKAGES, compile_packages  # noqa: E402
 from tests.faults import Outcome, clean_run, faults, run_fault  # noqa: E402
 from urbanfusion.workflows.democity.city import generate_demo_city  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-PACKAGES = ("pipeline", "ingest", "preprocess", "models", "workflows")
 
 
 def code_of(rev: str, folder: Path) -> dict[str, str]:
@@ -36,6 +36,7 @@ def code_of(rev: str, folder: Path) -> dict[str, str]:
         check=True,
         capture_output=True,
     )
+    compile_packages(src)
     shim = folder / "shim" / "urbanfusion"
     shim.mkdir(parents=True)
     for name in PACKAGES:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchmarks.city_scale import write_city  # noqa: E402
 from benchmarks.faults import code_of  # noqa: E402
+from benchmarks.package_bytecode import compile_packages  # noqa: E402
 
 
 def _run(config: Path, env: dict[str, str] | None) -> tuple[float, str]:
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="reuse or keep the city here")
     parser.add_argument("--batch", type=int, help="time a batch of this many up-to-date cities")
     args = parser.parse_args()
+    compile_packages(ROOT)  # code_of compiles the --before revision's
     if args.batch:
         root = args.keep or Path(tempfile.mkdtemp(prefix="uf-batch-"))
         batch_of_cities(args.batch, root, args.before, min(args.repeat, 3))
