@@ -32,6 +32,8 @@ NEIGHBOURS = 10
 # Kept training embeddings per branch: 4096 x 128 float16 is 1 MB of metadata.
 REFERENCE_CELLS = 4096
 _SCORE_BATCH = 4096
+# Columns per block in kth_largest's first cut (measured: 64 0.049 s, 256 0.037, 1,024 0.082).
+_KTH_BLOCK = 256
 # The metadata entry holding a branch's training embeddings.
 DOMAIN_KEY = "urbanfusion.domain.{branch}"
 ECE_BINS = 15
@@ -140,8 +142,7 @@ class DomainModel:
         x = _unit(np.asarray(features, dtype=np.float32))
         out = np.empty(len(x), np.float32)
         for s in range(0, len(x), _SCORE_BATCH):  # bounds the (batch, m) similarity matrix
-            similarity = x[s : s + _SCORE_BATCH] @ ref.T
-            kth = -np.partition(-similarity, self.k - 1, axis=1)[:, self.k - 1]
+            kth = kth_largest(x[s : s + _SCORE_BATCH] @ ref.T, self.k)
             out[s : s + _SCORE_BATCH] = np.sqrt(np.maximum(2 - 2 * kth, 0))
         return out
 
@@ -193,6 +194,25 @@ class DomainModel:
             )
         reference = np.frombuffer(raw, "<f2").reshape(cells, dims).astype(np.float32)
         return cls(reference, k, threshold)
+
+
+def kth_largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k``-th largest value, exactly (``values`` is ``(n, m)``).
+
+    A row's k largest values are among the k largest of each block of its columns, so each block
+    of :data:`_KTH_BLOCK` is cut to its top k first, then the candidates: rows of 256 fit a
+    core's L1 cache, and 4,096 cells against 4,096 embeddings take 0.037 s instead of one
+    partition's 0.093 s (a third of the in-domain score of a run).
+    """
+    n, m = values.shape
+    if m < 2 * _KTH_BLOCK or 4 * k > _KTH_BLOCK:
+        return np.partition(values, m - k, axis=1)[:, m - k]
+    whole = m - m % _KTH_BLOCK
+    blocks = values[:, :whole].reshape(n, whole // _KTH_BLOCK, _KTH_BLOCK)
+    top = np.partition(blocks, _KTH_BLOCK - k, axis=2)[:, :, _KTH_BLOCK - k :].reshape(n, -1)
+    candidates = np.concatenate([top, values[:, whole:]], axis=1)
+    c = candidates.shape[1]
+    return np.partition(candidates, c - k, axis=1)[:, c - k]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from urbanfusion.models.calibration import (
     DomainModel,
     calibration_error,
     fit_temperature,
+    kth_largest,
     softmax,
 )
 from urbanfusion.models.inference import Predictor
@@ -176,3 +177,15 @@ def test_a_model_scored_by_an_earlier_urbanfusion_is_refused_until_calibrate_ref
     calibrate_onnx(older, data, np.arange(160) % 5 == 0, refitted)
     cells = Predictor(refitted).predict_cells(data.chips, data.activity, data.has_activity)
     assert np.isfinite(cells.domain).all()
+
+
+@pytest.mark.parametrize("m", [7, 511, 512, 4096, 4100])
+@pytest.mark.parametrize("k", [1, 10, 64, 200])
+def test_the_kth_largest_of_each_row_is_exact_for_any_width_and_ties(m, k):
+    if k > m:
+        pytest.skip("k beyond the row")
+    rng = np.random.default_rng(m * 1000 + k)
+    values = rng.standard_normal((37, m)).astype(np.float32)
+    values[:, : m // 3] = np.round(values[:, : m // 3])  # ties, as float16 embeddings give
+    expected = np.sort(values, axis=1)[:, m - k]
+    np.testing.assert_array_equal(kth_largest(values, k), expected)
