@@ -8,7 +8,9 @@ writer leaves at most its temporary file, named ``.<target>.<random><suffix>`` b
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +20,8 @@ from typing import BinaryIO
 from urbanfusion.pipeline.errors import write_failure
 
 SHARED = 0o644  # readers, workers and logs of other users may read it
+# Room kept free beyond what a write itself needs: file system metadata, a TIFF's directory.
+ROOM_MARGIN = 1 << 20
 
 
 def usual_mode() -> int:
@@ -67,3 +71,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], mode: int = SH
                 write(f)
         except OSError as err:
             raise write_failure(err, path) from None
+
+
+def ensure_room(path: Path, nbytes: int) -> None:
+    """Fail with ENOSPC naming ``path`` unless its file system has ``nbytes`` (and a margin) free.
+
+    For writers that do not fail on a full disk. GDAL's GeoTIFF driver only prints libtiff's "No
+    space left on device" and goes on; building overviews on the truncated file then crashed
+    the whole process (a segmentation fault, no message at all).
+
+    Raises:
+        OSError: ENOSPC, naming ``path``; the command line prints it as one line.
+    """
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes + ROOM_MARGIN:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

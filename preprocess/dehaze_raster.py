@@ -14,6 +14,7 @@ the same halo as a run's, so the output is what a run feeds the model, at the fi
 
 from __future__ import annotations
 
+import errno
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError  # what a failed GDAL copy raises (no RasterioError)
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
 
-from urbanfusion.pipeline.atomic import replacing
-from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError
+from urbanfusion.pipeline.atomic import ensure_room, replacing
+from urbanfusion.pipeline.errors import InputFormatError, InputNotFoundError, write_failure
 from urbanfusion.pipeline.windows import ChunkGrid, Window
 from urbanfusion.preprocess.dehaze import DehazeParams, dehaze_in_strips, haze_strength
 from urbanfusion.preprocess.scaling import white_level
@@ -189,7 +191,18 @@ def _dehaze_open(
     profile = src.profile
     # The user's usual mode, as a raster written in place would have.
     with replacing(dst_path, mode=None) as tmp:
-        _write(src, tmp, blocks, whole, bands, lo, hi, profile)
+        # An uncompressed output's size is known: a full disk is then found before GDAL writes
+        # (it prints libtiff's complaints on the way, then fails).
+        raw = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
+        ensure_room(dst_path, 0 if profile.get("compress") else raw)
+        try:
+            _write(src, tmp, blocks, whole, bands, lo, hi, profile)
+        except (RasterioError, CPLE_BaseError) as err:
+            # GDAL says "Write failed" on a full disk, which would pass for a truncated input.
+            failure = write_failure(err, dst_path)
+            if failure.errno == errno.ENOSPC:
+                raise failure from None
+            raise
     return DehazeResult([float(v) for v in light], haze_strength(light, params), score)
 
 

@@ -237,15 +237,21 @@ def test_training_options_that_cannot_go_together_are_one_line(tmp_path, small_c
     _assert_clean_failure(proc, says, tmp_path / "o")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MB tmpfs: a disk that fills up (needs root and mount; skips otherwise)."""
+@pytest.fixture(params=[2, 3, 6], ids=["2 MB: the store", "3 MB: a map", "6 MB: a COG copy"])
+def tiny_disk(request, tmp_path):
+    """A small tmpfs: a disk that fills up (needs root and mount; skips otherwise).
+
+    The small city's run fills 2 MB with its store, 3 MB before a map's scratch GeoTIFF (GDAL
+    wrote on, and building overviews crashed the process), 6 MB in a map's COG copy (a
+    rasterio error that was no RasterioError: a traceback).
+    """
     import subprocess
 
     folder = tmp_path / "tiny"
     folder.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={request.param}m", "tmpfs", str(folder)],
+        capture_output=True,
     )
     if mounted.returncode:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
@@ -263,7 +269,52 @@ def test_a_full_disk_is_one_line_naming_the_file_and_publishes_nothing(
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    *gdal, line = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: disk full writing {tiny_disk / 'out'}"), line
+    # GDAL prints libtiff's complaints itself, past rasterio's handler: only those come first.
+    assert all(said.endswith("No space left on device.") for said in gdal), gdal
     assert not (tiny_disk / "out" / "latest").exists()
+
+
+@pytest.mark.parametrize("compress", [None, "deflate"], ids=["known size", "compressed"])
+def test_dehazing_onto_a_full_disk_says_so_naming_the_output(tmp_path, compress):
+    import subprocess
+
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    # 1,500 px of seeded noise, 6.75 MB however compressed: more than the 3 MB disk.
+    scene = tmp_path / "scene.tif"
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 1500, 1500), dtype=np.uint8)
+    profile = {"compress": compress} if compress else {}
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=1500, height=1500, count=3, dtype="uint8",
+        crs="EPSG:32649", transform=Affine(2.0, 0, 700_000, 0, -2.0, 3_900_000), **profile,
+    ) as dst:  # fmt: skip
+        dst.write(pixels)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        proc = _run("dehaze", scene, folder / "out.tif")
+        left = list(folder.iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+    assert proc.returncode == 2, proc.stderr
+    *gdal, line = proc.stderr.strip().splitlines()
+    # It was "cannot be read to the end ... is the file truncated?", blaming the input.
+    assert line == (
+        f"error: disk full writing {folder / 'out.tif'}; free space on that file system, or "
+        "write to another (output.dir for a run)"
+    )
+    # A size known beforehand is checked before GDAL writes; a compressed one fails in GDAL,
+    # which prints libtiff's complaints itself first.
+    assert all(said.endswith("No space left on device.") for said in gdal)
+    assert compress or not gdal
+    assert left == []

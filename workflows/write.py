@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import rasterio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FeatureError, FieldError
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
@@ -32,6 +33,7 @@ from urbanfusion.models.classes import NO_CLASS
 from urbanfusion.models.contract import ModelContract
 from urbanfusion.models.inference import Predictor
 from urbanfusion.pipeline import strict_json
+from urbanfusion.pipeline.atomic import ensure_room
 from urbanfusion.pipeline.errors import InputFormatError, write_failure
 from urbanfusion.pipeline.grid import CityGrid
 from urbanfusion.pipeline.partitions import Partition
@@ -122,6 +124,8 @@ def _write_cog(
         "BIGTIFF": "IF_SAFER",
     }
     scratch = path.with_name(f".{path.name}.staged.tif")
+    # The scratch is uncompressed, its overviews a third more: all of that must fit first.
+    ensure_room(scratch, grid.nrows * grid.ncols * count * np.dtype(dtype).itemsize * 4 // 3)
     try:
         with rasterio.open(scratch, "w", **profile) as staged:
             _fill(staged, grid, bands, colours, tags, band_names)
@@ -360,7 +364,16 @@ def _write_outputs(
 
 
 # What pyogrio raises when a GeoPackage cannot be written (SQLite's disk I/O errors among them).
-_OGR_ERRORS = (DataLayerError, DataSourceError, FeatureError, FieldError)
+# What GDAL and OGR raise for a failed write. rasterio's CPLE_* errors (a COG copy that hits a
+# full disk) are no RasterioError; rasterio defines them in rasterio._err only.
+_GDAL_ERRORS = (
+    RasterioError,
+    CPLE_BaseError,
+    DataLayerError,
+    DataSourceError,
+    FeatureError,
+    FieldError,
+)
 
 
 def write(
@@ -394,7 +407,7 @@ def write(
                 changes = _write_outputs(
                     p, ingested, predicted, contract, staging, previous, run_id
                 )
-            except (OSError, RasterioError, *_OGR_ERRORS) as err:
+            except (OSError, *_GDAL_ERRORS) as err:
                 # GDAL and SQLite say "write failed" or less; say where, and a full disk.
                 raise write_failure(err, staging) from None
         with timer.stage("hash", "inputs and outputs (SHA-256)"):

@@ -98,7 +98,7 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if e.errno == errno.ENOSPC:
                 message = (
                     f"disk full writing {e.filename or 'the outputs'}; free space on that file "
-                    "system, or point output.dir at another"
+                    "system, or write to another (output.dir for a run)"
                 )
             else:
                 message = f"{e.strerror or e}{where}; check the path and free space"
