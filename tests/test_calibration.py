@@ -179,11 +179,14 @@ def test_a_model_scored_by_an_earlier_urbanfusion_is_refused_until_calibrate_ref
     assert np.isfinite(cells.domain).all()
 
 
-@pytest.mark.parametrize("m", [7, 511, 512, 4096, 4100])
-@pytest.mark.parametrize("k", [1, 10, 64, 200])
+@pytest.mark.parametrize(
+    ("m", "k"),
+    [
+        *[(7, 1), (7, 7), (511, 10), (512, 1), (512, 10), (512, 64), (512, 200)],
+        *[(4096, 1), (4096, 10), (4096, 64), (4100, 10), (4100, 200)],
+    ],
+)
 def test_the_kth_largest_of_each_row_is_exact_for_any_width_and_ties(m, k):
-    if k > m:
-        pytest.skip("k beyond the row")
     rng = np.random.default_rng(m * 1000 + k)
     values = rng.standard_normal((37, m)).astype(np.float32)
     values[:, : m // 3] = np.round(values[:, : m // 3])  # ties, as float16 embeddings give

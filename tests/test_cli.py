@@ -237,13 +237,14 @@ def test_training_options_that_cannot_go_together_are_one_line(tmp_path, small_c
     _assert_clean_failure(proc, says, tmp_path / "o")
 
 
-@pytest.fixture(params=[2, 3, 6], ids=["2 MB: the store", "3 MB: a map", "6 MB: a COG copy"])
+@pytest.fixture(params=[2, 4], ids=["2 MB: the store", "4 MB: the maps"])
 def tiny_disk(request, tmp_path):
     """A small tmpfs: a disk that fills up (needs root and mount; skips otherwise).
 
-    The small city's run fills 2 MB with its store, 3 MB before a map's scratch GeoTIFF (GDAL
-    wrote on, and building overviews crashed the process), 6 MB in a map's COG copy (a
-    rasterio error that was no RasterioError: a traceback).
+    The small city's run fills 2 MB with its store and 4 MB with its maps. There GDAL wrote on
+    past libtiff's "No space left on device", and building overviews on the truncated scratch
+    crashed the process (exit 139); a little more room ended in a COG copy's CPLE error, a
+    traceback. Its maps' scratch files then took 10 MB of padded 256 px blocks; now 5 MB runs.
     """
     import subprocess
 
@@ -270,10 +271,8 @@ def test_a_full_disk_is_one_line_naming_the_file_and_publishes_nothing(
         timeout=300,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    *gdal, line = proc.stderr.strip().splitlines()
+    (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: disk full writing {tiny_disk / 'out'}"), line
-    # GDAL prints libtiff's complaints itself, past rasterio's handler: only those come first.
-    assert all(said.endswith("No space left on device.") for said in gdal), gdal
     assert not (tiny_disk / "out" / "latest").exists()
 
 

@@ -69,6 +69,18 @@ from urbanfusion.workflows.styles import write_cells_style, write_probabilities_
 from urbanfusion.workflows.webmap.page import write_map
 
 
+def _scratch_bytes(grid: CityGrid, count: int, itemsize: int) -> int:
+    """The uncompressed scratch GeoTIFF's size, in whole blocks at every overview level.
+
+    Also a bound on the COG copied from it (the same blocks, compressed).
+    """
+    block, total = _cog_blocksize(grid), 0
+    for factor in [1, *_overview_factors(grid)]:
+        rows, cols = -(-grid.nrows // factor), -(-grid.ncols // factor)
+        total += -(-rows // block) * -(-cols // block) * block * block * count * itemsize
+    return total
+
+
 def _cog_blocksize(grid: CityGrid) -> int:
     """Largest power of two in [16, 512] at most half the longer side."""
     half = max(grid.nrows, grid.ncols) // 2
@@ -119,13 +131,16 @@ def _write_cog(
         "transform": grid.transform,
         "nodata": nodata,
         "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
+        # The COG's blocks: a small city's map is not padded to 256 px blocks on every level.
+        "blockxsize": _cog_blocksize(grid),
+        "blockysize": _cog_blocksize(grid),
         "BIGTIFF": "IF_SAFER",
     }
     scratch = path.with_name(f".{path.name}.staged.tif")
-    # The scratch is uncompressed, its overviews a third more: all of that must fit first.
-    ensure_room(scratch, grid.nrows * grid.ncols * count * np.dtype(dtype).itemsize * 4 // 3)
+    # The scratch, and the COG (compressed, at most as large) beside it before the scratch goes,
+    # must fit before GDAL writes: it does not stop at a full disk, and prints libtiff's
+    # complaints past rasterio.
+    ensure_room(scratch, 2 * _scratch_bytes(grid, count, np.dtype(dtype).itemsize))
     try:
         with rasterio.open(scratch, "w", **profile) as staged:
             _fill(staged, grid, bands, colours, tags, band_names)
