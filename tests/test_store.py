@@ -56,6 +56,10 @@ def test_a_new_model_only_predicts_and_a_new_day_does_not_touch_the_imagery(
     assert store["chips"] == {"computed": 0, "reused": n} and store["activity"]["reused"] == 1
     assert store["scenes"]["computed"] == 0
     _same_outputs(second, first)  # the same weights in another file: the same map
+    # No input is read again for the manifest: each one's SHA-256 is kept under its identity.
+    inputs = first.manifest["inputs"]
+    assert store["hashes"] == {"computed": 0, "reused": len(inputs["tiles"]) + len(days) - 1}
+    assert second.manifest["inputs"] == inputs
 
     new_day = load_config(
         write_config(
@@ -67,6 +71,7 @@ def test_a_new_model_only_predicts_and_a_new_day_does_not_touch_the_imagery(
     assert store["activity"] == {"computed": 1, "reused": 0}
     # Only the new day's file is read; the others' rows come from the store.
     assert store["signalling-files"] == {"computed": 1, "reused": len(days) - 1}
+    assert store["hashes"]["computed"] == 1
     assert store["chips"] == {"computed": 0, "reused": n} and store["scenes"]["computed"] == 0
     _same_outputs(third, _fresh(tmp_path, small_city, "fresh-week", model=str(model)))
 
@@ -113,7 +118,8 @@ def test_a_tile_rewritten_with_its_size_and_time_kept_is_noticed(tmp_path, small
     again = run(cfg)
     assert not again.up_to_date and again.manifest["store"]["scenes"]["computed"] == 1
     (entry,) = [e for e in again.manifest["inputs"]["tiles"] if e["path"] == str(tile)]
-    assert entry["sha256"] == file_sha256(tile)
+    assert entry["sha256"] == file_sha256(tile)  # hashed again: its identity is another
+    assert again.manifest["store"]["hashes"]["computed"] == 1
     assert (again.class_id != first.class_id).any()
 
 

@@ -436,7 +436,7 @@ def write(
                 partitions=partitions,
                 run={"id": run_id, "previous": previous.name if previous else None},
                 fingerprint=fingerprint,
-                store=dict(store.summary()) if store is not None else {},
+                store=store,
                 changes=changes.to_dict(),
             )
             names = sorted({f.name for f in staging.iterdir()} | {ITEM, MANIFEST})
