@@ -317,3 +317,17 @@ def test_dehazing_onto_a_full_disk_says_so_naming_the_output(tmp_path, compress)
     assert all(said.endswith("No space left on device.") for said in gdal)
     assert compress or not gdal
     assert left == []
+
+
+def test_every_command_is_listed_under_the_module_that_adds_it():
+    # main() imports only the listed module of the command it is given.
+    from urbanfusion.workflows.cli import COMMANDS, app
+
+    def module(callback) -> str:
+        return callback.__module__.rsplit(".", 1)[-1]
+
+    found = {c.name: module(c.callback) for c in app.registered_commands}
+    for group in app.registered_groups:
+        commands = group.typer_instance.registered_commands
+        (found[group.name],) = {module(c.callback) for c in commands}
+    assert found == {name: m for m, names in COMMANDS.items() for name in names}

@@ -240,6 +240,7 @@ try:
 except SystemExit:
     pass
 heavy = ("rasterio", "onnxruntime", "dask", "geopandas", "xarray", "cv2", "pyogrio")
+heavy += ("urbanfusion.workflows.cli.model_commands",)  # the train options: 0.05 s of a start
 print("IMPORTED", *[m for m in heavy if m in sys.modules])
 """
 
