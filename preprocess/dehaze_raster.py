@@ -191,10 +191,11 @@ def _dehaze_open(
     profile = src.profile
     # The user's usual mode, as a raster written in place would have.
     with replacing(dst_path, mode=None) as tmp:
-        # An uncompressed output's size is known: a full disk is then found before GDAL writes
-        # (it prints libtiff's complaints on the way, then fails).
+        # An uncompressed GeoTIFF's size is known: a full disk is then found before GDAL writes
+        # (it prints libtiff's complaints on the way, then fails). PNG and JPEG compress.
+        known = src.driver == "GTiff" and not profile.get("compress")
         raw = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
-        ensure_room(dst_path, 0 if profile.get("compress") else raw)
+        ensure_room(dst_path, raw if known else 0)
         try:
             _write(src, tmp, blocks, whole, bands, lo, hi, profile)
         except (RasterioError, CPLE_BaseError) as err:
