@@ -244,7 +244,7 @@ def tiny_disk(request, tmp_path):
     The small city's run fills 2 MB with its store and 4 MB with its maps. There GDAL wrote on
     past libtiff's "No space left on device", and building overviews on the truncated scratch
     crashed the process (exit 139); a little more room ended in a COG copy's CPLE error, a
-    traceback. Its maps' scratch files then took 10 MB of padded 256 px blocks; now 5 MB runs.
+    traceback. Its maps' scratch files then took 7 MB of padded 256 px blocks; now 5 MB runs.
     """
     import subprocess
 
